@@ -1,0 +1,41 @@
+"""gpkg.ray: hyperparameter tuning with Ray Tune as a Guild operation.
+
+The data path, one subpackage each:
+
+    spec     op config + flags  -> TuneSpec (settings, space, objective, steps)
+    trial    one trial's steps as Guild runs, scalars read live -> reports
+    engine   Ray Tune runs the trials (searchers, embedded Ray)
+    results  trial record runs, trials table, tune scalars, progress
+
+`gpkg_ray.tuner` is the `tune` op's main; it only wires these together. The root
+package re-exports the plain-data API; `gpkg_ray.engine` (which imports Ray) is
+imported where it is used.
+"""
+
+# Re-exports resolve on first use: Guild imports `gpkg_ray.plugin` in every
+# `guild` command, and that must not pay for the rest of the package.
+_EXPORTS = {
+    "ClusterError": "gpkg_ray.errors",
+    "GpkgRayError": "gpkg_ray.errors",
+    "SpecError": "gpkg_ray.errors",
+    "TrialFailed": "gpkg_ray.errors",
+    "Objective": "gpkg_ray.spec",
+    "Settings": "gpkg_ray.spec",
+    "TrialPlan": "gpkg_ray.spec",
+    "TuneSpec": "gpkg_ray.spec",
+    "load_spec": "gpkg_ray.spec",
+    "TrialListener": "gpkg_ray.trial.outcome",
+    "TrialOutcome": "gpkg_ray.trial.outcome",
+    "run_trial": "gpkg_ray.trial.runner",
+    "Workspace": "gpkg_ray.trial.workspace",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gpkg_ray' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

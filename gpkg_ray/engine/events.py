@@ -1,0 +1,77 @@
+"""Ray Tune callbacks turned into TrialOutcome events for a TrialListener."""
+
+from __future__ import annotations
+
+import time
+
+from ray.tune import Callback
+
+from gpkg_ray.errors import TrialFailed
+from gpkg_ray.spec import TrialPlan
+from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
+from gpkg_ray.trial.runner import GUILD_RUNS, OBJECTIVE
+
+
+class TrialEvents(Callback):
+    def __init__(self, plan: TrialPlan, listener: TrialListener):
+        self.plan = plan
+        self.listener = listener
+        self.outcomes: dict[str, TrialOutcome] = {}
+        self._steps = {step.name for step in plan.steps}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        outcome = TrialOutcome(
+            number=_trial_number(trial.trial_id),
+            values=self.plan.trial_values(trial.config),
+        )
+        self.outcomes[trial.trial_id] = outcome
+        self.listener.trial_started(outcome)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        outcome = self.outcomes[trial.trial_id]
+        self._apply_result(outcome, result)
+        self.listener.trial_updated(outcome)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        outcome = self.outcomes[trial.trial_id]
+        self._apply_result(outcome, trial.last_result or {})
+        outcome.status = "completed"
+        self._end(outcome)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        outcome = self.outcomes[trial.trial_id]
+        self._apply_result(outcome, trial.last_result or {})
+        outcome.status = "failed"
+        outcome.objective = None
+        outcome.error = _error_message(trial)
+        self._end(outcome)
+
+    def _apply_result(self, outcome: TrialOutcome, result: dict) -> None:
+        outcome.runs.update(result.get(GUILD_RUNS) or {})
+        if result.get(OBJECTIVE) is not None:
+            outcome.objective = result[OBJECTIVE]
+        # Step scalars are reported as STEP/TAG; the rest is Ray's bookkeeping.
+        outcome.metrics.update(
+            (key, value)
+            for key, value in result.items()
+            if key.partition("/")[0] in self._steps
+        )
+
+    def _end(self, outcome: TrialOutcome) -> None:
+        outcome.ended = time.time()
+        self.listener.trial_ended(outcome)
+
+
+def _trial_number(trial_id: str) -> int:
+    # Ray numbers trials of an experiment in creation order: "<prefix>_00003".
+    return int(trial_id.rsplit("_", 1)[-1]) + 1
+
+
+def _error_message(trial) -> str:
+    error = trial.get_pickled_error()
+    if isinstance(error, TrialFailed):
+        return str(getattr(error, "cause", None) or error).strip()
+    if error is not None:
+        cause = getattr(error, "cause", None) or error
+        return f"{type(cause).__name__}: {cause}".strip()
+    return "the trial failed; see ray/driver.log in the tune run directory"

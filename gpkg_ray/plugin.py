@@ -1,0 +1,37 @@
+"""Guild plugin of gpkg.ray: checks a tune op before Guild creates its run.
+
+Guild calls `apply_cmd_env` for each `guild run` of an op the plugin is enabled
+for, after flags are resolved and before the run directory exists. A bad config,
+flag or cluster therefore stops with one line (`guild: ...`) and leaves no run.
+The tuner repeats the same checks (`gpkg_ray.tuner.checked_spec`) when it starts.
+"""
+
+from __future__ import annotations
+
+from guild import plugin as pluginlib
+
+TUNER_MAIN = "gpkg_ray.tuner"
+
+
+def is_tune_op(opdef) -> bool:
+    main = (opdef.main or "").split()
+    return bool(main) and main[0] == TUNER_MAIN
+
+
+class TunePlugin(pluginlib.Plugin):
+    def enabled_for_op(self, opdef):
+        if is_tune_op(opdef):
+            return True, f"main is {TUNER_MAIN}"
+        return False, "not a gpkg.ray tune operation"
+
+    def apply_cmd_env(self, op, cmd_env):
+        from guild import cli
+
+        from gpkg_ray.errors import GpkgRayError
+        from gpkg_ray.spec import Settings
+        from gpkg_ray.tuner import checked_spec
+
+        try:
+            checked_spec(op._opdef, Settings.from_flags(op._op_flag_vals))
+        except GpkgRayError as e:
+            cli.error(str(e))

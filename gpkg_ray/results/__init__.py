@@ -1,0 +1,1 @@
+"""Results of a tune: trial record runs, the trials table, scalars, progress."""

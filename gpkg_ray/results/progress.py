@@ -1,0 +1,40 @@
+"""Progress lines in the tune run's output, one per trial as it ends."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from guild import flag_util
+
+from gpkg_ray.spec import Objective
+from gpkg_ray.trial.outcome import TrialOutcome
+
+
+class ProgressPrinter:
+    """A TrialListener that prints a line when a trial ends."""
+
+    def __init__(self, total: int, objective: Objective, out: TextIO = sys.stdout):
+        self.total = total
+        self.objective = objective
+        self.out = out
+        self.best: float | None = None
+
+    def trial_started(self, outcome: TrialOutcome) -> None:
+        pass
+
+    def trial_updated(self, outcome: TrialOutcome) -> None:
+        pass
+
+    def trial_ended(self, outcome: TrialOutcome) -> None:
+        head = f"trial {outcome.number}/{self.total} {outcome.status}"
+        if outcome.status == "failed":
+            line = f"{head}: {outcome.error}"
+        else:
+            assigns = flag_util.flag_assigns(outcome.values, truncate_floats=True)
+            values = " ".join(assigns)
+            line = f"{head}  {self.objective.scalar}={outcome.objective:.6g}  {values}"
+            if self.objective.is_better(outcome.objective, self.best):
+                self.best = outcome.objective
+                line += "  (best so far)"
+        print(line, file=self.out, flush=True)

@@ -1,0 +1,118 @@
+"""Trial records: one Guild run per trial, so `guild compare` shows trials.
+
+A trial's steps are separate Guild runs (`train`, `evaluate`), none of which holds
+both the trial's values and its objective. A record run of op `gpkg.ray/trial`
+does: its flags are the trial's values (every space entry), its scalar is the
+objective, and it links to its step runs by step name (as Guild's own pipelines
+do), so `guild ls`, `guild runs info` and `guild compare` see their files and
+scalars too. The record is `running` while the trial runs (its LOCK holds the
+tune process's pid), then `completed` or `error`.
+
+    guild compare -Fo trial            one row per trial
+    guild compare -Ft tune-<id>        the trials and step runs of one tune
+    guild runs -Fm                     the best trial and its step runs (marked)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from importlib import metadata
+
+from guild import flag_util
+from guild import run as guild_run
+from guild.opref import OpRef
+from guild.summary import SummaryWriter
+
+from gpkg_ray.spec import Objective
+from gpkg_ray.trial.outcome import TrialOutcome
+
+RECORD_OP = "trial"
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("gpkg.ray")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+class TrialRecords:
+    """A TrialListener that keeps a record run per trial in GUILD_HOME."""
+
+    def __init__(self, guild_home: str, objective: Objective, tags: list[str]):
+        self.guild_home = guild_home
+        self.objective = objective
+        self.tags = list(tags)
+        self.records: dict[int, guild_run.Run] = {}
+        self._opref = OpRef("package", "gpkg.ray", _package_version(), "", RECORD_OP)
+
+    def trial_started(self, outcome: TrialOutcome) -> None:
+        run_id = guild_run.mkid()
+        record = guild_run.Run(run_id, os.path.join(self.guild_home, "runs", run_id))
+        record.init_skel()
+        record.write_opref(self._opref)
+        now = guild_run.timestamp()
+        record.write_attr("id", run_id)
+        record.write_attr("initialized", now)
+        record.write_attr("started", now)
+        record.write_attr("flags", outcome.values)
+        record.write_attr("label", _label(self.tags, outcome.values))
+        record.write_attr("tags", self.tags)
+        with open(record.guild_path("LOCK"), "w") as f:
+            f.write(str(os.getpid()))
+        self.records[outcome.number] = record
+
+    def trial_updated(self, outcome: TrialOutcome) -> None:
+        self._link_step_runs(outcome)
+
+    def trial_ended(self, outcome: TrialOutcome) -> None:
+        record = self.records[outcome.number]
+        self._link_step_runs(outcome)
+        if outcome.objective is not None:
+            with SummaryWriter(record.guild_path()) as writer:
+                writer.add_scalar(self.objective.scalar, outcome.objective, 0)
+        with open(record.guild_path("output"), "w") as f:
+            f.write(_output_text(outcome))
+        record.write_attr("exit_status", 0 if outcome.status == "completed" else 1)
+        record.write_attr("stopped", guild_run.timestamp())
+        _remove(record.guild_path("LOCK"))
+
+    def mark(self, outcome: TrialOutcome) -> None:
+        """Marks a trial's record and step runs, as `guild mark` does.
+
+        Guild prefers marked runs when it resolves an `operation:` dependency, so
+        a later `guild run evaluate` (say) picks the best trial's `train` run.
+        """
+        self.records[outcome.number].write_attr("marked", True)
+        for run_id in outcome.runs.values():
+            run_dir = os.path.join(self.guild_home, "runs", run_id)
+            if os.path.isdir(run_dir):
+                guild_run.Run(run_id, run_dir).write_attr("marked", True)
+
+    def _link_step_runs(self, outcome: TrialOutcome) -> None:
+        record = self.records[outcome.number]
+        for step, run_id in outcome.runs.items():
+            link = os.path.join(record.dir, step)
+            if not os.path.lexists(link):
+                os.symlink(os.path.join("..", run_id), link)
+
+
+def _label(tags: list[str], values: dict) -> str:
+    """Tags then flags, as Guild labels a tagged run."""
+    return " ".join([*tags, *flag_util.flag_assigns(values, truncate_floats=True)])
+
+
+def _output_text(outcome: TrialOutcome) -> str:
+    lines = [f"trial {outcome.number}: {outcome.status}"]
+    lines += [f"{step} run: {run_id}" for step, run_id in outcome.runs.items()]
+    if outcome.objective is not None:
+        lines.append(f"objective: {outcome.objective}")
+    if outcome.error:
+        lines.append(f"error: {outcome.error}")
+    return "\n".join(lines) + "\n"
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)

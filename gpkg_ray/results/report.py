@@ -1,0 +1,131 @@
+"""The tune run's own results: a trials table, its scalars and a summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+from guild import flag_util
+from guild.summary import SummaryWriter
+
+from gpkg_ray.spec import Objective
+from gpkg_ray.trial.outcome import TrialOutcome
+
+TRIALS_CSV = "trials.csv"
+TRIALS_JSON = "trials.json"
+
+
+def best_trial(
+    outcomes: list[TrialOutcome], objective: Objective
+) -> TrialOutcome | None:
+    best = None
+    for outcome in outcomes:
+        if outcome.objective is None:
+            continue
+        if best is None or objective.is_better(outcome.objective, best.objective):
+            best = outcome
+    return best
+
+
+def write_trials(
+    run_dir: str, outcomes: list[TrialOutcome], objective: Objective, meta: dict
+) -> None:
+    """`trials.csv` (a row per trial) and `trials.json` (the same, plus meta)."""
+    keys = sorted({key for o in outcomes for key in o.values})
+    steps = sorted({step for o in outcomes for step in o.runs})
+    with open(os.path.join(run_dir, TRIALS_CSV), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "trial",
+                "status",
+                objective.scalar,
+                *keys,
+                *(f"{s}_run" for s in steps),
+                "error",
+            ]
+        )
+        for o in outcomes:
+            writer.writerow(
+                [
+                    o.number,
+                    o.status,
+                    "" if o.objective is None else o.objective,
+                    *(o.values.get(k, "") for k in keys),
+                    *(o.runs.get(s, "") for s in steps),
+                    o.error or "",
+                ]
+            )
+    with open(os.path.join(run_dir, TRIALS_JSON), "w") as f:
+        json.dump(
+            {
+                **meta,
+                "objective": {
+                    "scalar": objective.scalar,
+                    "mode": objective.mode,
+                    "step": objective.step,
+                },
+                "trials": [_trial_json(o) for o in outcomes],
+            },
+            f,
+            indent=2,
+            default=str,
+        )
+
+
+def _trial_json(o: TrialOutcome) -> dict:
+    return {
+        "trial": o.number,
+        "status": o.status,
+        "objective": o.objective,
+        "values": o.values,
+        "runs": o.runs,
+        "metrics": o.metrics,
+        "error": o.error,
+        "started": o.started,
+        "ended": o.ended,
+    }
+
+
+def log_tune_scalars(
+    run_dir: str, outcomes: list[TrialOutcome], objective: Objective
+) -> None:
+    """Scalars of the tune run: the best objective and the trial counts."""
+    best = best_trial(outcomes, objective)
+    with SummaryWriter(os.path.join(run_dir, ".guild")) as writer:
+        if best is not None:
+            writer.add_scalar(objective.scalar, best.objective, 0)
+        writer.add_scalar("trials_completed", _count(outcomes, "completed"), 0)
+        writer.add_scalar("trials_failed", _count(outcomes, "failed"), 0)
+
+
+def _count(outcomes: list[TrialOutcome], status: str) -> int:
+    return sum(1 for o in outcomes if o.status == status)
+
+
+def _assigns(values: dict) -> str:
+    return " ".join(flag_util.flag_assigns(values, truncate_floats=True))
+
+
+def summary_lines(
+    outcomes: list[TrialOutcome], objective: Objective, top: int = 5
+) -> list[str]:
+    completed = _count(outcomes, "completed")
+    failed = _count(outcomes, "failed")
+    lines = [f"{len(outcomes)} trials: {completed} completed, {failed} failed"]
+    ranked = sorted(
+        (o for o in outcomes if o.objective is not None),
+        key=lambda o: o.objective,
+        reverse=objective.mode == "max",
+    )
+    if ranked:
+        lines.append(f"Top trials ({objective.mode} {objective.scalar}):")
+        for o in ranked[:top]:
+            runs = " ".join(run_id[:8] for run_id in o.runs.values())
+            lines.append(
+                f"  trial {o.number:>3}  {objective.scalar}={o.objective:.6g}  "
+                f"{_assigns(o.values)}  "
+                f"[runs {runs}]"
+            )
+    return lines

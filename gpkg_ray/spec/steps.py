@@ -1,0 +1,109 @@
+"""Steps of a trial, resolved against the project's Guild operations.
+
+This is the only part of the spec that reads Guild op definitions: what flags
+each step defines, and which of its `requires` point at an earlier step, so that
+a trial pins them to its own runs (`operation:train=<run id>`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpkg_ray.errors import SpecError
+from gpkg_ray.spec.space import FlagDef
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    """The step as written in `steps` (also the op spec given to `guild run`)."""
+    flagdefs: dict[str, FlagDef] = field(default_factory=dict)
+    pins: dict[str, str] = field(default_factory=dict)
+    """Dependency flag (e.g. `operation:train`) -> the earlier step it names."""
+
+
+def resolve_steps(raw: Any, tune_opdef) -> list[Step]:
+    """Steps from op config `steps`, checked against the tune op's Guild model."""
+    names = _step_names(raw)
+    steps: list[Step] = []
+    for name in names:
+        opdef = _find_opdef(name, tune_opdef)
+        steps.append(Step(name, _flagdefs(opdef), _pins(opdef, steps)))
+    return steps
+
+
+def _step_names(raw: Any) -> list[str]:
+    if raw is None:
+        raise SpecError("config has no 'steps': list the ops of a trial, e.g. [train]")
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names:
+        raise SpecError("'steps' must list op names, e.g. [train, evaluate]")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise SpecError(f"'steps' has {name!r}: list op names, e.g. [train]")
+    if len(set(names)) != len(names):
+        raise SpecError("'steps' lists an op twice: list each op once")
+    return [name.strip() for name in names]
+
+
+def _find_opdef(name: str, tune_opdef):
+    model_name, _, op_name = name.rpartition(":")
+    modeldef = tune_opdef.modeldef
+    if model_name:
+        modeldef = tune_opdef.guildfile.models.get(model_name)
+    opdef = modeldef.get_operation(op_name) if modeldef else None
+    if opdef is None:
+        known = ", ".join(sorted(op.name for op in tune_opdef.modeldef.operations))
+        raise SpecError(
+            f"'steps' names unknown op '{name}': define it in guild.yml or use one "
+            f"of: {known}"
+        )
+    if opdef is tune_opdef:
+        raise SpecError(f"'steps' names the tune op '{name}' itself")
+    return opdef
+
+
+def _flagdefs(opdef) -> dict[str, FlagDef]:
+    return {flag.name: _flagdef(flag) for flag in opdef.flags}
+
+
+def _flagdef(flag) -> FlagDef:
+    choices = tuple(c.value for c in flag.choices) if flag.choices else None
+    return FlagDef(
+        choices=choices,
+        min=flag.min,
+        max=flag.max,
+        log_scale=(flag.distribution or "").replace("-", "") == "loguniform",
+        float_valued=flag.type == "float" or isinstance(flag.default, float),
+    )
+
+
+def _pins(opdef, earlier: list[Step]) -> dict[str, str]:
+    """Dependency flags of `opdef` that require an op run by an earlier step."""
+    from guild import op_dep
+
+    pins = {}
+    for depdef in opdef.dependencies:
+        try:
+            resdef, _ = op_dep.resource_def(depdef, {})
+        except Exception:  # a dependency Guild itself will report when it runs
+            continue
+        for source in resdef.sources:
+            if source.parsed_uri.scheme != "operation":
+                continue
+            upstream = _latest_matching(source.parsed_uri.path, earlier)
+            if upstream:
+                flag = op_dep.source_flag_name_candidates(source)[0]
+                pins[flag] = upstream.name
+    return pins
+
+
+def _latest_matching(op_pattern: str, earlier: list[Step]) -> Step | None:
+    """The last earlier step whose op matches Guild's `operation:` pattern."""
+    for step in reversed(earlier):
+        op_name = step.name.rpartition(":")[2]
+        if re.fullmatch(op_pattern, step.name) or re.fullmatch(op_pattern, op_name):
+            return step
+    return None

@@ -1,0 +1,94 @@
+"""Scalars of a Guild run, read while the run writes them.
+
+Guild records a run's output scalars in `RUN_DIR/.guild/events.out.tfevents.*`, and
+scripts may write TF event files of their own anywhere in the run directory. This
+reads both the way Guild does (TensorBoard's event loader, Guild's value decoding),
+but incrementally: each poll returns only what was written since the last one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+# Guild's own decoding of one summary value (simple value or float tensor).
+from guild.tfevent import _ensure_tb_logging_patched, _try_scalar_event
+
+
+@dataclass(frozen=True)
+class Scalar:
+    value: float
+    step: int
+
+
+class _EventDir:
+    """Incremental reader of the event files in one directory."""
+
+    def __init__(self, path: str):
+        from tensorboard.backend.event_processing import event_accumulator
+
+        self._loader = event_accumulator._GeneratorFromPath(path)
+
+    def new_scalars(self):
+        for event in self._loader.Load():
+            if not event.HasField("summary"):
+                continue
+            for value in event.summary.value:
+                scalar = _try_scalar_event(event, value)
+                if scalar is not None:
+                    yield scalar
+
+
+class ScalarWatcher:
+    """Latest value of each scalar tag of a run, polled as the run goes.
+
+    `RUN_DIR/.guild` (output scalars) is read on every poll; the rest of the run
+    directory is searched for event files every `rescan_seconds`, since a run
+    directory can hold many files.
+    """
+
+    def __init__(self, run_dir: str, rescan_seconds: float = 2.0):
+        self.run_dir = run_dir
+        self.latest: dict[str, Scalar] = {}
+        self._dirs: dict[str, _EventDir] = {}
+        self._rescan_seconds = rescan_seconds
+        self._last_scan = 0.0
+
+    def poll(self, final: bool = False) -> dict[str, Scalar]:
+        """Reads new events; returns the tags whose latest value changed."""
+        if final or time.monotonic() - self._last_scan >= self._rescan_seconds:
+            self._scan()
+        else:
+            self._add_dir(os.path.join(self.run_dir, ".guild"))
+        changed: dict[str, Scalar] = {}
+        # Output scalars (.guild) last, so they win over a script's own tag.
+        for path in sorted(self._dirs, key=lambda p: p.endswith(".guild")):
+            for tag, value, step in self._dirs[path].new_scalars():
+                changed[tag] = self.latest[tag] = Scalar(value, step)
+        return changed
+
+    def _scan(self) -> None:
+        self._last_scan = time.monotonic()
+        for path in _event_dirs(self.run_dir):
+            self._add_dir(path)
+
+    def _add_dir(self, path: str) -> None:
+        if path not in self._dirs and _has_event_file(path):
+            _ensure_tb_logging_patched()
+            self._dirs[path] = _EventDir(path)
+
+
+def _event_dirs(run_dir: str):
+    for root, dirs, files in os.walk(run_dir):
+        # Links (e.g. to a required run's files) belong to other runs.
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        if any(".tfevents." in name for name in files):
+            yield root
+
+
+def _has_event_file(path: str) -> bool:
+    try:
+        return any(".tfevents." in name for name in os.listdir(path))
+    except OSError:
+        return False
