@@ -7,6 +7,8 @@ trial record runs in GUILD_HOME, `trials.csv`/`trials.json`, and scalars.
 
 from __future__ import annotations
 
+# Guild reads flags from argparse when the main module imports it (flags-import).
+import argparse
 import os
 import random
 import sys
@@ -17,12 +19,24 @@ EXIT_CONFIG_ERROR = 2
 EXIT_ALL_TRIALS_FAILED = 1
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from gpkg_ray.spec.settings import add_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="gpkg_ray.tuner", description="Tune hyperparameters with Ray Tune"
+    )
+    add_arguments(parser)
+    args, _ = parser.parse_known_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from gpkg_ray.spec import Settings
 
+    # Flags first: Guild's flags import runs this module and stops at argparse.
+    args = parse_args(argv)
     try:
-        # Flags first: Guild's flags import runs this module and stops at argparse.
-        settings = Settings.from_args(argv)
+        settings = Settings.from_args(args)
         tune_run, spec, project_dir = _load(settings)
     except GpkgRayError as e:
         print(f"gpkg.ray: {e}", file=sys.stderr, flush=True)
@@ -63,10 +77,20 @@ def _load(settings):
 
 
 def _tune(tune_run, spec, project_dir: str):
+    from gpkg_ray.engine.local_ray import embedded_ray
+
+    ray_dir = os.path.join(tune_run.dir, "ray")
+    os.makedirs(ray_dir, exist_ok=True)
+    # Ray is imported inside: the embedded Ray's loopback setting must come first.
+    with embedded_ray(log_file=os.path.join(ray_dir, "driver.log")):
+        return _search(tune_run, spec, project_dir, ray_dir)
+
+
+def _search(tune_run, spec, project_dir: str, ray_dir: str):
     from guild import config
 
-    from gpkg_ray.engine import build_search, run_search
-    from gpkg_ray.engine.local_ray import embedded_ray
+    from gpkg_ray.engine.ray_tune import run_search
+    from gpkg_ray.engine.searchers import build_search
     from gpkg_ray.results.progress import ProgressPrinter
     from gpkg_ray.results.records import TrialRecords
     from gpkg_ray.results.report import (
@@ -99,10 +123,7 @@ def _tune(tune_run, spec, project_dir: str):
         print(f"Note: {search.note}", flush=True)
     records = TrialRecords(guild_home, plan.objective, tags)
     listener = Listeners(records, ProgressPrinter(search.num_samples, plan.objective))
-    ray_dir = os.path.join(tune_run.dir, "ray")
-    os.makedirs(ray_dir, exist_ok=True)
-    with embedded_ray(log_file=os.path.join(ray_dir, "driver.log")):
-        outcomes = run_search(spec, search, workspace, listener, ray_dir, tags)
+    outcomes = run_search(spec, search, workspace, listener, ray_dir, tags)
     best = best_trial(outcomes, plan.objective)
     if best is not None:
         records.mark(best)

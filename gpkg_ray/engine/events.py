@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 
+import cloudpickle
 from ray.tune import Callback
 
 from gpkg_ray.errors import TrialFailed
@@ -20,8 +22,10 @@ class TrialEvents(Callback):
         self._steps = {step.name for step in plan.steps}
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.outcomes:  # restarted: same trial, same record
+            return
         outcome = TrialOutcome(
-            number=_trial_number(trial.trial_id),
+            number=len(self.outcomes) + 1,
             values=self.plan.trial_values(trial.config),
         )
         self.outcomes[trial.trial_id] = outcome
@@ -62,16 +66,21 @@ class TrialEvents(Callback):
         self.listener.trial_ended(outcome)
 
 
-def _trial_number(trial_id: str) -> int:
-    # Ray numbers trials of an experiment in creation order: "<prefix>_00003".
-    return int(trial_id.rsplit("_", 1)[-1]) + 1
-
-
 def _error_message(trial) -> str:
-    error = trial.get_pickled_error()
+    error = _pickled_error(trial)
     if isinstance(error, TrialFailed):
         return str(getattr(error, "cause", None) or error).strip()
     if error is not None:
         cause = getattr(error, "cause", None) or error
         return f"{type(cause).__name__}: {cause}".strip()
     return "the trial failed; see ray/driver.log in the tune run directory"
+
+
+def _pickled_error(trial) -> BaseException | None:
+    # Ray writes the error to the trial's driver-side path just before it calls
+    # on_trial_error, and syncs it to storage later (get_pickled_error reads there).
+    path = trial.pickled_error_file
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        return cloudpickle.load(f)

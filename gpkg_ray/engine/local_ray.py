@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,14 +53,19 @@ def embedded_ray(
     num_gpus: float | None = None,
     log_file: str | None = None,
 ) -> Iterator[None]:
-    """Starts a private local Ray; stops it and all its processes on exit."""
-    import ray
+    """Starts a private local Ray; stops it and all its processes on exit.
 
+    Enter it before anything imports Ray: Ray decides at import whether it may
+    listen beyond loopback.
+    """
+    _check_ray_not_imported_for_clusters()
     temp_dir = tempfile.mkdtemp(prefix="gpkg-ray-")  # short: Ray puts sockets here
     saved_env = _apply_env(ray_env(secrets.token_hex(32)))
     log_handler = _route_ray_logs(log_file)
     me = psutil.Process()
     try:
+        import ray
+
         try:
             ray.init(
                 address="local",
@@ -86,6 +92,15 @@ def embedded_ray(
             _unroute_ray_logs(log_handler)
             _restore_env(saved_env)
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _check_ray_not_imported_for_clusters() -> None:
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and constants.ENABLE_RAY_CLUSTER:
+        raise ClusterError(
+            "Ray was imported before the embedded Ray was set up, so it would "
+            "listen on every interface: enter embedded_ray() before importing ray"
+        )
 
 
 def _apply_env(env: dict[str, str]) -> dict[str, str | None]:

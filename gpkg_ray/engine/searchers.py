@@ -59,9 +59,12 @@ def _grid(spec: TuneSpec, seed: int) -> Search:
             f"the grid has {len(points)} points; max-trials={len(trials)} runs the "
             "first of them"
         )
+    # Each point is complete, so the space below is never sampled; Ray needs the
+    # keys in it to accept the points.
+    space = {p.key: ray_domain(p) for p in spec.plan.searched}
     return Search(
         BasicVariantGenerator(points_to_evaluate=trials, random_state=seed),
-        {},
+        space,
         len(trials),
         note,
     )
@@ -74,15 +77,28 @@ def grid_points(params: tuple[Param, ...]) -> list[dict[str, Any]]:
 
 def _tpe(spec: TuneSpec, seed: int) -> Search:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
     space = {p.key: ray_domain(p) for p in spec.plan.searched}
-    algorithm = OptunaSearch(
+    algorithm = _optuna_search(
         sampler=sampler, metric=OBJECTIVE, mode=spec.plan.objective.mode
     )
     return Search(algorithm, space, spec.settings.max_trials)
+
+
+def _optuna_search(**kwargs):
+    from ray.tune.search.optuna import OptunaSearch
+
+    class PartialResultsOptunaSearch(OptunaSearch):
+        """Ray's OptunaSearch wants the objective in every result; a trial reports
+        its steps' scalars before its objective step records the objective."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if result.get(self.metric) is not None:
+                super().on_trial_result(trial_id, result)
+
+    return PartialResultsOptunaSearch(**kwargs)
 
 
 SEARCHERS: dict[str, Callable[[TuneSpec, int], Search]] = {

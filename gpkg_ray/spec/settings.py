@@ -1,9 +1,10 @@
 """Run settings of a tune: the flags of the `tune` operation.
 
 The fields below are the flags' single definition in Python: the tuner's argparse
-parser is built from them, so a project op with `main: gpkg_ray.tuner` gets them
-through Guild's flags import, and the package's `tune` op in `guild.yml` declares
-the same flags (a test keeps the two equal).
+parser gets its arguments from them (`add_arguments`), so a project op with
+`main: gpkg_ray.tuner` and `flags-import: all` gets them from Guild, and the
+package's `tune` op in `guild.yml` declares the same flags (a test keeps the two
+equal).
 """
 
 from __future__ import annotations
@@ -51,9 +52,8 @@ class Settings:
         return settings
 
     @classmethod
-    def from_args(cls, argv: list[str] | None = None) -> Settings:
-        """Settings from the command line Guild gives the op (`--max-trials 5`)."""
-        args, _ = argument_parser().parse_known_args(argv)
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        """Settings from arguments parsed by a parser set up with add_arguments."""
         return cls.from_flags({flag_name(k): v for k, v in vars(args).items()})
 
     def validate(self) -> None:
@@ -77,10 +77,8 @@ class Settings:
             )
 
 
-def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gpkg_ray.tuner", description="Tune hyperparameters with Ray Tune"
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds a `--flag-name` argument for each setting."""
     for f in fields(Settings):
         default = None if f.default is MISSING else f.default
         # No `choices` here: a bad value gets the tuner's own one-line error.
@@ -90,7 +88,6 @@ def argument_parser() -> argparse.ArgumentParser:
             type=f.metadata["type"],
             help=f.metadata["help"],
         )
-    return parser
 
 
 def flag_name(field_name: str) -> str:

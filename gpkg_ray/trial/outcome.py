@@ -12,7 +12,7 @@ Status = Literal["running", "completed", "failed"]
 @dataclass
 class TrialOutcome:
     number: int
-    """1-based, in the order the search created the trial."""
+    """1-based, in the order trials started."""
     values: dict[str, Any]
     """Every param's value in this trial, sampled or fixed, by space key."""
     status: Status = "running"

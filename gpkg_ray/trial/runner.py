@@ -67,13 +67,13 @@ class _Trial:
         try:
             run.start()
             exit_status = self._follow(step, run)
+            if exit_status != 0:
+                raise TrialFailed(
+                    f"step {step.name} (run {run.run_id[:8]}) failed with exit "
+                    f"status {exit_status}: {run.error_line() or 'no error output'}"
+                )
         finally:
             run.close()
-        if exit_status != 0:
-            raise TrialFailed(
-                f"step {step.name} (run {run.run_id[:8]}) failed with exit status "
-                f"{exit_status}: {run.output_tail() or 'no output'}"
-            )
 
     def _follow(self, step: Step, run: StepRun) -> int:
         watcher = ScalarWatcher(run.run_dir)

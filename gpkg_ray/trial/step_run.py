@@ -13,6 +13,9 @@ from guild import flag_util
 from gpkg_ray.processes import process_tree, stop_processes
 from gpkg_ray.trial.workspace import Workspace
 
+# What `guild run` says on stderr that is not an error.
+_GUILD_NOTES = {"Refreshing flags..."}
+
 
 class StepRun:
     """Starts `guild run OP flag=value ...` in the project directory.
@@ -35,8 +38,9 @@ class StepRun:
         self.run_id = run_id
         self.tags = tags
         self._proc: subprocess.Popen | None = None
-        # Closed in close(); it outlives start() to explain a failure.
-        self._log = tempfile.TemporaryFile(mode="w+b", prefix="gpkg-ray-step-")  # noqa: SIM115
+        # Guild saves the step's output in its run; stderr is kept here too, since
+        # `guild run` writes its own errors there. Closed in close().
+        self._stderr = tempfile.TemporaryFile(mode="w+b", prefix="gpkg-ray-step-")  # noqa: SIM115
 
     @property
     def run_dir(self) -> str:
@@ -62,8 +66,8 @@ class StepRun:
             cwd=self.workspace.project_dir,
             env=self.workspace.step_env(),
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
         )
         return self
 
@@ -82,19 +86,19 @@ class StepRun:
         stop_processes(process_tree(self._proc.pid))
         self._proc.wait()
 
-    def output_tail(self) -> str:
-        """Last meaningful line `guild run` printed (the op's error, usually)."""
-        self._log.seek(0)
-        lines = self._log.read().decode("utf-8", "replace").splitlines()
+    def error_line(self) -> str:
+        """Last meaningful line on stderr: the op's error or Guild's, usually."""
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").splitlines()
         for line in reversed(lines):
             line = line.strip()
-            if line and not line.startswith("WARNING:"):
+            if line and not line.startswith("WARNING:") and line not in _GUILD_NOTES:
                 return line[:300]
         return ""
 
     def close(self) -> None:
         self.stop()
-        self._log.close()
+        self._stderr.close()
 
 
 def new_run_id() -> str:

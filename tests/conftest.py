@@ -1,0 +1,181 @@
+"""Fixtures: a temp Guild project and Guild home, driven by the real `guild` CLI.
+
+Every test gets its own HOME and GUILD_HOME, so a test can check that nothing was
+written to the user's home (e.g. ~/.ray) and that only the runs it expects exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+GUILD = str(Path(sys.executable).parent / "guild")
+REPO = Path(__file__).resolve().parent.parent
+TUNE_TIMEOUT = 300
+
+# Guild prints this while it imports a script's flags; it is not an error line.
+GUILD_INFO_LINES = {"Refreshing flags..."}
+
+
+@dataclass
+class Watched:
+    """What a watched `guild run` did: its exit, output and process tree."""
+
+    returncode: int
+    output: str
+    processes: list[psutil.Process] = field(default_factory=list)
+    listeners: list[tuple[str, int, str]] = field(default_factory=list)
+    """(ip, port, process name) of every listening socket seen in the tree."""
+
+
+class Project:
+    def __init__(self, path: Path, env: dict[str, str]):
+        self.path = path
+        self.env = env
+        self.guild_home = Path(env["GUILD_HOME"])
+        self.home = Path(env["HOME"])
+
+    def write(self, name: str, text: str) -> Path:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text).lstrip())
+        return target
+
+    def guild(
+        self, *args: str, timeout: float = TUNE_TIMEOUT
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [GUILD, *args],
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def tune(self, *flags: str, op: str = "tune") -> subprocess.CompletedProcess:
+        return self.guild("run", "-y", op, *flags)
+
+    def watch_tune(self, *flags: str, op: str = "tune") -> Watched:
+        """Runs a tune, sampling its process tree and listening sockets."""
+        log = self.path.parent / f"{op}-output.txt"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [GUILD, "run", "-y", op, *flags],
+                cwd=self.path,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            seen: dict[int, psutil.Process] = {}
+            listeners: set[tuple[str, int, str]] = set()
+            deadline = time.monotonic() + TUNE_TIMEOUT
+            while proc.poll() is None and time.monotonic() < deadline:
+                for p in _tree(proc.pid):
+                    seen.setdefault(p.pid, p)
+                    listeners.update(_listening(p))
+                time.sleep(0.2)
+            if proc.poll() is None:
+                proc.kill()
+                pytest.fail(f"guild run {op} did not finish in {TUNE_TIMEOUT} s")
+        return Watched(
+            proc.returncode, log.read_text(), list(seen.values()), sorted(listeners)
+        )
+
+    def compare(self, *args: str) -> list[dict[str, str]]:
+        result = self.guild("compare", "--csv", "-", *args)
+        assert result.returncode == 0, result.stderr
+        return list(csv.DictReader(io.StringIO(result.stdout)))
+
+    def run_ids(self) -> list[str]:
+        runs = self.guild_home / "runs"
+        return sorted(os.listdir(runs)) if runs.exists() else []
+
+    def run(self, run_id: str):
+        from guild import run as guild_run
+
+        return guild_run.Run(run_id, str(self.guild_home / "runs" / run_id))
+
+    def runs_of(self, op: str) -> list:
+        return [r for r in map(self.run, self.run_ids()) if r.opref.op_name == op]
+
+    def tune_run(self, op: str = "tune"):
+        (tune_run,) = self.runs_of(op)
+        return tune_run
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _listening(proc: psutil.Process):
+    try:
+        name = proc.name()
+        for conn in proc.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                yield (conn.laddr.ip, conn.laddr.port, name)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return
+
+
+def still_running(procs: list[psutil.Process]) -> list[str]:
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{p.pid} {p.name()}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """Lines a failed `guild run` printed, less Guild's own progress notes."""
+    text = result.stdout + result.stderr
+    return [
+        line
+        for line in text.splitlines()
+        if line.strip() and line.strip() not in GUILD_INFO_LINES
+    ]
+
+
+@pytest.fixture
+def guild_env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    guild_home = tmp_path / "guild-home"
+    home.mkdir()
+    guild_home.mkdir()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("RAY_", "GUILD_", "RUN_", "FLAG_", "TUNE_"))
+    }
+    env.update(
+        HOME=str(home),
+        GUILD_HOME=str(guild_home),
+        NO_PIP_FREEZE="1",
+        PYTHONUNBUFFERED="1",
+        COLUMNS="200",
+    )
+    return env
+
+
+@pytest.fixture
+def project(tmp_path: Path, guild_env: dict[str, str]) -> Project:
+    path = tmp_path / "project"
+    path.mkdir()
+    return Project(path, guild_env)

@@ -1,0 +1,134 @@
+"""A small Guild project for the end-to-end tests.
+
+`train` prints `step` and `loss` per epoch and saves a model; with `mode=crash` it
+exits non-zero, with `mode=silent` its evaluation records no `acc_val`. Three
+evaluate ops record `acc_val` three ways: Guild's default output scalars, custom
+`output-scalars` patterns, and TF event files the script writes itself.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+TUNE_CONFIG = """
+steps: [train, evaluate]
+optimize:
+  - max: acc_val
+space:
+  lr: loguniform[1e-3:1e-1]
+  batch-size: [16, 32, 64]
+"""
+
+GUILD_YML = """
+- model: ''
+  extends: gpkg.ray/tune
+  operations:
+    train:
+      main: train
+      flags:
+        lr: 0.01
+        batch-size:
+          default: 32
+          choices: [16, 32, 64]
+        epochs: 2
+        sleep: 0.0
+        mode:
+          default: ok
+          choices: [ok, crash, silent]
+    evaluate:
+      main: evaluate
+      requires:
+        - operation: train
+    evaluate-custom:
+      main: evaluate_custom
+      requires:
+        - operation: train
+      output-scalars:
+        acc_val: 'validation accuracy is (\\value)'
+    evaluate-tb:
+      main: evaluate_tb
+      requires:
+        - operation: train
+      output-scalars: no
+    tune:
+      config:
+{tune_config}
+    tune-custom:
+      main: gpkg_ray.tuner
+      flags-import: all
+      config:
+        steps: [train, evaluate-custom]
+        optimize:
+          - max: evaluate-custom#acc_val
+        space:
+          lr: loguniform[1e-3:1e-1]
+    tune-tb:
+      main: gpkg_ray.tuner
+      flags-import: all
+      config:
+        steps: [train, evaluate-tb]
+        optimize:
+          - min: loss_val
+        space:
+          lr: loguniform[1e-3:1e-1]
+"""
+
+TRAIN = """
+import json
+import time
+
+lr = 0.01
+batch_size = 32
+epochs = 2
+sleep = 0.0
+mode = "ok"
+
+for step in range(epochs):
+    time.sleep(sleep)
+    print(f"step: {step}")
+    print(f"loss: {lr * (epochs - step):.6f}")
+if mode == "crash":
+    raise SystemExit("train crashed on purpose")
+with open("model.json", "w") as f:
+    json.dump({"lr": lr, "batch_size": batch_size, "mode": mode}, f)
+"""
+
+EVALUATE = """
+import json
+
+with open("model.json") as f:
+    model = json.load(f)
+if model["mode"] == "silent":
+    print("acc: 0.5")
+else:
+    print(f"acc_val: {1 - model['lr']:.6f}")
+"""
+
+EVALUATE_CUSTOM = """
+import json
+
+with open("model.json") as f:
+    model = json.load(f)
+print(f"validation accuracy is {1 - model['lr']:.6f}")
+"""
+
+EVALUATE_TB = """
+import json
+
+from tensorboardX import SummaryWriter
+
+with open("model.json") as f:
+    model = json.load(f)
+with SummaryWriter("logs") as writer:
+    writer.add_scalar("loss_val", model["lr"] * 2, 0)
+print("wrote logs")
+"""
+
+
+def write_project(project, tune_config: str = TUNE_CONFIG) -> None:
+    config = textwrap.indent(textwrap.dedent(tune_config).strip(), " " * 8)
+    project.write("guild.yml", GUILD_YML.replace("{tune_config}", config))
+    project.write("train.py", TRAIN)
+    project.write("evaluate.py", EVALUATE)
+    project.write("evaluate_custom.py", EVALUATE_CUSTOM)
+    project.write("evaluate_tb.py", EVALUATE_TB)
