@@ -1,0 +1,134 @@
+"""Every bad config, flag or cluster stops `guild run tune` with one line, and no
+run of any kind is created (the check runs before Guild creates the tune run)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import error_lines
+from projects import TUNE_CONFIG, write_project
+
+BAD_CONFIGS = {
+    "unknown op in steps": (
+        TUNE_CONFIG.replace("[train, evaluate]", "[train, score]"),
+        "'steps' names unknown op 'score': define it in guild.yml or use one of:",
+    ),
+    "space flag no step defines": (
+        TUNE_CONFIG + "  momentum: [0.8, 0.9]\n",
+        "space entry 'momentum': no step defines flag 'momentum' (train: batch-size,",
+    ),
+    "step:flag the step does not define": (
+        TUNE_CONFIG + "  evaluate:lr: [0.1, 0.2]\n",
+        "space entry 'evaluate:lr': step evaluate defines no flag 'lr'",
+    ),
+    "unknown space function": (
+        TUNE_CONFIG.replace("loguniform[1e-3:1e-1]", "normal[0:1]"),
+        "space entry 'lr': unknown function 'normal[...]'",
+    ),
+    "bounds out of order": (
+        TUNE_CONFIG.replace("loguniform[1e-3:1e-1]", "uniform[0.5:0.1]"),
+        "space entry 'lr': uniform[0.5:0.1] needs low < high",
+    ),
+    "unquoted [a:b] read by YAML as one number": (
+        TUNE_CONFIG.replace("loguniform[1e-3:1e-1]", "[0:0.5]"),
+        "space entry 'lr' is a list of one value (0.5): for a range write uniform[a:b]",
+    ),
+    "choice outside the flag's choices": (
+        TUNE_CONFIG.replace("[16, 32, 64]", "[16, 48]"),
+        "space entry 'batch-size': 48 not allowed by flag batch-size of train",
+    ),
+    "no optimize": (
+        "steps: [train, evaluate]\nspace:\n  lr: [0.01, 0.1]\n",
+        "config has no 'optimize':",
+    ),
+    "malformed optimize": (
+        TUNE_CONFIG.replace("- max: acc_val", "- maximize: acc_val"),
+        "'optimize' uses 'maximize':",
+    ),
+    "optimize names a step not in steps": (
+        TUNE_CONFIG.replace("max: acc_val", "max: test#acc_val"),
+        "'optimize' names step 'test', which is not in steps (train, evaluate)",
+    ),
+    "no space": (
+        "steps: [train]\noptimize:\n  - min: loss\n",
+        "config has no 'space': give at least one flag to search",
+    ),
+    "unknown config key": (
+        TUNE_CONFIG + "trials: 5\n",
+        "unknown key 'trials' in config: use steps, optimize, space",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_stops_with_one_line_and_no_runs(project, case):
+    config, message = BAD_CONFIGS[case]
+    write_project(project, config)
+
+    result = project.tune()
+
+    assert result.returncode != 0
+    assert error_lines(result) == [f"guild: {_line_with(message, result)}"]
+    assert "Traceback" not in result.stderr
+    assert project.run_ids() == []
+
+
+BAD_FLAGS = {
+    "unknown search": (["search=annealing"], "unknown search 'annealing': use one of"),
+    "max-trials 0": (["max-trials=0"], "invalid value 0 for max-trials: out of range"),
+    "negative max-concurrent": (["max-concurrent=-2"], "max-concurrent: out of range"),
+    "unknown cluster": (
+        ["cluster=geronimo"],
+        "unknown cluster 'geronimo': use cluster=local, or define a remote 'geronimo'",
+    ),
+    "grid over a range": (
+        ["search=grid"],
+        "search=grid: space entry 'lr' is a range (loguniform[0.001:0.1])",
+    ),
+    "no resources": (["cpus=0", "gpus=0"], "cpus=0 and gpus=0: a trial must reserve"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FLAGS))
+def test_bad_flag_stops_with_one_line_and_no_runs(project, case):
+    flags, message = BAD_FLAGS[case]
+    write_project(project)
+
+    result = project.tune(*flags)
+
+    assert result.returncode != 0
+    assert error_lines(result) == [f"guild: {_line_with(message, result)}"]
+    assert project.run_ids() == []
+
+
+def test_cluster_that_is_not_a_ray_cluster_remote(project):
+    write_project(project)
+    project.write(
+        "guild-config.yml",
+        """
+        remotes:
+          geronimo:
+            type: ssh
+            host: 127.0.0.1
+          mycluster:
+            type: ray-cluster
+            address: 127.0.0.1:6379
+        """,
+    )
+
+    result = project.tune("cluster=geronimo")
+
+    assert error_lines(result) == [
+        "guild: remote 'geronimo' is of type 'ssh', not ray-cluster: use "
+        "cluster=local or a ray-cluster remote"
+    ]
+    assert project.run_ids() == []
+
+
+def _line_with(message: str, result) -> str:
+    """The error line that contains `message` (which may be its start only)."""
+    for line in error_lines(result):
+        if message in line:
+            return line.removeprefix("guild: ")
+    raise AssertionError(
+        f"no line with {message!r} in:\n{result.stdout}{result.stderr}"
+    )

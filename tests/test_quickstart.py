@@ -1,0 +1,24 @@
+"""The README's quickstart: the bundled example, run as the README says."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import REPO, Project
+
+
+def test_quickstart_example_runs_as_documented(tmp_path, guild_env):
+    example = tmp_path / "quickstart"
+    shutil.copytree(REPO / "examples" / "quickstart", example)
+    project = Project(example, guild_env)
+
+    result = project.guild("run", "-y", "tune")  # README: `guild run -y tune`
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 trials: 8 completed, 0 failed" in result.stdout
+    rows = project.compare("-Fo", "trial")  # README: `guild compare -Fo trial`
+    assert len(rows) == 8
+    best = max(rows, key=lambda row: float(row["acc_val"]))
+    (marked,) = project.compare("-Fo", "trial", "-Fm")
+    assert marked["run"] == best["run"]
+    assert 0 < float(best["acc_val"]) < 1

@@ -1,0 +1,114 @@
+"""Loading a tune spec from a project's Guild op definitions."""
+
+from __future__ import annotations
+
+import pytest
+from guild import guildfile
+
+from gpkg_ray.errors import SpecError
+from gpkg_ray.spec import Choice, Fixed, Range, Settings, load_spec
+
+GUILD_YML = """
+- model: ''
+  extends: gpkg.ray/tune
+  operations:
+    prepare:
+      main: prepare
+      flags:
+        size: 100
+    train:
+      main: train
+      requires:
+        - operation: prepare
+      flags:
+        lr: 0.01
+        seed: 1
+        epochs: 5
+    evaluate:
+      main: evaluate
+      requires:
+        - operation: train
+          name: model
+      flags:
+        seed: 1
+    tune:
+      config:
+        steps: [prepare, train, evaluate]
+        optimize:
+          - max: acc
+        space:
+{space}
+"""
+
+
+def _spec(project, space: str, settings: Settings | None = None):
+    indented = "\n".join(" " * 10 + line for line in space.strip().splitlines())
+    project.write("guild.yml", GUILD_YML.replace("{space}", indented))
+    for name in ("prepare", "train", "evaluate"):
+        project.write(f"{name}.py", "")
+    gf = guildfile.for_dir(str(project.path))
+    return load_spec(gf.default_model.get_operation("tune"), settings or Settings())
+
+
+def test_space_entries_go_to_every_step_that_defines_the_flag(project):
+    spec = _spec(project, "lr: loguniform[1e-4:1e-1]\nseed: [1, 2]\ntrain:epochs: 3")
+    params = {p.key: p for p in spec.plan.params}
+    assert params["lr"].targets == (("train", "lr"),)
+    assert params["seed"].targets == (("train", "seed"), ("evaluate", "seed"))
+    assert params["train:epochs"].targets == (("train", "epochs"),)
+    assert params["lr"].domain == Range(1e-4, 1e-1, log=True)
+    assert params["seed"].domain == Choice((1, 2))
+    assert params["train:epochs"].domain == Fixed(3)
+    assert [p.key for p in spec.plan.searched] == ["lr", "seed"]
+
+
+def test_step_flags_carry_sampled_and_fixed_values(project):
+    plan = _spec(project, "lr: [0.1, 0.2]\nevaluate:seed: [7, 8]\ntrain:epochs: 3").plan
+    sampled = {"lr": 0.2, "evaluate:seed": 8}
+    assert plan.step_flags("train", sampled) == {"lr": 0.2, "epochs": 3}
+    assert plan.step_flags("evaluate", sampled) == {"seed": 8}
+    assert plan.step_flags("prepare", sampled) == {}
+    assert plan.trial_values(sampled) == {
+        "lr": 0.2,
+        "evaluate:seed": 8,
+        "train:epochs": 3,
+    }
+
+
+def test_later_steps_are_pinned_to_the_trials_earlier_runs(project):
+    steps = {s.name: s for s in _spec(project, "lr: [0.1, 0.2]").plan.steps}
+    assert steps["prepare"].pins == {}
+    assert steps["train"].pins == {"operation:prepare": "prepare"}
+    assert steps["evaluate"].pins == {"model": "train"}
+
+
+def test_objective_defaults_to_the_last_step(project):
+    objective = _spec(project, "lr: [0.1, 0.2]").plan.objective
+    assert (objective.step, objective.scalar, objective.mode) == (
+        "evaluate",
+        "acc",
+        "max",
+    )
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("momentum: [0.1, 0.2]", "no step defines flag 'momentum'"),
+        ("lr: 0.1", "'space' has only fixed values"),
+        ("evaluate:lr: [0.1, 0.2]", "step evaluate defines no flag 'lr'"),
+        ("size: [1, 2]\nprepare:size: [3, 4]", None),
+    ],
+)
+def test_space_errors(project, space, message):
+    if message is None:  # both forms may target one flag; the step form is later
+        _spec(project, space)
+        return
+    with pytest.raises(SpecError) as e:
+        _spec(project, space)
+    assert message in str(e.value)
+
+
+def test_grid_needs_lists(project):
+    with pytest.raises(SpecError, match="search=grid: space entry 'lr' is a range"):
+        _spec(project, "lr: uniform[0:1]", Settings(search="grid"))
