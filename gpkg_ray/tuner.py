@@ -16,7 +16,7 @@ import sys
 from gpkg_ray.errors import GpkgRayError, SpecError
 
 EXIT_CONFIG_ERROR = 2
-EXIT_ALL_TRIALS_FAILED = 1
+EXIT_TUNE_FAILED = 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = _tune(tune_run, spec, project_dir)
     except GpkgRayError as e:
         print(f"gpkg.ray: {e}", file=sys.stderr, flush=True)
-        return EXIT_ALL_TRIALS_FAILED
+        return EXIT_TUNE_FAILED
     completed = [o for o in outcomes if o.status == "completed"]
-    return 0 if completed else EXIT_ALL_TRIALS_FAILED
+    return 0 if completed else EXIT_TUNE_FAILED
 
 
 def checked_spec(opdef, settings):

@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gpkg_ray.processes import process_tree
+
 GUILD = str(Path(sys.executable).parent / "guild")
 REPO = Path(__file__).resolve().parent.parent
 TUNE_TIMEOUT = 300
@@ -81,7 +83,7 @@ class Project:
             listeners: set[tuple[str, int, str]] = set()
             deadline = time.monotonic() + TUNE_TIMEOUT
             while proc.poll() is None and time.monotonic() < deadline:
-                for p in _tree(proc.pid):
+                for p in process_tree(proc.pid):
                     seen.setdefault(p.pid, p)
                     listeners.update(_listening(p))
                 time.sleep(0.2)
@@ -112,14 +114,6 @@ class Project:
     def tune_run(self, op: str = "tune"):
         (tune_run,) = self.runs_of(op)
         return tune_run
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def _listening(proc: psutil.Process):

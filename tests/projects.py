@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import textwrap
 
-TUNE_CONFIG = """
-steps: [train, evaluate]
-optimize:
-  - max: acc_val
-space:
-  lr: loguniform[1e-3:1e-1]
-  batch-size: [16, 32, 64]
-"""
+
+def tune_config(space: str) -> str:
+    """A `tune` config of train + evaluate maximizing acc_val over `space`."""
+    space = textwrap.indent(textwrap.dedent(space).strip(), "  ")
+    return f"steps: [train, evaluate]\noptimize:\n  - max: acc_val\nspace:\n{space}\n"
+
+
+TUNE_CONFIG = tune_config(
+    """
+    lr: loguniform[1e-3:1e-1]
+    batch-size: [16, 32, 64]
+    """
+)
 
 GUILD_YML = """
 - model: ''

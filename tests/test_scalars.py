@@ -18,22 +18,28 @@ def _write(path, tag, value, step):
 def test_poll_returns_only_new_values(tmp_path):
     run_dir = tmp_path / "run"
     watcher = ScalarWatcher(str(run_dir))
-    assert watcher.poll() == {}  # the run has not started yet
+    assert watcher.poll() == []  # the run has not started yet
 
     guild_dir = run_dir / ".guild"
     guild_dir.mkdir(parents=True)
     writer = SummaryWriter(str(guild_dir))
     writer.add_scalar("loss", 0.875, 0)
     writer.flush()
-    assert watcher.poll() == {"loss": Scalar(0.875, 0)}
-    assert watcher.poll() == {}
+    assert watcher.poll() == [("loss", Scalar(0.875, 0))]
+    assert watcher.poll() == []
 
     writer.add_scalar("loss", 0.5, 1)
     writer.add_scalar("acc", 0.75, 1)
     writer.flush()
-    assert watcher.poll() == {"loss": Scalar(0.5, 1), "acc": Scalar(0.75, 1)}
+    writer.add_scalar("loss", 0.25, 2)
+    writer.flush()
+    assert watcher.poll() == [
+        ("loss", Scalar(0.5, 1)),
+        ("acc", Scalar(0.75, 1)),
+        ("loss", Scalar(0.25, 2)),
+    ]
     writer.close()
-    assert watcher.latest == {"loss": Scalar(0.5, 1), "acc": Scalar(0.75, 1)}
+    assert watcher.latest == {"loss": Scalar(0.25, 2), "acc": Scalar(0.75, 1)}
 
 
 def test_event_files_a_script_writes_are_found_on_rescan(tmp_path):
@@ -43,15 +49,17 @@ def test_event_files_a_script_writes_are_found_on_rescan(tmp_path):
     watcher.poll(final=True)  # scanned once: nothing yet
 
     _write(run_dir / "logs" / "val", "acc_val", 0.625, 3)
-    assert watcher.poll() == {}  # not rescanned yet
-    assert watcher.poll(final=True) == {"acc_val": Scalar(0.625, 3)}
+    assert watcher.poll() == []  # not rescanned yet
+    assert watcher.poll(final=True) == [("acc_val", Scalar(0.625, 3))]
 
 
 def test_output_scalars_win_over_a_scripts_own_tag(tmp_path):
     run_dir = tmp_path / "run"
     _write(run_dir / "logs", "acc", 0.125, 0)
     _write(run_dir / ".guild", "acc", 0.25, 0)
-    assert ScalarWatcher(str(run_dir)).poll(final=True) == {"acc": Scalar(0.25, 0)}
+    watcher = ScalarWatcher(str(run_dir))
+    watcher.poll(final=True)
+    assert watcher.latest == {"acc": Scalar(0.25, 0)}
 
 
 def test_links_to_other_runs_are_not_read(tmp_path):
@@ -60,4 +68,4 @@ def test_links_to_other_runs_are_not_read(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / ".guild").mkdir(parents=True)
     (run_dir / "upstream").symlink_to(other)
-    assert ScalarWatcher(str(run_dir)).poll(final=True) == {}
+    assert ScalarWatcher(str(run_dir)).poll(final=True) == []

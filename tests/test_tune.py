@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from conftest import still_running
-from projects import write_project
+from projects import tune_config, write_project
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
@@ -32,7 +32,16 @@ def _record_links(project, record):
 
 
 def test_trials_run_as_guild_runs_on_embedded_ray(project):
-    write_project(project)
+    write_project(
+        project,
+        tune_config(
+            """
+            lr: loguniform[1e-3:1e-1]
+            batch-size: [16, 32, 64]
+            train:sleep: 0.5
+            """
+        ),
+    )
     temp_dirs_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "gpkg-ray-*")))
 
     watched = project.watch_tune("max-trials=4", "seed=7")
@@ -91,6 +100,15 @@ def test_trials_run_as_guild_runs_on_embedded_ray(project):
     with open(os.path.join(tune_run.dir, "trials.json")) as f:
         assert json.load(f)["seed"] == 7
 
+    # Scalars reached Ray while train ran: each epoch's loss in its own report.
+    results = glob.glob(os.path.join(tune_run.dir, "ray", "search", "*", "result.json"))
+    assert len(results) == 4
+    for path in results:
+        with open(path) as f:
+            reports = [json.loads(line) for line in f]
+        losses = [r["train/loss"] for r in reports if "train/loss" in r]
+        assert len(set(losses)) == 2, (path, losses)  # epochs 0 and 1
+
     # Ray listened on loopback only, and left nothing behind.
     assert watched.listeners, "no listening socket seen: the check saw no Ray"
     assert any(name == "gcs_server" for _, _, name in watched.listeners)
@@ -136,14 +154,12 @@ def test_objective_from_tf_event_files_the_script_writes(project):
 def test_a_failing_step_fails_only_its_trial(project):
     write_project(
         project,
-        """
-        steps: [train, evaluate]
-        optimize:
-          - max: acc_val
-        space:
-          lr: [0.01, 0.02]
-          mode: [ok, crash, silent]
-        """,
+        tune_config(
+            """
+            lr: [0.01, 0.02]
+            mode: [ok, crash, silent]
+            """
+        ),
     )
 
     result = project.tune("search=grid", "max-trials=6")
@@ -182,13 +198,11 @@ def test_a_failing_step_fails_only_its_trial(project):
 def test_tune_fails_when_every_trial_fails(project):
     write_project(
         project,
-        """
-        steps: [train, evaluate]
-        optimize:
-          - max: acc_val
-        space:
-          mode: [crash, silent]
-        """,
+        tune_config(
+            """
+            mode: [crash, silent]
+            """
+        ),
     )
 
     result = project.tune("search=grid")
@@ -203,15 +217,13 @@ def test_tune_fails_when_every_trial_fails(project):
 def test_grid_search_runs_every_combination(project):
     write_project(
         project,
-        """
-        steps: [train, evaluate]
-        optimize:
-          - max: acc_val
-        space:
-          lr: [0.01, 0.05]
-          batch-size: [16, 64]
-          train:epochs: 1
-        """,
+        tune_config(
+            """
+            lr: [0.01, 0.05]
+            batch-size: [16, 64]
+            train:epochs: 1
+            """
+        ),
     )
 
     result = project.tune("search=grid")

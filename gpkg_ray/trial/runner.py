@@ -3,7 +3,8 @@
 `run_trial` knows nothing of Ray: it calls `report(metrics)` with every change, and
 the engine passes `ray.tune.report`. Metrics reported:
 
-- `STEP/TAG`: the latest value of each scalar of each step so far;
+- `STEP/TAG`: the latest value of each scalar of each step so far, reported once
+  per scalar step the run logs (`step: N`), in order;
 - `objective`: the objective's latest value, once its step has recorded it;
 - `guild_runs`: step name -> Guild run id, from the moment each step starts;
 - `trial_step`: the step running now.
@@ -11,13 +12,14 @@ the engine passes `ray.tune.report`. Metrics reported:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 from gpkg_ray.errors import TrialFailed
 from gpkg_ray.spec import TrialPlan
 from gpkg_ray.spec.steps import Step
-from gpkg_ray.trial.scalars import ScalarWatcher
+from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
 
@@ -63,7 +65,7 @@ class _Trial:
         run = StepRun(self.workspace, step.name, flags, new_run_id(), self.tags)
         self.runs[step.name] = run.run_id
         self.metrics[TRIAL_STEP] = step.name
-        self.report(dict(self.metrics))
+        self.report(self._snapshot())
         try:
             run.start()
             exit_status = self._follow(step, run)
@@ -78,20 +80,25 @@ class _Trial:
     def _follow(self, step: Step, run: StepRun) -> int:
         watcher = ScalarWatcher(run.run_dir)
         while (exit_status := run.wait(POLL_SECONDS)) is None:
-            self._record(step, watcher, watcher.poll())
-        self._record(step, watcher, watcher.poll(final=True))
+            self._record(step, watcher.poll())
+        self._record(step, watcher.poll(final=True))
         self.found[step.name] = sorted(watcher.latest)
         return exit_status
 
-    def _record(self, step: Step, watcher: ScalarWatcher, changed) -> None:
-        if not changed:
-            return
-        for tag, scalar in changed.items():
-            self.metrics[f"{step.name}/{tag}"] = scalar.value
+    def _record(self, step: Step, new: list[tuple[str, Scalar]]) -> None:
+        """Reports new scalars once per scalar step, in order, so that each step
+        a run logs reaches Ray even when several arrive in one poll."""
         objective = self.plan.objective
-        if step.name == objective.step and objective.scalar in watcher.latest:
-            self.metrics[OBJECTIVE] = watcher.latest[objective.scalar].value
-        self.report(dict(self.metrics))
+        for _, scalars in _by_scalar_step(new):
+            for tag, scalar in scalars:
+                self.metrics[f"{step.name}/{tag}"] = scalar.value
+                if step.name == objective.step and tag == objective.scalar:
+                    self.metrics[OBJECTIVE] = scalar.value
+            self.report(self._snapshot())
+
+    def _snapshot(self) -> dict[str, Any]:
+        # Ray may hold a report after this returns: send copies, not live dicts.
+        return {**self.metrics, GUILD_RUNS: dict(self.runs)}
 
     def check_objective(self) -> None:
         objective = self.plan.objective
@@ -102,3 +109,9 @@ class _Trial:
             f"step {objective.step} (run {self.runs[objective.step][:8]}) did not "
             f"record scalar '{objective.scalar}' (scalars found: {found})"
         )
+
+
+def _by_scalar_step(new: list[tuple[str, Scalar]]):
+    """(step, [(tag, scalar), ...]) groups in step order; sort is stable."""
+    ordered = sorted(new, key=lambda item: item[1].step)
+    return itertools.groupby(ordered, key=lambda item: item[1].step)

@@ -55,18 +55,19 @@ class ScalarWatcher:
         self._rescan_seconds = rescan_seconds
         self._last_scan = 0.0
 
-    def poll(self, final: bool = False) -> dict[str, Scalar]:
-        """Reads new events; returns the tags whose latest value changed."""
+    def poll(self, final: bool = False) -> list[tuple[str, Scalar]]:
+        """Reads new events; returns every new (tag, scalar), in the order written."""
         if final or time.monotonic() - self._last_scan >= self._rescan_seconds:
             self._scan()
         else:
             self._add_dir(os.path.join(self.run_dir, ".guild"))
-        changed: dict[str, Scalar] = {}
+        new: list[tuple[str, Scalar]] = []
         # Output scalars (.guild) last, so they win over a script's own tag.
         for path in sorted(self._dirs, key=lambda p: p.endswith(".guild")):
             for tag, value, step in self._dirs[path].new_scalars():
-                changed[tag] = self.latest[tag] = Scalar(value, step)
-        return changed
+                self.latest[tag] = Scalar(value, step)
+                new.append((tag, self.latest[tag]))
+        return new
 
     def _scan(self) -> None:
         self._last_scan = time.monotonic()
