@@ -110,7 +110,7 @@ def _search(tune_run, spec, project_dir: str, ray_dir: str):
         project_dir,
         guild_home,
         # The tune run records the environment once; steps skip `pip freeze`.
-        env={"NO_PIP_FREEZE": "1", "NO_WARN_RUNDIR": "1"},
+        env={"NO_PIP_FREEZE": "1"},
     )
     search = build_search(spec, seed)
     print(

@@ -9,7 +9,7 @@ from gpkg_ray.errors import SpecError
 from gpkg_ray.spec import Choice, Fixed, Range, Settings, load_spec
 
 GUILD_YML = """
-- model: ''
+- model: {model}
   extends: gpkg.ray/tune
   operations:
     prepare:
@@ -41,13 +41,15 @@ GUILD_YML = """
 """
 
 
-def _spec(project, space: str, settings: Settings | None = None):
+def _spec(project, space: str, settings: Settings | None = None, model: str = ""):
     indented = "\n".join(" " * 10 + line for line in space.strip().splitlines())
-    project.write("guild.yml", GUILD_YML.replace("{space}", indented))
+    guild_yml = GUILD_YML.replace("{space}", indented).replace("{model}", model or "''")
+    project.write("guild.yml", guild_yml)
     for name in ("prepare", "train", "evaluate"):
         project.write(f"{name}.py", "")
     gf = guildfile.for_dir(str(project.path))
-    return load_spec(gf.default_model.get_operation("tune"), settings or Settings())
+    tune_opdef = gf.models[model].get_operation("tune")
+    return load_spec(tune_opdef, settings or Settings())
 
 
 def test_space_entries_go_to_every_step_that_defines_the_flag(project):
@@ -75,8 +77,18 @@ def test_step_flags_carry_sampled_and_fixed_values(project):
     }
 
 
+def test_steps_of_a_named_model_run_by_model_and_op(project):
+    spec = _spec(project, "lr: [1, 2]", model="mnist")
+    assert [s.opspec for s in spec.plan.steps] == [
+        "mnist:prepare",
+        "mnist:train",
+        "mnist:evaluate",
+    ]
+
+
 def test_later_steps_are_pinned_to_the_trials_earlier_runs(project):
     steps = {s.name: s for s in _spec(project, "lr: [0.1, 0.2]").plan.steps}
+    assert steps["train"].opspec == "train"
     assert steps["prepare"].pins == {}
     assert steps["train"].pins == {"operation:prepare": "prepare"}
     assert steps["evaluate"].pins == {"model": "train"}

@@ -18,7 +18,9 @@ from gpkg_ray.spec.space import FlagDef
 @dataclass(frozen=True)
 class Step:
     name: str
-    """The step as written in `steps` (also the op spec given to `guild run`)."""
+    """The step as written in `steps`."""
+    opspec: str
+    """What `guild run` is given: `model:op`, or `op` for the anonymous model."""
     flagdefs: dict[str, FlagDef] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
     """Dependency flag (e.g. `operation:train`) -> the earlier step it names."""
@@ -30,7 +32,7 @@ def resolve_steps(raw: Any, tune_opdef) -> list[Step]:
     steps: list[Step] = []
     for name in names:
         opdef = _find_opdef(name, tune_opdef)
-        steps.append(Step(name, _flagdefs(opdef), _pins(opdef, steps)))
+        steps.append(Step(name, _opspec(opdef), _flagdefs(opdef), _pins(opdef, steps)))
     return steps
 
 
@@ -63,6 +65,11 @@ def _find_opdef(name: str, tune_opdef):
     if opdef is tune_opdef:
         raise SpecError(f"'steps' names the tune op '{name}' itself")
     return opdef
+
+
+def _opspec(opdef) -> str:
+    model = opdef.modeldef.name
+    return f"{model}:{opdef.name}" if model else opdef.name
 
 
 def _flagdefs(opdef) -> dict[str, FlagDef]:

@@ -62,7 +62,7 @@ class _Trial:
         flags.update(
             {flag: self.runs[upstream] for flag, upstream in step.pins.items()}
         )
-        run = StepRun(self.workspace, step.name, flags, new_run_id(), self.tags)
+        run = StepRun(self.workspace, step.opspec, flags, new_run_id(), self.tags)
         self.runs[step.name] = run.run_id
         self.metrics[TRIAL_STEP] = step.name
         self.report(self._snapshot())
