@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import psutil
 
+from gpkg_ray.environ import patched_environ
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.processes import descendants, stop_processes
 
@@ -36,10 +37,6 @@ def ray_env(auth_token: str) -> dict[str, str]:
     env = {
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AIR_NEW_OUTPUT": "0",
-        # A trial reports scalars before its objective exists (e.g. while `train`
-        # runs, before `evaluate`): that is not an error.
-        "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     }
     if "RAY_AUTH_MODE" not in os.environ:  # a user's explicit choice stands
         env["RAY_AUTH_MODE"] = "token"
@@ -60,11 +57,22 @@ def embedded_ray(
     """
     _check_ray_not_imported_for_clusters()
     temp_dir = tempfile.mkdtemp(prefix="gpkg-ray-")  # short: Ray puts sockets here
-    saved_env = _apply_env(ray_env(secrets.token_hex(32)))
-    log_handler = _route_ray_logs(log_file)
+    try:
+        # No RAY_ADDRESS: nothing in this process should find another cluster.
+        with patched_environ(ray_env(secrets.token_hex(32)), unset=["RAY_ADDRESS"]):
+            _reload_ray_config()
+            with _ray_logs_to(log_file):
+                yield from _run_ray(temp_dir, num_cpus, num_gpus)
+    finally:
+        _reload_ray_config()  # the environment is restored: let Ray see it
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _run_ray(temp_dir: str, num_cpus, num_gpus) -> Iterator[None]:
+    """ray.init, yield, then ray.shutdown and stop what it left, by pid."""
     me = psutil.Process()
     try:
-        import ray
+        import ray  # after the env is set: Ray reads part of its setup at import
 
         try:
             ray.init(
@@ -78,20 +86,17 @@ def embedded_ray(
                 _temp_dir=temp_dir,
             )
         except Exception as e:
-            reason = (
-                str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            )
+            lines = str(e).strip().splitlines()
+            reason = lines[0] if lines else type(e).__name__
             raise ClusterError(f"cannot start an embedded Ray: {reason}") from e
         yield
     finally:
         started = descendants(me)
         try:
-            ray.shutdown()
+            if "ray" in sys.modules:
+                sys.modules["ray"].shutdown()
         finally:
             stop_processes(started, wait_first=True)
-            _unroute_ray_logs(log_handler)
-            _restore_env(saved_env)
-            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _check_ray_not_imported_for_clusters() -> None:
@@ -103,23 +108,6 @@ def _check_ray_not_imported_for_clusters() -> None:
         )
 
 
-def _apply_env(env: dict[str, str]) -> dict[str, str | None]:
-    saved = {name: os.environ.get(name) for name in (*env, "RAY_ADDRESS")}
-    os.environ.pop("RAY_ADDRESS", None)
-    os.environ.update(env)
-    _reload_ray_config()
-    return saved
-
-
-def _restore_env(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    _reload_ray_config()
-
-
 def _reload_ray_config() -> None:
     # Ray reads RAY_AUTH_MODE once, at import; Ray itself reloads its config this
     # way after changing it (authentication_token_setup._enable_token_auth).
@@ -128,7 +116,9 @@ def _reload_ray_config() -> None:
     Config.initialize("")
 
 
-def _route_ray_logs(log_file: str | None) -> logging.Handler:
+@contextmanager
+def _ray_logs_to(log_file: str | None) -> Iterator[None]:
+    """Ray's (and Optuna's) Python logs go to `log_file`, not the console."""
     handler = logging.FileHandler(log_file) if log_file else logging.NullHandler()
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -138,10 +128,9 @@ def _route_ray_logs(log_file: str | None) -> logging.Handler:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    return handler
-
-
-def _unroute_ray_logs(handler: logging.Handler) -> None:
-    for name in ("ray", "optuna"):
-        logging.getLogger(name).removeHandler(handler)
-    handler.close()
+    try:
+        yield
+    finally:
+        for name in ("ray", "optuna"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()

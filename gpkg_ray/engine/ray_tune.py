@@ -13,6 +13,7 @@ from ray import tune
 
 from gpkg_ray.engine.events import TrialEvents
 from gpkg_ray.engine.searchers import Search
+from gpkg_ray.environ import patched_environ
 from gpkg_ray.spec import TrialPlan, TuneSpec
 from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
 from gpkg_ray.trial.runner import OBJECTIVE, run_trial
@@ -63,5 +64,15 @@ def run_search(
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
-    tuner.fit()
+    with patched_environ(_TUNE_DRIVER_ENV):
+        tuner.fit()
     return sorted(events.outcomes.values(), key=lambda o: o.number)
+
+
+_TUNE_DRIVER_ENV = {
+    # Tune's old, quiet console output (verbose=0 prints nothing with it).
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # A trial reports scalars before its objective exists (while `train` runs,
+    # before `evaluate`): that is not an error.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+}

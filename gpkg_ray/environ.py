@@ -1,0 +1,27 @@
+"""Temporary changes to this process's environment, undone on exit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def patched_environ(
+    set_vars: dict[str, str], unset: Iterable[str] = ()
+) -> Iterator[None]:
+    """Sets `set_vars` and removes `unset` in os.environ; restores both on exit."""
+    unset = tuple(unset)
+    saved = {name: os.environ.get(name) for name in (*set_vars, *unset)}
+    for name in unset:
+        os.environ.pop(name, None)
+    os.environ.update(set_vars)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
