@@ -51,8 +51,12 @@ def test_trials_run_as_guild_runs_on_embedded_ray(project):
     tag = f"tune-{tune_run.short_id}"
 
     # One compare row per trial, with its sampled flags and its objective.
-    rows = project.compare("-Fo", "trial")
+    all_rows = project.compare()
+    rows = [row for row in all_rows if row["operation"] == "gpkg.ray/trial"]
     assert len(rows) == 4
+    assert sorted(r["run"] for r in project.compare("-Fo", "trial")) == sorted(
+        r["run"] for r in rows
+    )
     for row in rows:
         assert row["status"] == "completed"
         assert 1e-3 <= float(row["lr"]) <= 1e-1
