@@ -39,15 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_args(args)
         tune_run, spec, project_dir = _load(settings)
     except GpkgRayError as e:
-        print(f"gpkg.ray: {e}", file=sys.stderr, flush=True)
-        return EXIT_CONFIG_ERROR
+        return _error(e, EXIT_CONFIG_ERROR)
     try:
         outcomes = _tune(tune_run, spec, project_dir)
     except GpkgRayError as e:
-        print(f"gpkg.ray: {e}", file=sys.stderr, flush=True)
-        return EXIT_TUNE_FAILED
+        return _error(e, EXIT_TUNE_FAILED)
     completed = [o for o in outcomes if o.status == "completed"]
     return 0 if completed else EXIT_TUNE_FAILED
+
+
+def _error(e: GpkgRayError, exit_status: int) -> int:
+    print(f"gpkg.ray: {e}", file=sys.stderr, flush=True)
+    return exit_status
 
 
 def checked_spec(opdef, settings):

@@ -20,13 +20,11 @@ import psutil
 import pytest
 
 from gpkg_ray.processes import process_tree
+from gpkg_ray.trial.step_run import GUILD_NOTES
 
 GUILD = str(Path(sys.executable).parent / "guild")
 REPO = Path(__file__).resolve().parent.parent
 TUNE_TIMEOUT = 300
-
-# Guild prints this while it imports a script's flags; it is not an error line.
-GUILD_INFO_LINES = {"Refreshing flags..."}
 
 
 @dataclass
@@ -143,7 +141,7 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [
         line
         for line in text.splitlines()
-        if line.strip() and line.strip() not in GUILD_INFO_LINES
+        if line.strip() and line.strip() not in GUILD_NOTES
     ]
 
 

@@ -68,12 +68,12 @@ class TrialEvents(Callback):
 
 def _error_message(trial) -> str:
     error = _pickled_error(trial)
-    if isinstance(error, TrialFailed):
-        return str(getattr(error, "cause", None) or error).strip()
-    if error is not None:
-        cause = getattr(error, "cause", None) or error
-        return f"{type(cause).__name__}: {cause}".strip()
-    return "the trial failed; see ray/driver.log in the tune run directory"
+    if error is None:
+        return "the trial failed; see ray/driver.log in the tune run directory"
+    cause = getattr(error, "cause", None) or error  # Ray wraps it in RayTaskError
+    if isinstance(cause, TrialFailed):
+        return str(cause).strip()
+    return f"{type(cause).__name__}: {cause}".strip()
 
 
 def _pickled_error(trial) -> BaseException | None:

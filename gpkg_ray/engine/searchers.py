@@ -41,11 +41,15 @@ def ray_domain(param: Param):
     return sample(domain.low, domain.high)
 
 
+def ray_space(spec: TuneSpec) -> dict[str, Any]:
+    """Ray's param space: the searched params, by space key."""
+    return {p.key: ray_domain(p) for p in spec.plan.searched}
+
+
 def _random(spec: TuneSpec, seed: int) -> Search:
-    space = {p.key: ray_domain(p) for p in spec.plan.searched}
     return Search(
         BasicVariantGenerator(random_state=seed),
-        space,
+        ray_space(spec),
         spec.settings.max_trials,
     )
 
@@ -59,12 +63,11 @@ def _grid(spec: TuneSpec, seed: int) -> Search:
             f"the grid has {len(points)} points; max-trials={len(trials)} runs the "
             "first of them"
         )
-    # Each point is complete, so the space below is never sampled; Ray needs the
-    # keys in it to accept the points.
-    space = {p.key: ray_domain(p) for p in spec.plan.searched}
+    # Each point is complete, so the space is never sampled; Ray needs its keys
+    # to accept the points.
     return Search(
         BasicVariantGenerator(points_to_evaluate=trials, random_state=seed),
-        space,
+        ray_space(spec),
         len(trials),
         note,
     )
@@ -80,11 +83,10 @@ def _tpe(spec: TuneSpec, seed: int) -> Search:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
-    space = {p.key: ray_domain(p) for p in spec.plan.searched}
     algorithm = _optuna_search(
         sampler=sampler, metric=OBJECTIVE, mode=spec.plan.objective.mode
     )
-    return Search(algorithm, space, spec.settings.max_trials)
+    return Search(algorithm, ray_space(spec), spec.settings.max_trials)
 
 
 def _optuna_search(**kwargs):

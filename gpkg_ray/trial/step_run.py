@@ -13,8 +13,8 @@ from guild import flag_util
 from gpkg_ray.processes import process_tree, stop_processes
 from gpkg_ray.trial.workspace import Workspace
 
-# What `guild run` says on stderr that is not an error.
-_GUILD_NOTES = {"Refreshing flags..."}
+# What `guild run` prints on stderr that is not an error.
+GUILD_NOTES = {"Refreshing flags..."}
 
 
 class StepRun:
@@ -92,7 +92,7 @@ class StepRun:
         lines = self._stderr.read().decode("utf-8", "replace").splitlines()
         for line in reversed(lines):
             line = line.strip()
-            if line and not line.startswith("WARNING:") and line not in _GUILD_NOTES:
+            if line and not line.startswith("WARNING:") and line not in GUILD_NOTES:
                 return line[:300]
         return ""
 
