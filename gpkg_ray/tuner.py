@@ -40,10 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         tune_run, spec, project_dir = _load(settings)
     except GpkgRayError as e:
         return _error(e, EXIT_CONFIG_ERROR)
+    from gpkg_ray.engine.interrupts import StopRequest, exit_by_signal
+
+    stop = StopRequest()
     try:
-        outcomes = _tune(tune_run, spec, project_dir)
+        outcomes = _tune(tune_run, spec, project_dir, stop)
     except GpkgRayError as e:
         return _error(e, EXIT_TUNE_FAILED)
+    except KeyboardInterrupt:  # a second signal, or Ctrl-C before the search
+        print("gpkg.ray: stopped", file=sys.stderr, flush=True)
+        return EXIT_TUNE_FAILED
+    if stop.signal is not None:
+        exit_by_signal(stop.signal)  # the results so far are saved
     completed = [o for o in outcomes if o.status == "completed"]
     return 0 if completed else EXIT_TUNE_FAILED
 
@@ -79,20 +87,26 @@ def _load(settings):
     return tune_run, checked_spec(opdef, settings), opdef.guildfile.dir
 
 
-def _tune(tune_run, spec, project_dir: str):
+def _tune(tune_run, spec, project_dir: str, stop):
+    from gpkg_ray.engine.interrupts import handling_stops
     from gpkg_ray.engine.local_ray import embedded_ray
 
     ray_dir = os.path.join(tune_run.dir, "ray")
     os.makedirs(ray_dir, exist_ok=True)
     # Ray is imported inside: the embedded Ray's loopback setting must come first.
-    with embedded_ray(log_file=os.path.join(ray_dir, "driver.log")):
-        return _search(tune_run, spec, project_dir, ray_dir)
+    # Stop signals are handled once Ray has started (it sets a SIGTERM handler).
+    with (
+        embedded_ray(log_file=os.path.join(ray_dir, "driver.log")),
+        handling_stops(stop),
+    ):
+        return _search(tune_run, spec, project_dir, ray_dir, stop)
 
 
-def _search(tune_run, spec, project_dir: str, ray_dir: str):
+def _search(tune_run, spec, project_dir: str, ray_dir: str, stop):
     from guild import config
 
     from gpkg_ray.engine.ray_tune import run_search
+    from gpkg_ray.engine.schedulers import describe_scheduler
     from gpkg_ray.engine.searchers import build_search
     from gpkg_ray.results.progress import ProgressPrinter
     from gpkg_ray.results.records import TrialRecords
@@ -122,11 +136,12 @@ def _search(tune_run, spec, project_dir: str, ray_dir: str):
         f"on cluster={settings.cluster}",
         flush=True,
     )
+    print(f"Scheduler: {describe_scheduler(spec)}", flush=True)
     if search.note:
         print(f"Note: {search.note}", flush=True)
     records = TrialRecords(guild_home, plan.objective, tags)
     listener = Listeners(records, ProgressPrinter(search.num_samples, plan.objective))
-    outcomes = run_search(spec, search, workspace, listener, ray_dir, tags)
+    outcomes = run_search(spec, search, workspace, listener, ray_dir, stop, tags)
     best = best_trial(outcomes, plan.objective)
     if best is not None:
         records.mark(best)

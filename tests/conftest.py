@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,8 +67,18 @@ class Project:
     def tune(self, *flags: str, op: str = "tune") -> subprocess.CompletedProcess:
         return self.guild("run", "-y", op, *flags)
 
-    def watch_tune(self, *flags: str, op: str = "tune") -> Watched:
-        """Runs a tune, sampling its process tree and listening sockets."""
+    def watch_tune(
+        self,
+        *flags: str,
+        op: str = "tune",
+        during: Callable[[subprocess.Popen], None] | None = None,
+    ) -> Watched:
+        """Runs a tune, sampling its process tree and listening sockets.
+
+        `during(proc)` is called at each sample while the tune runs. The tune
+        runs in a session of its own, as in a terminal: `os.killpg(proc.pid,
+        SIGINT)` is a Ctrl-C.
+        """
         log = self.path.parent / f"{op}-output.txt"
         with open(log, "w") as out:
             proc = subprocess.Popen(
@@ -76,6 +87,7 @@ class Project:
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             seen: dict[int, psutil.Process] = {}
             listeners: set[tuple[str, int, str]] = set()
@@ -84,6 +96,8 @@ class Project:
                 for p in process_tree(proc.pid):
                     seen.setdefault(p.pid, p)
                     listeners.update(_listening(p))
+                if during is not None:
+                    during(proc)
                 time.sleep(0.2)
             if proc.poll() is None:
                 proc.kill()
@@ -108,6 +122,11 @@ class Project:
 
     def runs_of(self, op: str) -> list:
         return [r for r in map(self.run, self.run_ids()) if r.opref.op_name == op]
+
+    def statuses(self, op: str | None = None) -> dict[str, str]:
+        """Run id -> Guild status of every run (of `op`, if given)."""
+        runs = map(self.run, self.run_ids())
+        return {r.id: r.status for r in runs if op is None or r.opref.op_name == op}
 
     def tune_run(self, op: str = "tune"):
         (tune_run,) = self.runs_of(op)

@@ -1,7 +1,9 @@
 """A small Guild project for the end-to-end tests.
 
 `train` prints `step` and `loss` per epoch and saves a model; with `mode=crash` it
-exits non-zero, with `mode=silent` its evaluation records no `acc_val`. Three
+exits non-zero, with `mode=silent` its evaluation records no `acc_val`, with
+`mode=hog` it takes 20 MB more memory each epoch. Its loss is `lr` times the
+epochs left, so a lower `lr` is better at every epoch and in `acc_val` (1 - lr). Three
 evaluate ops record `acc_val` three ways: Guild's default output scalars, custom
 `output-scalars` patterns, and TF event files the script writes itself.
 """
@@ -39,7 +41,7 @@ GUILD_YML = """
         sleep: 0.0
         mode:
           default: ok
-          choices: [ok, crash, silent]
+          choices: [ok, crash, silent, hog]
     evaluate:
       main: evaluate
       requires:
@@ -88,8 +90,11 @@ epochs = 2
 sleep = 0.0
 mode = "ok"
 
+hogged = []
 for step in range(epochs):
     time.sleep(sleep)
+    if mode == "hog":
+        hogged.append(bytearray(20 * 1024 * 1024))
     print(f"step: {step}")
     print(f"loss: {lr * (epochs - step):.6f}")
 if mode == "crash":

@@ -54,7 +54,16 @@ BAD_CONFIGS = {
     ),
     "unknown config key": (
         TUNE_CONFIG + "trials: 5\n",
-        "unknown key 'trials' in config: use steps, optimize, space",
+        "unknown key 'trials' in config: use steps, optimize, space, scheduler-metric",
+    ),
+    "scheduler-metric names a step not in steps": (
+        TUNE_CONFIG + "scheduler-metric:\n  - max: fit#val_acc\n",
+        "'scheduler-metric' names step 'fit', which is not in steps (train, evaluate)",
+    ),
+    "malformed scheduler-metric": (
+        TUNE_CONFIG + "scheduler-metric: train#loss\n",
+        "malformed 'scheduler-metric' entry 'train#loss': write "
+        "`scheduler-metric: [{max: SCALAR}]`",
     ),
 }
 
@@ -85,6 +94,22 @@ BAD_FLAGS = {
         "search=grid: space entry 'lr' is a range (loguniform[0.001:0.1])",
     ),
     "no resources": (["cpus=0", "gpus=0"], "cpus=0 and gpus=0: a trial must reserve"),
+    "pbt scheduler": (
+        ["scheduler=pbt"],
+        "scheduler=pbt is not offered: PBT restarts trials from other trials' "
+        "checkpoints, and a trial's Guild runs cannot be paused and resumed; use "
+        "one of fifo, asha, hyperband, median",
+    ),
+    "unknown scheduler": (["scheduler=sha"], "unknown scheduler 'sha': use one of"),
+    "reduction-factor 1": (
+        ["scheduler=asha", "reduction-factor=1"],
+        "reduction-factor=1.0 must be a number greater than 1",
+    ),
+    "max-t under grace-period": (
+        ["scheduler=asha", "grace-period=5", "max-t=3"],
+        "max-t=3 is less than grace-period=5: no trial could reach a rung",
+    ),
+    "negative max-time": (["max-time=-5"], "max-time: out of range"),
 }
 
 

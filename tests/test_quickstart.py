@@ -15,7 +15,7 @@ def test_quickstart_example_runs_as_documented(tmp_path, guild_env):
     result = project.guild("run", "-y", "tune")  # README: `guild run -y tune`
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "8 trials: 8 completed, 0 failed" in result.stdout
+    assert "8 trials: 8 completed, 0 stopped, 0 failed" in result.stdout
     rows = project.compare("-Fo", "trial")  # README: `guild compare -Fo trial`
     assert len(rows) == 8
     best = max(rows, key=lambda row: float(row["acc_val"]))

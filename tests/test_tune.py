@@ -215,7 +215,7 @@ def test_tune_fails_when_every_trial_fails(project):
     assert project.tune_run().status == "error"
     records = project.runs_of("trial")
     assert len(records) == 2 and all(r.status == "error" for r in records)
-    assert "2 trials: 0 completed, 2 failed" in result.stdout
+    assert "2 trials: 0 completed, 0 stopped, 2 failed" in result.stdout
 
 
 def test_grid_search_runs_every_combination(project):

@@ -18,4 +18,6 @@ for epoch in range(epochs):
     print(f"acc: {acc:.6f}")
 
 with open("model.json", "w") as f:
-    json.dump({"lr": lr, "batch_size": batch_size, "dropout": dropout, "epochs": epochs}, f)
+    json.dump(
+        {"lr": lr, "batch_size": batch_size, "dropout": dropout, "epochs": epochs}, f
+    )

@@ -11,13 +11,20 @@ from ray.tune import Callback
 from gpkg_ray.errors import TrialFailed
 from gpkg_ray.spec import TrialPlan
 from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
-from gpkg_ray.trial.runner import GUILD_RUNS, OBJECTIVE
+from gpkg_ray.trial.runner import (
+    GUILD_RUNS,
+    OBJECTIVE,
+    SCHEDULER_TIME,
+    TRIAL_DONE,
+    TRIAL_STOPPED,
+)
 
 
 class TrialEvents(Callback):
-    def __init__(self, plan: TrialPlan, listener: TrialListener):
+    def __init__(self, plan: TrialPlan, listener: TrialListener, scheduler: str):
         self.plan = plan
         self.listener = listener
+        self.scheduler = scheduler
         self.outcomes: dict[str, TrialOutcome] = {}
         self._steps = {step.name for step in plan.steps}
 
@@ -38,9 +45,28 @@ class TrialEvents(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         outcome = self.outcomes[trial.trial_id]
-        self._apply_result(outcome, trial.last_result or {})
-        outcome.status = "completed"
+        result = trial.last_result or {}
+        self._apply_result(outcome, result)
+        if result.get(TRIAL_DONE):
+            outcome.status = "completed"
+        elif result.get(TRIAL_STOPPED):
+            outcome.status = "stopped"
+            outcome.stop_reason = result[TRIAL_STOPPED]
+            outcome.penalized = True
+        else:  # Ray stopped it before its steps ended: the scheduler did
+            outcome.status = "stopped"
+            at = f" at step {outcome.progress}" if outcome.progress else ""
+            outcome.stop_reason = f"stopped early by {self.scheduler}{at}"
         self._end(outcome)
+
+    def end_running(self, reason: str) -> None:
+        """Ends the trials still running when the search ended early: Ray has
+        stopped them (and their Guild runs) without a trial event."""
+        for outcome in self.outcomes.values():
+            if outcome.status == "running":
+                outcome.status = "stopped"
+                outcome.stop_reason = reason
+                self._end(outcome)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         outcome = self.outcomes[trial.trial_id]
@@ -54,6 +80,8 @@ class TrialEvents(Callback):
         outcome.runs.update(result.get(GUILD_RUNS) or {})
         if result.get(OBJECTIVE) is not None:
             outcome.objective = result[OBJECTIVE]
+        if result.get(SCHEDULER_TIME) is not None:
+            outcome.progress = result[SCHEDULER_TIME]
         # Step scalars are reported as STEP/TAG; the rest is Ray's bookkeeping.
         outcome.metrics.update(
             (key, value)

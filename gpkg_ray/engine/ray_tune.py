@@ -7,22 +7,59 @@ batch form later) and where results go are not its business.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from ray import tune
 
 from gpkg_ray.engine.events import TrialEvents
+from gpkg_ray.engine.interrupts import StopRequest
+from gpkg_ray.engine.schedulers import build_scheduler
 from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
 from gpkg_ray.spec import TrialPlan, TuneSpec
+from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
-from gpkg_ray.trial.runner import OBJECTIVE, run_trial
+from gpkg_ray.trial.runner import Trial
 from gpkg_ray.trial.workspace import Workspace
 
+HEARTBEAT_SECONDS = 1.0
+"""Longest a trainable's `step` waits for a new result. Ray can stop a trial only
+between two `step` calls (the trial's actor runs one call at a time), so this
+bounds how long a stop waits: Ray force-kills trials that take 10 s to stop at
+the end of a search, and `guild stop` signals every process after 5 s."""
 
-def guild_trial(config, plan: TrialPlan, workspace: Workspace, tags: tuple[str, ...]):
-    """The Ray Tune trainable: one trial's steps as Guild runs."""
-    run_trial(plan, config, workspace, tune.report, tags)
+
+class GuildTrial(tune.Trainable):
+    """The Ray Tune trainable: one trial's steps as Guild runs.
+
+    A class rather than a function: Ray calls `cleanup` in the trial's actor
+    when it stops the trial (a scheduler's decision, the end of the search), so
+    the running step is stopped through Guild's stop, and ends `terminated`,
+    before the actor goes away.
+    """
+
+    def setup(
+        self,
+        config: dict[str, Any],
+        plan: TrialPlan,
+        workspace: Workspace,
+        tags: tuple[str, ...],
+        limits: Limits,
+    ) -> None:
+        self.trial = Trial(plan, config, workspace, tags, limits)
+
+    def step(self) -> dict[str, Any]:
+        result = self.trial.next_result(timeout=HEARTBEAT_SECONDS)
+        if result is None:  # nothing new: a heartbeat that schedulers skip
+            result = self.trial.snapshot()
+        if self.trial.ended:
+            result["done"] = True
+        return result
+
+    def cleanup(self) -> None:
+        self.trial.stop()
 
 
 def run_search(
@@ -31,17 +68,24 @@ def run_search(
     workspace: Workspace,
     listener: TrialListener,
     storage_dir: str,
+    stop: StopRequest,
     tags: Iterable[str] = (),
 ) -> list[TrialOutcome]:
     """Runs the search on the Ray this process is connected to.
 
-    Returns every trial's outcome, ordered by trial number.
+    Returns every trial's outcome, ordered by trial number. Trials still running
+    when the search ends early (a stop signal, the time budget) are stopped and
+    recorded as such.
     """
     settings = spec.settings
-    events = TrialEvents(spec.plan, listener)
+    events = TrialEvents(spec.plan, listener, settings.scheduler)
     trainable = tune.with_resources(
         tune.with_parameters(
-            guild_trial, plan=spec.plan, workspace=workspace, tags=tuple(tags)
+            GuildTrial,
+            plan=spec.plan,
+            workspace=workspace,
+            tags=tuple(tags),
+            limits=Limits.from_settings(settings),
         ),
         {"cpu": settings.cpus, "gpu": settings.gpus},
     )
@@ -49,11 +93,12 @@ def run_search(
         trainable,
         param_space=search.param_space,
         tune_config=tune.TuneConfig(
+            # No metric here: the searcher and the scheduler each have their own
+            # (the objective, and the scheduler metric).
             search_alg=search.algorithm,
+            scheduler=build_scheduler(spec),
             num_samples=search.num_samples,
-            max_concurrent_trials=settings.max_concurrent or None,
-            metric=OBJECTIVE,
-            mode=spec.plan.objective.mode,
+            time_budget_s=settings.time_budget or None,
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
@@ -62,11 +107,26 @@ def run_search(
             verbose=0,
             callbacks=[events],
             failure_config=tune.FailureConfig(max_failures=0),
+            # A trial's state is its Guild runs; Ray's default for class
+            # trainables would call save_checkpoint at the end of each trial.
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
         ),
     )
-    with patched_environ(_TUNE_DRIVER_ENV):
-        tuner.fit()
+    started = time.monotonic()
+    try:
+        with patched_environ(_TUNE_DRIVER_ENV):
+            tuner.fit()
+    finally:
+        events.end_running(_early_end_reason(stop, settings.time_budget, started))
     return sorted(events.outcomes.values(), key=lambda o: o.number)
+
+
+def _early_end_reason(stop: StopRequest, time_budget: float, started: float) -> str:
+    if stop.reason:
+        return stop.reason
+    if time_budget and time.monotonic() - started >= time_budget:
+        return f"time-budget={time_budget:g} s reached"
+    return "the search ended"
 
 
 _TUNE_DRIVER_ENV = {
@@ -75,4 +135,6 @@ _TUNE_DRIVER_ENV = {
     # A trial reports scalars before its objective exists (while `train` runs,
     # before `evaluate`): that is not an error.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # SIGINT is handled by engine.interrupts, which asks Tune to stop by SIGUSR1.
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }

@@ -3,6 +3,9 @@
 Each builder turns the searched params of a plan into what Ray Tune needs: a
 search algorithm, a param space and a number of samples. To add one, write a
 builder and register it in SEARCHERS.
+
+Each algorithm limits its own concurrency (`max-concurrent`): Ray's TuneConfig
+`max_concurrent_trials` ignores a BasicVariantGenerator, with a warning.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
-from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
 from gpkg_ray.spec import Choice, Param, Range, TuneSpec
 from gpkg_ray.trial.runner import OBJECTIVE
@@ -48,7 +51,9 @@ def ray_space(spec: TuneSpec) -> dict[str, Any]:
 
 def _random(spec: TuneSpec, seed: int) -> Search:
     return Search(
-        BasicVariantGenerator(random_state=seed),
+        BasicVariantGenerator(
+            random_state=seed, max_concurrent=spec.settings.max_concurrent
+        ),
         ray_space(spec),
         spec.settings.max_trials,
     )
@@ -66,7 +71,11 @@ def _grid(spec: TuneSpec, seed: int) -> Search:
     # Each point is complete, so the space is never sampled; Ray needs its keys
     # to accept the points.
     return Search(
-        BasicVariantGenerator(points_to_evaluate=trials, random_state=seed),
+        BasicVariantGenerator(
+            points_to_evaluate=trials,
+            random_state=seed,
+            max_concurrent=spec.settings.max_concurrent,
+        ),
         ray_space(spec),
         len(trials),
         note,
@@ -86,7 +95,17 @@ def _tpe(spec: TuneSpec, seed: int) -> Search:
     algorithm = _optuna_search(
         sampler=sampler, metric=OBJECTIVE, mode=spec.plan.objective.mode
     )
-    return Search(algorithm, ray_space(spec), spec.settings.max_trials)
+    return Search(
+        _limited(algorithm, spec.settings.max_concurrent),
+        ray_space(spec),
+        spec.settings.max_trials,
+    )
+
+
+def _limited(searcher: Searcher, max_concurrent: int) -> Searcher:
+    if not max_concurrent:
+        return searcher
+    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
 
 
 def _optuna_search(**kwargs):

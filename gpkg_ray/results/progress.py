@@ -30,6 +30,8 @@ class ProgressPrinter:
         head = f"trial {outcome.number}/{self.total} {outcome.status}"
         if outcome.status == "failed":
             line = f"{head}: {outcome.error}"
+        elif outcome.status == "stopped":
+            line = f"{head}: {outcome.stop_reason}"
         else:
             assigns = flag_util.flag_assigns(outcome.values, truncate_floats=True)
             values = " ".join(assigns)

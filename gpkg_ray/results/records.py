@@ -6,7 +6,7 @@ does: its flags are the trial's values (every space entry), its scalar is the
 objective, and it links to its step runs by step name (as Guild's own pipelines
 do), so `guild ls`, `guild runs info` and `guild compare` see their files and
 scalars too. The record is `running` while the trial runs (its LOCK holds the
-tune process's pid), then `completed` or `error`.
+tune process's pid), then `completed`, `terminated` (stopped early) or `error`.
 
     guild compare -Fo trial            one row per trial
     guild compare -Ft tune-<id>        the trials and step runs of one tune
@@ -74,7 +74,7 @@ class TrialRecords:
                 writer.add_scalar(self.objective.scalar, outcome.objective, 0)
         with open(record.guild_path("output"), "w") as f:
             f.write(_output_text(outcome))
-        record.write_attr("exit_status", 0 if outcome.status == "completed" else 1)
+        record.write_attr("exit_status", _EXIT_STATUS[outcome.status])
         record.write_attr("stopped", guild_run.timestamp())
         _remove(record.guild_path("LOCK"))
 
@@ -98,6 +98,10 @@ class TrialRecords:
                 os.symlink(os.path.join("..", run_id), link)
 
 
+# Guild shows a negative exit status as `terminated`, as for a run `guild stop` ends.
+_EXIT_STATUS = {"completed": 0, "failed": 1, "stopped": -15}
+
+
 def _label(tags: list[str], values: dict) -> str:
     """Tags then flags, as Guild labels a tagged run."""
     return " ".join([*tags, *flag_util.flag_assigns(values, truncate_floats=True)])
@@ -107,7 +111,11 @@ def _output_text(outcome: TrialOutcome) -> str:
     lines = [f"trial {outcome.number}: {outcome.status}"]
     lines += [f"{step} run: {run_id}" for step, run_id in outcome.runs.items()]
     if outcome.objective is not None:
-        lines.append(f"objective: {outcome.objective}")
+        penalty = " (limit-penalty)" if outcome.penalized else ""
+        lines.append(f"objective: {outcome.objective}{penalty}")
+    if outcome.stop_reason:
+        lines.append(f"stopped: {outcome.stop_reason}")
+    lines += [f"{key}: {value}" for key, value in sorted(outcome.metrics.items())]
     if outcome.error:
         lines.append(f"error: {outcome.error}")
     return "\n".join(lines) + "\n"

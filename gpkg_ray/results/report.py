@@ -19,9 +19,11 @@ TRIALS_JSON = "trials.json"
 def best_trial(
     outcomes: list[TrialOutcome], objective: Objective
 ) -> TrialOutcome | None:
+    """The completed trial with the best objective (a trial stopped early has a
+    partial objective, or a limit penalty, not a result)."""
     best = None
     for outcome in outcomes:
-        if outcome.objective is None:
+        if outcome.status != "completed" or outcome.objective is None:
             continue
         if best is None or objective.is_better(outcome.objective, best.objective):
             best = outcome
@@ -43,6 +45,8 @@ def write_trials(
                 objective.scalar,
                 *keys,
                 *(f"{s}_run" for s in steps),
+                "progress",
+                "stopped",
                 "error",
             ]
         )
@@ -54,6 +58,8 @@ def write_trials(
                     "" if o.objective is None else o.objective,
                     *(o.values.get(k, "") for k in keys),
                     *(o.runs.get(s, "") for s in steps),
+                    "" if o.progress is None else o.progress,
+                    o.stop_reason or "",
                     o.error or "",
                 ]
             )
@@ -83,6 +89,9 @@ def _trial_json(o: TrialOutcome) -> dict:
         "runs": o.runs,
         "metrics": o.metrics,
         "error": o.error,
+        "stop_reason": o.stop_reason,
+        "penalized": o.penalized,
+        "progress": o.progress,
         "started": o.started,
         "ended": o.ended,
     }
@@ -98,6 +107,7 @@ def log_tune_scalars(
             writer.add_scalar(objective.scalar, best.objective, 0)
         writer.add_scalar("trials_completed", _count(outcomes, "completed"), 0)
         writer.add_scalar("trials_failed", _count(outcomes, "failed"), 0)
+        writer.add_scalar("trials_stopped", _count(outcomes, "stopped"), 0)
 
 
 def _count(outcomes: list[TrialOutcome], status: str) -> int:
@@ -111,11 +121,13 @@ def _assigns(values: dict) -> str:
 def summary_lines(
     outcomes: list[TrialOutcome], objective: Objective, top: int = 5
 ) -> list[str]:
-    completed = _count(outcomes, "completed")
-    failed = _count(outcomes, "failed")
-    lines = [f"{len(outcomes)} trials: {completed} completed, {failed} failed"]
+    counts = ", ".join(
+        f"{_count(outcomes, status)} {status}"
+        for status in ("completed", "stopped", "failed")
+    )
+    lines = [f"{len(outcomes)} trials: {counts}"]
     ranked = sorted(
-        (o for o in outcomes if o.objective is not None),
+        (o for o in outcomes if o.status == "completed" and o.objective is not None),
         key=lambda o: o.objective,
         reverse=objective.mode == "max",
     )

@@ -9,6 +9,8 @@
         space:
           lr: loguniform[1e-5:1e-1]      # to every step that defines `lr`
           train:epochs: 5                # to step `train` only
+        scheduler-metric:                # what schedulers and limits watch
+          max: train#val_acc             # (default: the objective)
 
 `load_spec` checks everything before any work starts and raises `SpecError` with a
 one-line message. The resulting `TuneSpec` is plain data: it holds no Guild
@@ -40,7 +42,7 @@ __all__ = [
     "load_spec",
 ]
 
-_CONFIG_KEYS = ("steps", "optimize", "space")
+_CONFIG_KEYS = ("steps", "optimize", "space", "scheduler-metric")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class TrialPlan:
     steps: tuple[Step, ...]
     params: tuple[Param, ...]
     objective: Objective
+    scheduler_metric: Objective
+    """The scalar a scheduler watches while a trial runs: by default the
+    objective; set it to a scalar the training step logs each epoch when the
+    objective comes from a later step."""
 
     @property
     def searched(self) -> tuple[Param, ...]:
@@ -92,11 +98,17 @@ def load_spec(tune_opdef, settings: Settings) -> TuneSpec:
     """Spec of a tune op from its Guild op definition and run settings."""
     config = _op_config(tune_opdef)
     steps = resolve_steps(config.get("steps"), tune_opdef)
-    objective = parse_objective(config.get("optimize"), [s.name for s in steps])
+    step_names = [s.name for s in steps]
+    objective = parse_objective(config.get("optimize"), step_names)
+    scheduler_metric = objective
+    if config.get("scheduler-metric") is not None:
+        scheduler_metric = parse_objective(
+            config["scheduler-metric"], step_names, "scheduler-metric"
+        )
     params = _params(config.get("space"), steps)
     if settings.search == "grid":
         _check_grid(params)
-    plan = TrialPlan(tuple(steps), tuple(params), objective)
+    plan = TrialPlan(tuple(steps), tuple(params), objective, scheduler_metric)
     return TuneSpec(plan, settings)
 
 

@@ -26,30 +26,34 @@ class Objective:
         return value > than if self.mode == "max" else value < than
 
 
-def parse_objective(raw: Any, step_names: list[str]) -> Objective:
-    """Objective from op config `optimize`; the step defaults to the last one."""
+def parse_objective(
+    raw: Any, step_names: list[str], key: str = "optimize"
+) -> Objective:
+    """Objective from op config `optimize` (or another `key` of the same form);
+    the step defaults to the last one."""
+    how_to = _HOW_TO.replace("optimize", key)
     if raw is None:
-        raise SpecError(f"config has no 'optimize': {_HOW_TO}")
+        raise SpecError(f"config has no '{key}': {how_to}")
     entries = raw if isinstance(raw, list) else [raw]
     if len(entries) != 1:
         raise SpecError(
-            f"'optimize' lists {len(entries)} objectives; one is supported: {_HOW_TO}"
+            f"'{key}' lists {len(entries)} objectives; one is supported: {how_to}"
         )
     entry = entries[0]
     if not isinstance(entry, dict) or len(entry) != 1:
-        raise SpecError(f"malformed 'optimize' entry {entry!r}: {_HOW_TO}")
+        raise SpecError(f"malformed '{key}' entry {entry!r}: {how_to}")
     ((mode, target),) = entry.items()
     if mode not in ("max", "min"):
-        raise SpecError(f"'optimize' uses '{mode}': {_HOW_TO}")
+        raise SpecError(f"'{key}' uses '{mode}': {how_to}")
     if not isinstance(target, str) or not target.strip():
-        raise SpecError(f"'optimize' {mode} needs a scalar name: {_HOW_TO}")
+        raise SpecError(f"'{key}' {mode} needs a scalar name: {how_to}")
     step, _, scalar = target.strip().rpartition("#")
     step = step or step_names[-1]
     if step not in step_names:
         raise SpecError(
-            f"'optimize' names step '{step}', which is not in steps "
+            f"'{key}' names step '{step}', which is not in steps "
             f"({', '.join(step_names)})"
         )
     if not scalar:
-        raise SpecError(f"'optimize' {mode} needs a scalar name: {_HOW_TO}")
+        raise SpecError(f"'{key}' {mode} needs a scalar name: {how_to}")
     return Objective(scalar=scalar, mode=mode, step=step)

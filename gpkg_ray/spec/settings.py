@@ -16,6 +16,15 @@ from typing import Any
 from gpkg_ray.errors import SpecError
 
 SEARCH_ALGORITHMS = ("random", "grid", "tpe")
+SCHEDULERS = ("fifo", "asha", "hyperband", "median")
+
+# Schedulers Ray offers that pause trials and restart them from a checkpoint:
+# a trial's Guild runs cannot be paused and resumed, so these are refused.
+REFUSED_SCHEDULERS = {
+    "pbt": "PBT restarts trials from other trials' checkpoints",
+    "pb2": "PB2 restarts trials from other trials' checkpoints",
+    "bohb": "BOHB pauses trials and resumes them from checkpoints",
+}
 
 
 def _flag(default: Any, help: str, type: Any = str, choices=None) -> Any:
@@ -37,6 +46,34 @@ class Settings:
     seed: int | None = _flag(None, "Random seed of the search (blank = random)", int)
     cpus: float = _flag(1.0, "CPUs reserved for each trial", float)
     gpus: float = _flag(0.0, "GPUs reserved for each trial", float)
+    scheduler: str = _flag(
+        "fifo", "Trial scheduler: fifo runs every trial to its end", str, SCHEDULERS
+    )
+    grace_period: int = _flag(
+        1, "Steps a trial runs before a scheduler may stop it", int
+    )
+    reduction_factor: float = _flag(
+        3.0, "ASHA/hyperband keep the best 1/N of trials at each rung", float
+    )
+    max_t: int = _flag(
+        100,
+        "ASHA/hyperband: the most steps a trial runs (places the rungs; a "
+        "trial is not cut there)",
+        int,
+    )
+    max_time: float = _flag(0.0, "Wall seconds a trial may run (0 = no limit)", float)
+    max_memory: float = _flag(
+        0.0, "MB of memory a step's processes may use (0 = no limit)", float
+    )
+    limit_penalty: float | None = _flag(
+        None,
+        "Objective of a trial stopped by max-time or max-memory (blank = the "
+        "trial fails)",
+        float,
+    )
+    time_budget: float = _flag(
+        0.0, "Wall seconds the whole search may run (0 = no limit)", float
+    )
 
     @classmethod
     def from_flags(cls, flags: dict[str, Any]) -> Settings:
@@ -65,6 +102,15 @@ class Settings:
         _check_number("gpus", self.gpus)
         if self.cpus == 0 and self.gpus == 0:
             raise SpecError("cpus=0 and gpus=0: a trial must reserve some resource")
+        self._validate_scheduler()
+        _check_number("max-time", self.max_time)
+        _check_number("max-memory", self.max_memory)
+        _check_number("time-budget", self.time_budget)
+        if self.limit_penalty is not None and not _is_number(self.limit_penalty):
+            raise SpecError(
+                f"limit-penalty={self.limit_penalty!r} must be a number, or blank "
+                "for trials over a limit to fail"
+            )
         if self.search not in SEARCH_ALGORITHMS:
             raise SpecError(
                 f"unknown search '{self.search}': use one of "
@@ -74,6 +120,31 @@ class Settings:
             raise SpecError(
                 "cluster must name a ray-cluster remote, or be 'local' for an "
                 "embedded Ray"
+            )
+
+    def _validate_scheduler(self) -> None:
+        if self.scheduler in REFUSED_SCHEDULERS:
+            raise SpecError(
+                f"scheduler={self.scheduler} is not offered: "
+                f"{REFUSED_SCHEDULERS[self.scheduler]}, and a trial's Guild runs "
+                f"cannot be paused and resumed; use one of {', '.join(SCHEDULERS)}"
+            )
+        if self.scheduler not in SCHEDULERS:
+            raise SpecError(
+                f"unknown scheduler '{self.scheduler}': use one of "
+                f"{', '.join(SCHEDULERS)}"
+            )
+        _check_int("grace-period", self.grace_period, minimum=1)
+        _check_int("max-t", self.max_t, minimum=1)
+        if self.max_t < self.grace_period:
+            raise SpecError(
+                f"max-t={self.max_t} is less than grace-period={self.grace_period}: "
+                "no trial could reach a rung"
+            )
+        if not _is_number(self.reduction_factor) or self.reduction_factor <= 1:
+            raise SpecError(
+                f"reduction-factor={self.reduction_factor!r} must be a number "
+                "greater than 1"
             )
 
 
@@ -102,5 +173,9 @@ def _check_int(flag: str, value: Any, minimum: int) -> None:
 
 
 def _check_number(flag: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not _is_number(value) or value < 0:
         raise SpecError(f"{flag}={value!r} must be a number of 0 or more")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

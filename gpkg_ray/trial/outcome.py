@@ -6,7 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Status = Literal["running", "completed", "failed"]
+Status = Literal["running", "completed", "failed", "stopped"]
+"""`stopped`: ended early by a scheduler, a limit, the time budget or a stop of
+the tune; `failed`: a step failed or recorded no objective."""
 
 
 @dataclass
@@ -22,6 +24,11 @@ class TrialOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     """Latest value of each step scalar, as `STEP/TAG`."""
     error: str | None = None
+    stop_reason: str | None = None
+    penalized: bool = False
+    """Stopped at a limit, with the limit penalty as its objective."""
+    progress: int | None = None
+    """Steps of the scheduler metric the trial reached (its scheduler time)."""
     started: float = field(default_factory=time.time)
     ended: float | None = None
 

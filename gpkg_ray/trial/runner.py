@@ -1,24 +1,30 @@
-"""A trial: its steps run in order as Guild runs, their scalars reported live.
+"""A trial: its steps run in order as Guild runs, their scalars turned into results.
 
-`run_trial` knows nothing of Ray: it calls `report(metrics)` with every change, and
-the engine passes `ray.tune.report`. Metrics reported:
+`Trial` knows nothing of Ray: the engine pulls results with `next_result` and
+reports them, and calls `stop` to end the trial early. Each result holds:
 
-- `STEP/TAG`: the latest value of each scalar of each step so far, reported once
-  per scalar step the run logs (`step: N`), in order;
+- `STEP/TAG`: the latest value of each scalar of each step so far; a result is
+  made per scalar step a run logs (`step: N`), in order;
 - `objective`: the objective's latest value, once its step has recorded it;
 - `guild_runs`: step name -> Guild run id, from the moment each step starts;
-- `trial_step`: the step running now.
+- `trial_step`: the step running now;
+- `scheduler_metric` and `scheduler_time`, only in a result that carries a new
+  value of the plan's scheduler metric: that value, and the step it was logged
+  at (or the number of its values so far, when the run logs no `step`);
+- in the last result only: `trial_done` when every step ran, or `trial_stopped`
+  (why) when a limit stopped the trial and it ends with the limit penalty.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
+import time
+from collections import deque
 from typing import Any
 
 from gpkg_ray.errors import TrialFailed
 from gpkg_ray.spec import TrialPlan
 from gpkg_ray.spec.steps import Step
+from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
@@ -26,81 +32,163 @@ from gpkg_ray.trial.workspace import Workspace
 OBJECTIVE = "objective"
 GUILD_RUNS = "guild_runs"
 TRIAL_STEP = "trial_step"
+SCHEDULER_METRIC = "scheduler_metric"
+SCHEDULER_TIME = "scheduler_time"
+TRIAL_DONE = "trial_done"
+TRIAL_STOPPED = "trial_stopped"
 
 POLL_SECONDS = 0.25
 
-Report = Callable[[dict[str, Any]], None]
 
+class Trial:
+    """One trial of a plan with its sampled values."""
 
-def run_trial(
-    plan: TrialPlan,
-    sampled: dict[str, Any],
-    workspace: Workspace,
-    report: Report,
-    tags: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """Runs every step; returns the final metrics. Raises TrialFailed."""
-    trial = _Trial(plan, workspace, report, tags)
-    for step in plan.steps:
-        trial.run_step(step, sampled)
-    trial.check_objective()
-    return trial.metrics
-
-
-class _Trial:
-    def __init__(self, plan: TrialPlan, workspace: Workspace, report: Report, tags):
+    def __init__(
+        self,
+        plan: TrialPlan,
+        sampled: dict[str, Any],
+        workspace: Workspace,
+        tags: tuple[str, ...] = (),
+        limits: Limits = Limits(),  # noqa: B008 (frozen dataclass)
+    ):
         self.plan = plan
+        self.sampled = sampled
         self.workspace = workspace
-        self.report = report
         self.tags = tuple(tags)
+        self.limits = limits
         self.runs: dict[str, str] = {}
         self.metrics: dict[str, Any] = {GUILD_RUNS: self.runs}
         self.found: dict[str, list[str]] = {}
+        self.finished = False
+        self._todo = deque(plan.steps)
+        self._step: Step | None = None
+        self._run: StepRun | None = None
+        self._watcher: ScalarWatcher | None = None
+        self._results: deque[dict[str, Any]] = deque()
+        self._progress = _Progress()
+        self._started = time.monotonic()
 
-    def run_step(self, step: Step, sampled: dict[str, Any]) -> None:
-        flags = self.plan.step_flags(step.name, sampled)
+    @property
+    def ended(self) -> bool:
+        """Whether the last result has been taken."""
+        return self.finished and not self._results
+
+    def next_result(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next result, or None when `timeout` seconds pass without one.
+
+        Raises TrialFailed when a step fails.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._results:
+            if self.finished:
+                raise RuntimeError("the trial has no more results")
+            self._advance()
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return self._results.popleft() if self._results else None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The metrics so far, without a scheduler step."""
+        # Ray may hold a result after it is returned: give copies, not live dicts.
+        return {**self.metrics, GUILD_RUNS: dict(self.runs)}
+
+    def stop(self) -> None:
+        """Stops the running step (Guild's stop: it ends `terminated`); later
+        steps do not run."""
+        self._todo.clear()
+        self._close_run()
+
+    def _advance(self) -> None:
+        if self._run is None:
+            if self._todo:
+                self._start(self._todo.popleft())
+            else:
+                self._finish()
+            return
+        assert self._step is not None and self._watcher is not None
+        exit_status = self._run.wait(POLL_SECONDS)
+        self._record(self._step, self._watcher.poll(final=exit_status is not None))
+        if exit_status is not None:
+            self._end_step(exit_status)
+            return
+        reason = self.limits.exceeded(self._started, self._run.op_pid())
+        if reason is not None:
+            self._stop_at_limit(reason)
+
+    def _start(self, step: Step) -> None:
+        flags = self.plan.step_flags(step.name, self.sampled)
         flags.update(
             {flag: self.runs[upstream] for flag, upstream in step.pins.items()}
         )
         run = StepRun(self.workspace, step.opspec, flags, new_run_id(), self.tags)
+        self._step, self._run = step, run
+        self._watcher = ScalarWatcher(run.run_dir)
         self.runs[step.name] = run.run_id
         self.metrics[TRIAL_STEP] = step.name
-        self.report(self._snapshot())
+        self._results.append(self.snapshot())
+        run.start()
+
+    def _end_step(self, exit_status: int) -> None:
+        assert self._step is not None and self._run is not None
+        step, run = self._step, self._run
+        self.found[step.name] = sorted(self._watcher.latest) if self._watcher else []
         try:
-            run.start()
-            exit_status = self._follow(step, run)
             if exit_status != 0:
                 raise TrialFailed(
                     f"step {step.name} (run {run.run_id[:8]}) failed with exit "
                     f"status {exit_status}: {run.error_line() or 'no error output'}"
                 )
         finally:
-            run.close()
+            self._close_run()
 
-    def _follow(self, step: Step, run: StepRun) -> int:
-        watcher = ScalarWatcher(run.run_dir)
-        while (exit_status := run.wait(POLL_SECONDS)) is None:
-            self._record(step, watcher.poll())
-        self._record(step, watcher.poll(final=True))
-        self.found[step.name] = sorted(watcher.latest)
-        return exit_status
+    def _stop_at_limit(self, reason: str) -> None:
+        assert self._step is not None and self._run is not None
+        step, run, watcher = self._step, self._run, self._watcher
+        self.stop()
+        if watcher is not None:  # what it logged before it stopped
+            self._record(step, watcher.poll(final=True))
+        if self.limits.penalty is None:
+            raise TrialFailed(
+                f"step {step.name} (run {run.run_id[:8]}) stopped: {reason} "
+                "(set limit-penalty to score such trials instead of failing them)"
+            )
+        self.metrics[OBJECTIVE] = self.limits.penalty
+        self.finished = True
+        self._results.append(
+            {**self.snapshot(), **self._progress.metrics(), TRIAL_STOPPED: reason}
+        )
+
+    def _finish(self) -> None:
+        self._check_objective()
+        self.finished = True
+        self._results.append(
+            {**self.snapshot(), **self._progress.metrics(), TRIAL_DONE: True}
+        )
+
+    def _close_run(self) -> None:
+        if self._run is not None:
+            self._run.close()
+        self._run = None
 
     def _record(self, step: Step, new: list[tuple[str, Scalar]]) -> None:
-        """Reports new scalars once per scalar step, in order, so that each step
-        a run logs reaches Ray even when several arrive in one poll."""
-        objective = self.plan.objective
-        for _, scalars in _by_scalar_step(new):
+        """A result per scalar step, in order, so that each step a run logs
+        reaches Ray even when several arrive in one poll."""
+        objective, watched = self.plan.objective, self.plan.scheduler_metric
+        for scalars in _by_scalar_step(new):
+            progressed = False
             for tag, scalar in scalars:
                 self.metrics[f"{step.name}/{tag}"] = scalar.value
                 if step.name == objective.step and tag == objective.scalar:
                     self.metrics[OBJECTIVE] = scalar.value
-            self.report(self._snapshot())
+                if step.name == watched.step and tag == watched.scalar:
+                    self._progress.update(scalar)
+                    progressed = True
+            result = self.snapshot()
+            if progressed:
+                result.update(self._progress.metrics())
+            self._results.append(result)
 
-    def _snapshot(self) -> dict[str, Any]:
-        # Ray may hold a report after this returns: send copies, not live dicts.
-        return {**self.metrics, GUILD_RUNS: dict(self.runs)}
-
-    def check_objective(self) -> None:
+    def _check_objective(self) -> None:
         objective = self.plan.objective
         if OBJECTIVE in self.metrics:
             return
@@ -111,7 +199,44 @@ class _Trial:
         )
 
 
-def _by_scalar_step(new: list[tuple[str, Scalar]]):
-    """(step, [(tag, scalar), ...]) groups in step order; sort is stable."""
-    ordered = sorted(new, key=lambda item: item[1].step)
-    return itertools.groupby(ordered, key=lambda item: item[1].step)
+class _Progress:
+    """The scheduler metric's latest value and the trial's time for schedulers.
+
+    Time is the `step` the run logged the value at, or the number of values so
+    far when that is larger: a run that logs no `step` (all at step 0), or logs
+    epochs from 0, still counts 1, 2, 3...
+    """
+
+    def __init__(self):
+        self.value: float | None = None
+        self.time = 0
+        self._count = 0
+
+    def update(self, scalar: Scalar) -> None:
+        self._count += 1
+        self.value = scalar.value
+        self.time = max(scalar.step, self._count)
+
+    def metrics(self) -> dict[str, Any]:
+        if self.value is None:
+            return {}
+        return {SCHEDULER_METRIC: self.value, SCHEDULER_TIME: self.time}
+
+
+def _by_scalar_step(new: list[tuple[str, Scalar]]) -> list[list[tuple[str, Scalar]]]:
+    """The values in groups of one scalar step each, in step order.
+
+    A tag seen again at the same step starts a new group too: a run that logs no
+    `step` has all its values at step 0, one group per value of each tag.
+    """
+    groups: list[list[tuple[str, Scalar]]] = []
+    tags: set[str] = set()
+    step = None
+    for tag, scalar in sorted(new, key=lambda item: item[1].step):  # stable
+        if not groups or scalar.step != step or tag in tags:
+            groups.append([])
+            tags = set()
+        groups[-1].append((tag, scalar))
+        tags.add(tag)
+        step = scalar.step
+    return groups

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from typing import Any
 
+import psutil
 from guild import flag_util
+from guild import run as guild_run
+from guild import util as guild_util
 
 from gpkg_ray.processes import process_tree, stop_processes
 from gpkg_ray.trial.workspace import Workspace
 
 # What `guild run` prints on stderr that is not an error.
 GUILD_NOTES = {"Refreshing flags..."}
+
+# Stopping a step: how long its op may take to exit on SIGTERM (its children get
+# SIGTERM after CHILD_GRACE_SECONDS, as `guild stop` does), and how long to wait
+# for Guild to start the op when a stop comes while `guild run` is starting up.
+STOP_GRACE_SECONDS = 5.0
+CHILD_GRACE_SECONDS = 2.0
+START_WAIT_SECONDS = 5.0
 
 
 class StepRun:
@@ -79,12 +91,39 @@ class StepRun:
         except subprocess.TimeoutExpired:
             return None
 
+    def op_pid(self) -> int | None:
+        """Pid of the step's op process, from its run's LOCK; None until Guild
+        has started it, and after it ended."""
+        return guild_run.Run(self.run_id, self.run_dir).pid
+
     def stop(self) -> None:
-        """Ends the `guild run` process and everything it started, if still alive."""
+        """Stops the step as `guild stop` does, if it still runs: SIGTERM to its op
+        process tree, so Guild records the run as `terminated`. Whatever is left
+        of the `guild run` process tree after that is ended too."""
         if self._proc is None or self._proc.poll() is not None:
             return
+        op_pid = self._wait_for_op_pid()
+        if op_pid is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                guild_util.kill_process_tree(
+                    op_pid,
+                    timeout=STOP_GRACE_SECONDS,
+                    child_term_timeout=CHILD_GRACE_SECONDS,
+                )
+            # Guild's `guild run` process records the exit status, then exits.
+            self.wait(STOP_GRACE_SECONDS)
         stop_processes(process_tree(self._proc.pid))
         self._proc.wait()
+
+    def _wait_for_op_pid(self) -> int | None:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_WAIT_SECONDS
+        while self._proc.poll() is None and time.monotonic() < deadline:
+            pid = self.op_pid()
+            if pid is not None:
+                return pid
+            time.sleep(0.05)
+        return None
 
     def error_line(self) -> str:
         """Last meaningful line on stderr: the op's error or Guild's, usually."""

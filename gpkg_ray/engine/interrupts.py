@@ -1,0 +1,65 @@
+"""Ctrl-C, SIGTERM and `guild stop` of the tune run: a clean stop of the search.
+
+The first SIGINT or SIGTERM asks Ray Tune to end the search the way its own
+Ctrl-C handling does (Tune listens for SIGUSR1 too): it stops the running
+trials, whose trainables stop their Guild runs, and `Tuner.fit` returns so the
+results so far are saved. A second signal stops at once (KeyboardInterrupt).
+
+`guild stop` sends SIGTERM to the tune's process, then to its children 5 s
+later: the trials' Guild runs must be stopped before then, which is why the
+trainables poll in short slices (ray_tune.HEARTBEAT_SECONDS).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class StopRequest:
+    signal: signal.Signals | None = None
+    """The first stop signal received, if any."""
+
+    @property
+    def reason(self) -> str | None:
+        if self.signal is None:
+            return None
+        if self.signal == signal.SIGINT:
+            return "the tune was interrupted (SIGINT)"
+        return f"the tune was stopped ({self.signal.name})"
+
+
+@contextmanager
+def handling_stops(request: StopRequest) -> Iterator[StopRequest]:
+    """Handles SIGINT and SIGTERM into `request` while the search runs (main
+    thread only). Enter it after `ray.init`: Ray's core worker installs a
+    SIGTERM handler of its own."""
+
+    def handle(signum, frame):
+        if request.signal is not None:
+            raise KeyboardInterrupt
+        request.signal = signal.Signals(signum)
+        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's: it is running
+            signal.raise_signal(signal.SIGUSR1)
+        else:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handle) for sig in HANDLED}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            # None: a handler not set from Python (Ray's), which cannot be put back.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def exit_by_signal(sig: signal.Signals) -> None:
+    """Ends this process by `sig` with its default action, so that Guild records
+    the tune run as `terminated` (a negative exit status), as for any op."""
+    signal.signal(sig, signal.SIG_DFL)
+    signal.raise_signal(sig)

@@ -1,0 +1,312 @@
+"""Schedulers, per-trial limits and stops of the tune run, end to end.
+
+The `train` op's loss is `lr` times the epochs left, so with a grid from the best
+`lr` to the worst, run one trial at a time, every trial after the first is worse
+than the ones before it at every epoch: what a scheduler stops is known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from conftest import still_running
+from projects import tune_config, write_project
+
+from gpkg_ray.trial.scalars import ScalarWatcher
+
+EPOCHS = 6
+GOOD_TO_BAD = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032]
+# Trials each scheduler must stop (see test_scheduler_stops_worse_trials_early).
+MIN_STOPPED = {"asha": 5, "hyperband": 3, "median": 3}
+SCHEDULER_FLAGS = (
+    "search=grid",
+    "max-concurrent=1",
+    "grace-period=1",
+    "reduction-factor=2",
+    f"max-t={EPOCHS}",
+)
+
+
+def _trials(tune_run) -> list[dict]:
+    with open(os.path.join(tune_run.dir, "trials.json")) as f:
+        return json.load(f)["trials"]
+
+
+def _values(run, tag: str) -> list[float]:
+    """Every value of a scalar a run logged, in order."""
+    return [s.value for t, s in ScalarWatcher(run.dir).poll(final=True) if t == tag]
+
+
+def _record_of(project, trial: dict):
+    (record,) = [
+        r
+        for r in project.runs_of("trial")
+        if os.path.islink(os.path.join(r.dir, "train"))
+        and os.path.basename(os.readlink(os.path.join(r.dir, "train")))
+        == trial["runs"]["train"]
+    ]
+    return record
+
+
+def _assert_nothing_left(project, watched) -> None:
+    assert still_running(watched.processes) == []
+    statuses = project.statuses()
+    assert "running" not in statuses.values(), statuses
+
+
+@pytest.mark.parametrize("scheduler", sorted(MIN_STOPPED))
+def test_scheduler_stops_worse_trials_early(project, scheduler):
+    write_project(
+        project,
+        tune_config(
+            f"""
+            lr: {GOOD_TO_BAD}
+            train:epochs: {EPOCHS}
+            train:sleep: 0.4
+            """
+        )
+        + "scheduler-metric:\n  - min: train#loss\n",
+    )
+
+    watched = project.watch_tune(f"scheduler={scheduler}", *SCHEDULER_FLAGS)
+
+    assert watched.returncode == 0, watched.output
+    assert f"Scheduler: {scheduler} on min train#loss" in watched.output
+    trials = _trials(project.tune_run())
+    assert [t["values"]["lr"] for t in trials] == GOOD_TO_BAD
+    assert trials[0]["status"] == "completed"
+    stopped = [t for t in trials if t["status"] == "stopped"]
+    assert len(stopped) >= MIN_STOPPED[scheduler], trials
+    for trial in stopped:
+        assert trial["stop_reason"].startswith(f"stopped early by {scheduler} at step")
+        assert set(trial["runs"]) == {"train"}  # later steps did not run
+        train = project.run(trial["runs"]["train"])
+        assert train.status == "terminated"
+        losses = _values(train, "loss")
+        assert 0 < len(losses) < EPOCHS
+        # The trial keeps the values the scheduler stopped it on; the run may
+        # have logged one more while it was being stopped.
+        assert trial["progress"] in (len(losses), len(losses) - 1)
+        assert trial["metrics"]["train/loss"] == pytest.approx(
+            losses[trial["progress"] - 1]
+        )
+        assert _record_of(project, trial).status == "terminated"
+        assert f"trial {trial['trial']}/6 stopped: stopped early" in watched.output
+    # One train run per trial: no trial was paused and restarted.
+    assert len(project.runs_of("train")) == len(GOOD_TO_BAD)
+    _assert_nothing_left(project, watched)
+
+
+def test_asha_counts_reports_when_a_run_logs_no_step(project):
+    """Without `step: N` lines every value is at step 0: ASHA counts reports."""
+    write_project(
+        project,
+        tune_config(
+            f"""
+            lr: {GOOD_TO_BAD[:3]}
+            train:epochs: {EPOCHS}
+            train:sleep: 0.4
+            """
+        )
+        + "scheduler-metric:\n  - min: train#loss\n",
+    )
+    train = (project.path / "train.py").read_text()
+    (project.path / "train.py").write_text(
+        train.replace('print(f"step: {step}")', "pass")
+    )
+
+    watched = project.watch_tune("scheduler=asha", *SCHEDULER_FLAGS)
+
+    assert watched.returncode == 0, watched.output
+    trials = _trials(project.tune_run())
+    assert [t["status"] for t in trials] == ["completed", "stopped", "stopped"]
+    assert trials[0]["progress"] == EPOCHS
+    assert trials[1]["stop_reason"] == "stopped early by asha at step 1"
+    _assert_nothing_left(project, watched)
+
+
+def _runaway_project(project, space: str) -> None:
+    write_project(project, tune_config(space))
+
+
+def _assert_penalized(project, trial: dict, reason: str) -> None:
+    assert trial["status"] == "stopped"
+    assert trial["penalized"] is True
+    assert trial["objective"] == -1
+    assert trial["stop_reason"].startswith(reason)
+    assert set(trial["runs"]) == {"train"}
+    train = project.run(trial["runs"]["train"])
+    assert train.status == "terminated"
+    assert _values(train, "loss")  # what it logged before it was stopped
+    record = _record_of(project, trial)
+    assert record.status == "terminated"
+    (row,) = [r for r in project.compare("-Fo", "trial") if r["run"] == record.short_id]
+    assert float(row["acc_val"]) == -1
+
+
+def _ray_results(tune_run, trial: dict) -> list[dict]:
+    """What Ray recorded of a trial: the results its searcher was given."""
+    for root, _, files in os.walk(os.path.join(tune_run.dir, "ray", "search")):
+        if "result.json" in files:
+            with open(os.path.join(root, "result.json")) as f:
+                results = [json.loads(line) for line in f]
+            if results and results[-1].get("guild_runs") == trial["runs"]:
+                return results
+    raise AssertionError(f"no Ray results for trial {trial['trial']}")
+
+
+def test_max_time_stops_a_runaway_trial_with_the_penalty(project):
+    _runaway_project(
+        project,
+        """
+        lr: 0.01
+        train:epochs: [1000, 2]
+        train:sleep: 0.2
+        """,
+    )
+
+    watched = project.watch_tune(
+        "search=grid", "max-time=10", "limit-penalty=-1", "max-concurrent=2"
+    )
+
+    assert watched.returncode == 0, watched.output
+    tune_run = project.tune_run()
+    runaway, finished = _trials(tune_run)
+    _assert_penalized(project, runaway, "max-time=10 s reached")
+    assert 9 < runaway["ended"] - runaway["started"] < 25
+    assert finished["status"] == "completed"
+    # The searcher was given the penalty as the trial's objective.
+    assert _ray_results(tune_run, runaway)[-1]["objective"] == -1
+    _assert_nothing_left(project, watched)
+
+
+def test_max_memory_stops_a_runaway_step_with_the_penalty(project):
+    _runaway_project(
+        project,
+        """
+        lr: 0.01
+        train:mode: [hog, ok]
+        train:epochs: 30
+        train:sleep: 0.1
+        """,
+    )
+
+    watched = project.watch_tune(
+        "search=grid", "max-memory=150", "limit-penalty=-1", "max-concurrent=2"
+    )
+
+    assert watched.returncode == 0, watched.output
+    hog, ok = _trials(project.tune_run())
+    _assert_penalized(project, hog, "max-memory=150 MB exceeded")
+    assert ok["status"] == "completed"
+    _assert_nothing_left(project, watched)
+
+
+def test_a_limit_without_penalty_fails_the_trial(project):
+    _runaway_project(
+        project,
+        """
+        lr: [0.01, 0.02]
+        train:epochs: 1000
+        train:sleep: 0.2
+        """,
+    )
+
+    watched = project.watch_tune("search=grid", "max-time=4", "max-concurrent=2")
+
+    assert watched.returncode == 1, watched.output
+    for trial in _trials(project.tune_run()):
+        assert trial["status"] == "failed"
+        assert "stopped: max-time=4 s reached (set limit-penalty" in trial["error"]
+        assert project.run(trial["runs"]["train"]).status == "terminated"
+    _assert_nothing_left(project, watched)
+
+
+def test_time_budget_stops_the_search_and_saves_its_results(project):
+    _runaway_project(
+        project,
+        """
+        lr: 0.01
+        train:epochs: [2, 1000, 1000]
+        train:sleep: 0.2
+        """,
+    )
+
+    watched = project.watch_tune("search=grid", "time-budget=15", "max-concurrent=2")
+
+    assert watched.returncode == 0, watched.output
+    done, *stopped = _trials(project.tune_run())
+    assert done["status"] == "completed"
+    for trial in stopped:
+        assert trial["status"] == "stopped"
+        assert trial["stop_reason"] == "time-budget=15 s reached"
+        assert project.run(trial["runs"]["train"]).status == "terminated"
+        assert _record_of(project, trial).status == "terminated"
+    assert "3 trials: 1 completed, 2 stopped, 0 failed" in watched.output
+    _assert_nothing_left(project, watched)
+
+
+def _stop_when_two_trains_run(project, stop):
+    """A `during` callback: calls `stop(proc)` once two train runs are running."""
+    done = []
+
+    def during(proc):
+        if not done and list(project.statuses("train").values()).count("running") == 2:
+            done.append(True)
+            stop(proc)
+
+    return during
+
+
+def _ctrl_c(project, proc):
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole group
+
+
+def _sigterm(project, proc):
+    os.kill(project.tune_run().pid, signal.SIGTERM)  # the tune op's process
+
+
+def _guild_stop(project, proc):
+    result = project.guild("stop", "-y", project.tune_run().id, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+STOPS = {
+    "ctrl-c": (_ctrl_c, "the tune was interrupted (SIGINT)"),
+    "sigterm": (_sigterm, "the tune was stopped (SIGTERM)"),
+    "guild-stop": (_guild_stop, "the tune was stopped (SIGTERM)"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(STOPS))
+def test_stopping_the_tune_stops_its_trials_and_saves_results(project, how):
+    stop, reason = STOPS[how]
+    _runaway_project(
+        project,
+        """
+        lr: [0.01, 0.02, 0.03, 0.04]
+        train:epochs: 1000
+        train:sleep: 0.2
+        """,
+    )
+
+    watched = project.watch_tune(
+        "search=grid",
+        "max-concurrent=2",
+        during=_stop_when_two_trains_run(project, lambda proc: stop(project, proc)),
+    )
+
+    tune_run = project.tune_run()
+    assert tune_run.status == "terminated", watched.output
+    trials = _trials(tune_run)
+    assert len(trials) == 2, trials  # the other two never started
+    for trial in trials:
+        assert trial["status"] == "stopped"
+        assert trial["stop_reason"] == reason
+        assert project.run(trial["runs"]["train"]).status == "terminated"
+        assert _record_of(project, trial).status == "terminated"
+    assert "2 trials: 0 completed, 2 stopped, 0 failed" in watched.output
+    _assert_nothing_left(project, watched)
