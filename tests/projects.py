@@ -94,7 +94,7 @@ hogged = []
 for step in range(epochs):
     time.sleep(sleep)
     if mode == "hog":
-        hogged.append(bytearray(20 * 1024 * 1024))
+        hogged.append(b"x" * (20 * 1024 * 1024))  # written: resident
     print(f"step: {step}")
     print(f"loss: {lr * (epochs - step):.6f}")
 if mode == "crash":

@@ -35,6 +35,12 @@ def _trials(tune_run) -> list[dict]:
         return json.load(f)["trials"]
 
 
+def _trials_by(tune_run, key: str) -> dict:
+    """Trials by their value of `key` (trials that run at once start in any
+    order)."""
+    return {t["values"][key]: t for t in _trials(tune_run)}
+
+
 def _values(run, tag: str) -> list[float]:
     """Every value of a scalar a run logged, in order."""
     return [s.value for t, s in ScalarWatcher(run.dir).poll(final=True) if t == tag]
@@ -174,7 +180,8 @@ def test_max_time_stops_a_runaway_trial_with_the_penalty(project):
 
     assert watched.returncode == 0, watched.output
     tune_run = project.tune_run()
-    runaway, finished = _trials(tune_run)
+    by_epochs = _trials_by(tune_run, "train:epochs")
+    runaway, finished = by_epochs[1000], by_epochs[2]
     _assert_penalized(project, runaway, "max-time=10 s reached")
     assert 9 < runaway["ended"] - runaway["started"] < 25
     assert finished["status"] == "completed"
@@ -199,7 +206,8 @@ def test_max_memory_stops_a_runaway_step_with_the_penalty(project):
     )
 
     assert watched.returncode == 0, watched.output
-    hog, ok = _trials(project.tune_run())
+    by_mode = _trials_by(project.tune_run(), "train:mode")
+    hog, ok = by_mode["hog"], by_mode["ok"]
     _assert_penalized(project, hog, "max-memory=150 MB exceeded")
     assert ok["status"] == "completed"
     _assert_nothing_left(project, watched)
@@ -238,7 +246,10 @@ def test_time_budget_stops_the_search_and_saves_its_results(project):
     watched = project.watch_tune("search=grid", "time-budget=15", "max-concurrent=2")
 
     assert watched.returncode == 0, watched.output
-    done, *stopped = _trials(project.tune_run())
+    trials = _trials(project.tune_run())
+    (done,) = [t for t in trials if t["values"]["train:epochs"] == 2]
+    stopped = [t for t in trials if t is not done]
+    assert len(stopped) == 2
     assert done["status"] == "completed"
     for trial in stopped:
         assert trial["status"] == "stopped"

@@ -32,6 +32,10 @@ class ProgressPrinter:
             line = f"{head}: {outcome.error}"
         elif outcome.status == "stopped":
             line = f"{head}: {outcome.stop_reason}"
+            if outcome.penalized:
+                line += (
+                    f", {self.objective.scalar}={outcome.objective:g} (limit-penalty)"
+                )
         else:
             assigns = flag_util.flag_assigns(outcome.values, truncate_floats=True)
             values = " ".join(assigns)

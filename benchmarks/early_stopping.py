@@ -1,0 +1,140 @@
+"""Early stopping: the same search with scheduler=fifo and scheduler=asha.
+
+Runs `guild run tune` twice on the bundled learning-curve workload
+(benchmarks/learning_curve), with the same seed, so both runs sample the same
+trials, and prints for each: trials completed and stopped, epochs run (the
+`val_acc` values every train run logged), wall time and best objective; then
+ASHA's figures as ratios of FIFO's, against the targets: ASHA's best within 1%
+of FIFO's, at most 40% of FIFO's epochs.
+
+    python benchmarks/early_stopping.py            # 32 trials x 27 epochs
+    python benchmarks/early_stopping.py --quick    # 8 trials x 9 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpkg_ray.trial.scalars import ScalarWatcher
+
+WORKLOAD = Path(__file__).resolve().parent / "learning_curve"
+GUILD = str(Path(sys.executable).parent / "guild")
+BEST_GAP_TARGET = 0.01
+EPOCHS_RATIO_TARGET = 0.40
+
+
+@dataclass
+class Figures:
+    scheduler: str
+    trials: int
+    completed: int
+    stopped: int
+    epochs: int
+    wall_s: float
+    best: float
+
+
+def main() -> int:
+    args = _parse_args()
+    op = "tune-quick" if args.quick else "tune"
+    trials = args.trials or (8 if args.quick else 32)
+    flags = [
+        f"max-trials={trials}",
+        f"seed={args.seed}",
+        f"max-concurrent={args.concurrency}",
+        "grace-period=1",
+        "reduction-factor=3",
+        f"max-t={9 if args.quick else 27}",
+    ]
+    print(f"{op}: {' '.join(flags)}", flush=True)
+    results = [_run(op, [f"scheduler={name}", *flags]) for name in ("fifo", "asha")]
+    _print_table(results)
+    return 0
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8 trials x 9 epochs")
+    parser.add_argument("--trials", type=int, help="trials per search")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=2)
+    return parser.parse_args()
+
+
+def _run(op: str, flags: list[str]) -> Figures:
+    scheduler = flags[0].partition("=")[2]
+    guild_home = tempfile.mkdtemp(prefix="gpkg-ray-bench-")
+    try:
+        env = {**os.environ, "GUILD_HOME": guild_home, "NO_PIP_FREEZE": "1"}
+        started = time.monotonic()
+        result = subprocess.run(
+            [GUILD, "run", "-y", op, *flags],
+            cwd=WORKLOAD,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.monotonic() - started
+        if result.returncode != 0:
+            sys.exit(f"guild run {op} failed:\n{result.stdout}{result.stderr}")
+        return _figures(scheduler, Path(guild_home), wall)
+    finally:
+        shutil.rmtree(guild_home, ignore_errors=True)
+
+
+def _figures(scheduler: str, guild_home: Path, wall: float) -> Figures:
+    (trials_json,) = (guild_home / "runs").glob("*/trials.json")
+    trials = json.loads(trials_json.read_text())["trials"]
+    completed = [t for t in trials if t["status"] == "completed"]
+    epochs = sum(
+        _count_values(guild_home / "runs" / t["runs"]["train"], "val_acc")
+        for t in trials
+    )
+    return Figures(
+        scheduler=scheduler,
+        trials=len(trials),
+        completed=len(completed),
+        stopped=sum(1 for t in trials if t["status"] == "stopped"),
+        epochs=epochs,
+        wall_s=wall,
+        best=max(t["objective"] for t in completed),
+    )
+
+
+def _count_values(run_dir: Path, tag: str) -> int:
+    return sum(1 for t, _ in ScalarWatcher(str(run_dir)).poll(final=True) if t == tag)
+
+
+def _print_table(results: list[Figures]) -> None:
+    print()
+    print(
+        f"{'scheduler':<10}{'trials':>7}{'done':>6}{'stopped':>8}"
+        f"{'epochs':>8}{'wall s':>8}{'best':>9}"
+    )
+    for r in results:
+        print(
+            f"{r.scheduler:<10}{r.trials:>7}{r.completed:>6}{r.stopped:>8}"
+            f"{r.epochs:>8}{r.wall_s:>8.1f}{r.best:>9.4f}"
+        )
+    fifo, asha = results
+    gap = (fifo.best - asha.best) / abs(fifo.best)
+    epochs_ratio = asha.epochs / fifo.epochs
+    print()
+    print(f"asha/fifo epochs  {epochs_ratio:6.2f}  (target <= {EPOCHS_RATIO_TARGET})")
+    print(f"asha/fifo wall    {asha.wall_s / fifo.wall_s:6.2f}")
+    print(f"best gap          {gap:6.2%}  (target <= {BEST_GAP_TARGET:.0%})")
+    met = epochs_ratio <= EPOCHS_RATIO_TARGET and gap <= BEST_GAP_TARGET
+    print(f"targets met: {'yes' if met else 'no'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
