@@ -106,7 +106,7 @@ def _search(tune_run, spec, project_dir: str, ray_dir: str, stop):
     from guild import config
 
     from gpkg_ray.engine.ray_tune import run_search
-    from gpkg_ray.engine.schedulers import describe_scheduler
+    from gpkg_ray.engine.schedulers import describe_scheduler, unseen_progress_note
     from gpkg_ray.engine.searchers import build_search
     from gpkg_ray.results.progress import ProgressPrinter
     from gpkg_ray.results.records import TrialRecords
@@ -149,6 +149,9 @@ def _search(tune_run, spec, project_dir: str, ray_dir: str, stop):
     log_tune_scalars(tune_run.dir, outcomes, plan.objective)
     for line in summary_lines(outcomes, plan.objective):
         print(line, flush=True)
+    note = unseen_progress_note(spec, outcomes)
+    if note:
+        print(f"Note: {note}", flush=True)
     return outcomes
 
 

@@ -134,6 +134,21 @@ def test_asha_counts_reports_when_a_run_logs_no_step(project):
     _assert_nothing_left(project, watched)
 
 
+def test_a_scheduler_that_sees_no_progress_says_so(project):
+    """The default scheduler metric is the objective: here evaluate's acc_val,
+    logged once per trial, after training."""
+    write_project(project)
+
+    watched = project.watch_tune("scheduler=asha", "max-trials=2")
+
+    assert watched.returncode == 0, watched.output
+    assert "2 trials: 2 completed, 0 stopped, 0 failed" in watched.output
+    assert (
+        "Note: scheduler=asha saw at most one value of evaluate#acc_val per trial, "
+        "so it could stop no trial early: set config `scheduler-metric`"
+    ) in watched.output
+
+
 def _runaway_project(project, space: str) -> None:
     write_project(project, tune_config(space))
 

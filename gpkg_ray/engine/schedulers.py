@@ -19,7 +19,7 @@ own (its epochs flag), so that later steps such as `evaluate` still run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ray.tune.schedulers import (
     AsyncHyperBandScheduler,
@@ -29,6 +29,7 @@ from ray.tune.schedulers import (
 )
 
 from gpkg_ray.spec import TuneSpec
+from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.runner import SCHEDULER_METRIC, SCHEDULER_TIME
 
 HYPERBAND_BRACKETS = 3
@@ -110,3 +111,22 @@ def describe_scheduler(spec: TuneSpec) -> str:
             f" reduction-factor={settings.reduction_factor:g} max-t={settings.max_t}"
         )
     return f"{settings.scheduler} on {watched} ({details})"
+
+
+def unseen_progress_note(
+    spec: TuneSpec, outcomes: Sequence[TrialOutcome]
+) -> str | None:
+    """A note for the end of a tune whose scheduler saw no trial progress: each
+    trial logged its scheduler metric at most once (e.g. the objective of an
+    `evaluate` step), so nothing could be stopped early."""
+    if spec.settings.scheduler == "fifo" or not outcomes:
+        return None
+    if max(o.progress or 0 for o in outcomes) > 1:
+        return None
+    metric = spec.plan.scheduler_metric
+    return (
+        f"scheduler={spec.settings.scheduler} saw at most one value of "
+        f"{metric.step}#{metric.scalar} per trial, so it could stop no trial early: "
+        "set config `scheduler-metric` to a scalar a step logs as it trains "
+        "(e.g. `- max: train#val_acc`)"
+    )

@@ -11,8 +11,11 @@ reports them, and calls `stop` to end the trial early. Each result holds:
 - `scheduler_metric` and `scheduler_time`, only in a result that carries a new
   value of the plan's scheduler metric: that value, and the step it was logged
   at (or the number of its values so far, when the run logs no `step`);
-- in the last result only: `trial_done` when every step ran, or `trial_stopped`
-  (why) when a limit stopped the trial and it ends with the limit penalty.
+- `trial_done` in the results made once every step ran (the last result always,
+  and what the last step logged as it ended), or `trial_stopped` (why) in the
+  last result when a limit stopped the trial and it ends with the limit penalty.
+
+Results of the last step are held for one poll (see _hold_last_step_results).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class Trial:
         self._run: StepRun | None = None
         self._watcher: ScalarWatcher | None = None
         self._results: deque[dict[str, Any]] = deque()
+        self._held: list[dict[str, Any]] = []
         self._progress = _Progress()
         self._started = time.monotonic()
 
@@ -107,13 +111,33 @@ class Trial:
             return
         assert self._step is not None and self._watcher is not None
         exit_status = self._run.wait(POLL_SECONDS)
-        self._record(self._step, self._watcher.poll(final=exit_status is not None))
+        new = self._record(
+            self._step, self._watcher.poll(final=exit_status is not None)
+        )
+        if self._todo:
+            self._results.extend(new)
+        else:
+            self._hold_last_step_results(new, exit_status is None)
         if exit_status is not None:
             self._end_step(exit_status)
             return
         reason = self.limits.exceeded(self._started, self._run.op_pid())
         if reason is not None:
             self._stop_at_limit(reason)
+
+    def _hold_last_step_results(self, new: list[dict], running: bool) -> None:
+        """Results of the last step wait one poll before they are reported.
+
+        A scheduler may stop a trial on any result. On a value the last step
+        logs as it ends (`evaluate`'s accuracy), that stop would cut nothing, yet
+        the trial would count as stopped early. So a value is reported once the
+        step's op was seen running a poll after it; what an ended op logged is
+        reported with the trial's end, marked done.
+        """
+        if running and not self._run.op_ended():
+            self._results.extend(self._held)
+            self._held = []
+        self._held.extend(new)
 
     def _start(self, step: Step) -> None:
         flags = self.plan.step_flags(step.name, self.sampled)
@@ -145,8 +169,10 @@ class Trial:
         assert self._step is not None and self._run is not None
         step, run, watcher = self._step, self._run, self._watcher
         self.stop()
+        self._results.extend(self._held)
+        self._held = []
         if watcher is not None:  # what it logged before it stopped
-            self._record(step, watcher.poll(final=True))
+            self._results.extend(self._record(step, watcher.poll(final=True)))
         if self.limits.penalty is None:
             raise TrialFailed(
                 f"step {step.name} (run {run.run_id[:8]}) stopped: {reason} "
@@ -161,6 +187,8 @@ class Trial:
     def _finish(self) -> None:
         self._check_objective()
         self.finished = True
+        self._results.extend({**result, TRIAL_DONE: True} for result in self._held)
+        self._held = []
         self._results.append(
             {**self.snapshot(), **self._progress.metrics(), TRIAL_DONE: True}
         )
@@ -170,9 +198,10 @@ class Trial:
             self._run.close()
         self._run = None
 
-    def _record(self, step: Step, new: list[tuple[str, Scalar]]) -> None:
+    def _record(self, step: Step, new: list[tuple[str, Scalar]]) -> list[dict]:
         """A result per scalar step, in order, so that each step a run logs
         reaches Ray even when several arrive in one poll."""
+        results = []
         objective, watched = self.plan.objective, self.plan.scheduler_metric
         for scalars in _by_scalar_step(new):
             progressed = False
@@ -186,7 +215,8 @@ class Trial:
             result = self.snapshot()
             if progressed:
                 result.update(self._progress.metrics())
-            self._results.append(result)
+            results.append(result)
+        return results
 
     def _check_objective(self) -> None:
         objective = self.plan.objective

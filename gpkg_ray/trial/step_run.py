@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,13 @@ class StepRun:
         """Pid of the step's op process, from its run's LOCK; None until Guild
         has started it, and after it ended."""
         return guild_run.Run(self.run_id, self.run_dir).pid
+
+    def op_ended(self) -> bool:
+        """Whether the op process has ended: Guild writes the run's exit status
+        as soon as it does, before `guild run` itself exits."""
+        return os.path.exists(
+            os.path.join(self.run_dir, ".guild", "attrs", "exit_status")
+        )
 
     def stop(self) -> None:
         """Stops the step as `guild stop` does, if it still runs: SIGTERM to its op
