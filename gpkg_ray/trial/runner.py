@@ -41,6 +41,9 @@ TRIAL_DONE = "trial_done"
 TRIAL_STOPPED = "trial_stopped"
 
 POLL_SECONDS = 0.25
+HOLD_SECONDS = 0.1
+"""How long the last step's op must be seen running after it logged a value
+before that value is reported (see Trial._hold_last_step_results)."""
 
 
 class Trial:
@@ -110,7 +113,8 @@ class Trial:
                 self._finish()
             return
         assert self._step is not None and self._watcher is not None
-        exit_status = self._run.wait(POLL_SECONDS)
+        # Held values wait a short poll, not a whole one: schedulers act sooner.
+        exit_status = self._run.wait(HOLD_SECONDS if self._held else POLL_SECONDS)
         new = self._record(
             self._step, self._watcher.poll(final=exit_status is not None)
         )
@@ -131,8 +135,8 @@ class Trial:
         A scheduler may stop a trial on any result. On a value the last step
         logs as it ends (`evaluate`'s accuracy), that stop would cut nothing, yet
         the trial would count as stopped early. So a value is reported once the
-        step's op was seen running a poll after it; what an ended op logged is
-        reported with the trial's end, marked done.
+        step's op is seen running HOLD_SECONDS after it; what an ended op logged
+        is reported with the trial's end, marked done.
         """
         if running and not self._run.op_ended():
             self._results.extend(self._held)
