@@ -32,6 +32,7 @@ class TunePlugin(pluginlib.Plugin):
         from gpkg_ray.tuner import checked_spec
 
         try:
-            checked_spec(op._opdef, Settings.from_flags(op._op_flag_vals))
+            opdef = op._opdef
+            checked_spec(opdef, Settings.from_flags(op._op_flag_vals), opdef.opref)
         except GpkgRayError as e:
             cli.error(str(e))

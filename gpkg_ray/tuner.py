@@ -37,14 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = Settings.from_args(args)
-        tune_run, spec, project_dir = _load(settings)
+        tune_run, spec, opdef = _load(settings)
     except GpkgRayError as e:
         return _error(e, EXIT_CONFIG_ERROR)
     from gpkg_ray.engine.interrupts import StopRequest, exit_by_signal
 
     stop = StopRequest()
     try:
-        outcomes = _tune(tune_run, spec, project_dir, stop)
+        outcomes = _tune(tune_run, spec, opdef, stop)
     except GpkgRayError as e:
         return _error(e, EXIT_TUNE_FAILED)
     except KeyboardInterrupt:  # a second signal, or Ctrl-C before the search
@@ -61,21 +61,26 @@ def _error(e: GpkgRayError, exit_status: int) -> int:
     return exit_status
 
 
-def checked_spec(opdef, settings):
-    """The tune spec of `opdef`, with its cluster checked; raises GpkgRayError.
+def checked_spec(opdef, settings, opref):
+    """The tune spec of `opdef`, with its cluster and warm start (runs of the op
+    `opref`) checked; raises GpkgRayError.
 
     Also called by the Guild plugin before Guild creates the tune run.
     """
+    from guild import config
+
     from gpkg_ray.cluster import check_cluster
+    from gpkg_ray.resume.warm_start import earlier_tune_runs
     from gpkg_ray.spec import load_spec
 
     spec = load_spec(opdef, settings)
     check_cluster(spec.settings.cluster)
+    earlier_tune_runs(spec.settings.warm_start, opref, config.guild_home())
     return spec
 
 
 def _load(settings):
-    """The tune run, its checked spec and project dir; raises GpkgRayError."""
+    """The tune run, its checked spec and op definition; raises GpkgRayError."""
     from guild import _api, run_util
 
     if not os.getenv("RUN_DIR"):
@@ -84,75 +89,173 @@ def _load(settings):
     opdef = run_util.run_opdef(tune_run)
     if opdef is None:
         raise SpecError(f"cannot read the definition of op '{tune_run.opref.op_name}'")
-    return tune_run, checked_spec(opdef, settings), opdef.guildfile.dir
+    return tune_run, checked_spec(opdef, settings, tune_run.opref), opdef
 
 
-def _tune(tune_run, spec, project_dir: str, stop):
-    from gpkg_ray.engine.interrupts import handling_stops
-    from gpkg_ray.engine.local_ray import embedded_ray
-
-    ray_dir = os.path.join(tune_run.dir, "ray")
-    os.makedirs(ray_dir, exist_ok=True)
-    # Ray is imported inside: the embedded Ray's loopback setting must come first.
-    # Stop signals are handled once Ray has started (it sets a SIGTERM handler).
-    with (
-        embedded_ray(log_file=os.path.join(ray_dir, "driver.log")),
-        handling_stops(stop),
-    ):
-        return _search(tune_run, spec, project_dir, ray_dir, stop)
-
-
-def _search(tune_run, spec, project_dir: str, ray_dir: str, stop):
+def _tune(tune_run, spec, opdef, stop):
     from guild import config
 
-    from gpkg_ray.engine.ray_tune import run_search
-    from gpkg_ray.engine.schedulers import describe_scheduler, unseen_progress_note
-    from gpkg_ray.engine.searchers import build_search
-    from gpkg_ray.results.progress import ProgressPrinter
-    from gpkg_ray.results.records import TrialRecords
-    from gpkg_ray.results.report import (
-        best_trial,
-        log_tune_scalars,
-        summary_lines,
-        write_trials,
-    )
-    from gpkg_ray.trial.outcome import Listeners
-    from gpkg_ray.trial.workspace import Workspace
-
-    settings, plan = spec.settings, spec.plan
-    seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-    guild_home = config.guild_home()
-    tags = [f"tune-{tune_run.short_id}"]
-    workspace = Workspace(
-        project_dir,
-        guild_home,
-        # The tune run records the environment once; steps skip `pip freeze`.
-        env={"NO_PIP_FREEZE": "1"},
-    )
-    search = build_search(spec, seed)
-    print(
-        f"Tuning {', '.join(s.name for s in plan.steps)}: {plan.objective.describe()}, "
-        f"search={settings.search} seed={seed}, {search.num_samples} trials "
-        f"on cluster={settings.cluster}",
-        flush=True,
-    )
-    print(f"Scheduler: {describe_scheduler(spec)}", flush=True)
-    if search.note:
-        print(f"Note: {search.note}", flush=True)
-    records = TrialRecords(guild_home, plan.objective, tags)
-    listener = Listeners(records, ProgressPrinter(search.num_samples, plan.objective))
-    outcomes = run_search(spec, search, workspace, listener, ray_dir, stop, tags)
-    best = best_trial(outcomes, plan.objective)
-    if best is not None:
-        records.mark(best)
-    write_trials(tune_run.dir, outcomes, plan.objective, {"seed": seed})
-    log_tune_scalars(tune_run.dir, outcomes, plan.objective)
-    for line in summary_lines(outcomes, plan.objective):
-        print(line, flush=True)
-    note = unseen_progress_note(spec, outcomes)
-    if note:
-        print(f"Note: {note}", flush=True)
+    tune = _Tune(tune_run, spec, opdef, config.guild_home())
+    # Before Ray starts: what a killed attempt left is ended first.
+    prior = tune.prior()
+    seed = _seed(spec.settings, prior)
+    if prior.remaining(spec.settings.max_trials):
+        new = tune.search(seed, prior, stop)
+    else:
+        print("Every trial has ended: nothing to run", flush=True)
+        new = []
+    outcomes = _merged(prior, new)
+    tune.report(outcomes, {"seed": seed, **_meta(prior)})
     return outcomes
+
+
+class _Tune:
+    """One attempt of a tune run: where it writes, and its three phases."""
+
+    def __init__(self, tune_run, spec, opdef, guild_home: str):
+        from gpkg_ray.results.records import TrialRecords
+        from gpkg_ray.resume.journal import Journal
+
+        self.run = tune_run
+        self.spec = spec
+        self.opdef = opdef
+        self.guild_home = guild_home
+        self.tag = f"tune-{tune_run.short_id}"
+        self.journal = Journal(tune_run.dir)
+        self.records = TrialRecords(guild_home, spec.plan.objective, [self.tag])
+        self.ray_dir = os.path.join(tune_run.dir, "ray")
+
+    def prior(self):
+        """What earlier attempts of this tune run left, and warm-start trials."""
+        from gpkg_ray.resume.prior import load_prior
+        from gpkg_ray.resume.warm_start import earlier_tune_runs, warm_trials
+
+        settings = self.spec.settings
+        prior = load_prior(
+            self.run.dir, self.run.id, self.spec.plan, self.guild_home, self.tag
+        )
+        warm_runs = earlier_tune_runs(
+            settings.warm_start, self.run.opref, self.guild_home, exclude=self.run.id
+        )
+        prior.warm = warm_trials(warm_runs)
+        prior.warm_runs = [r.id for r in warm_runs]
+        for outcome in prior.closed:
+            self.journal.trial_ended(outcome)
+        for outcome in prior.finished + prior.rerun:
+            self.records.restore(outcome)
+        for line in prior.lines(settings.max_trials):
+            print(line, flush=True)
+        return prior
+
+    def search(self, seed: int, prior, stop):
+        from gpkg_ray.engine.interrupts import handling_stops
+        from gpkg_ray.engine.local_ray import embedded_ray
+        from gpkg_ray.resume.leftovers import attempt_processes
+
+        os.makedirs(self.ray_dir, exist_ok=True)
+        # Ray is imported inside: the embedded Ray's loopback setting must come
+        # first. Stop signals are handled once Ray has started (it sets a
+        # SIGTERM handler).
+        with (
+            embedded_ray(log_file=os.path.join(self.ray_dir, "driver.log")) as ray,
+            handling_stops(stop),
+        ):
+            self.journal.attempt(
+                prior.attempt,
+                seed=seed,
+                ray_temp_dir=ray.temp_dir,
+                processes=attempt_processes(ray.processes),
+            )
+            return self._run_search(seed, prior, stop)
+
+    def _run_search(self, seed: int, prior, stop):
+        from gpkg_ray.engine.ray_tune import run_search
+        from gpkg_ray.engine.schedulers import describe_scheduler
+        from gpkg_ray.engine.searchers import build_search
+        from gpkg_ray.results.progress import ProgressPrinter
+        from gpkg_ray.results.report import best_trial
+        from gpkg_ray.trial.outcome import Listeners
+        from gpkg_ray.trial.workspace import Workspace
+
+        settings, plan = self.spec.settings, self.spec.plan
+        workspace = Workspace(
+            self.opdef.guildfile.dir,
+            self.guild_home,
+            # The tune run records the environment once; steps skip `pip freeze`.
+            env={"NO_PIP_FREEZE": "1"},
+        )
+        search = build_search(self.spec, seed, prior)
+        print(
+            f"Tuning {', '.join(s.name for s in plan.steps)}: "
+            f"{plan.objective.describe()}, search={settings.search} seed={seed}, "
+            f"{search.num_samples} trials on cluster={settings.cluster}",
+            flush=True,
+        )
+        print(f"Scheduler: {describe_scheduler(self.spec)}", flush=True)
+        if search.note:
+            print(f"Note: {search.note}", flush=True)
+        best = best_trial(prior.finished, plan.objective)
+        progress = ProgressPrinter(
+            len(prior.finished) + search.num_samples,
+            plan.objective,
+            best=best.objective if best else None,
+        )
+        # The journal first: a kill between two listeners leaves it ahead.
+        listener = Listeners(self.journal, self.records, progress)
+        return run_search(
+            self.spec,
+            search,
+            workspace,
+            listener,
+            self.ray_dir,
+            stop,
+            [self.tag],
+            prior,
+        )
+
+    def report(self, outcomes, meta: dict) -> None:
+        from gpkg_ray.engine.schedulers import unseen_progress_note
+        from gpkg_ray.results.report import (
+            best_trial,
+            log_tune_scalars,
+            summary_lines,
+            write_trials,
+        )
+
+        objective = self.spec.plan.objective
+        best = best_trial(outcomes, objective)
+        self.records.mark_best(best, outcomes)
+        write_trials(self.run.dir, outcomes, objective, meta)
+        log_tune_scalars(self.run.dir, outcomes, objective)
+        for line in summary_lines(outcomes, objective):
+            print(line, flush=True)
+        note = unseen_progress_note(self.spec, outcomes)
+        if note:
+            print(f"Note: {note}", flush=True)
+
+
+def _seed(settings, prior) -> int:
+    """The seed flag, else the first attempt's seed, else a random one."""
+    if settings.seed is not None:
+        return settings.seed
+    if prior.seed is not None:
+        return prior.seed
+    return random.randrange(2**31)
+
+
+def _merged(prior, new):
+    """Every trial of the tune run, by number: this attempt's outcome of a
+    trial wins over an earlier one."""
+    by_number = {o.number: o for o in prior.finished + prior.rerun}
+    by_number.update((o.number, o) for o in new)
+    return [by_number[n] for n in sorted(by_number)]
+
+
+def _meta(prior) -> dict:
+    meta: dict = {"attempts": prior.attempt}
+    if prior.warm_runs:
+        meta["warm_start"] = {"runs": prior.warm_runs, "trials": len(prior.warm)}
+    return meta
 
 
 if __name__ == "__main__":

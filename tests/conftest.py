@@ -79,10 +79,22 @@ class Project:
         runs in a session of its own, as in a terminal: `os.killpg(proc.pid,
         SIGINT)` is a Ctrl-C.
         """
-        log = self.path.parent / f"{op}-output.txt"
+        return self.watch_run(op, *flags, during=during)
+
+    def watch_restart(self, run_id: str, *flags: str) -> Watched:
+        """Restarts a run (`guild run --restart`), watched as watch_tune does."""
+        return self.watch_run("--restart", run_id, *flags)
+
+    def watch_run(
+        self,
+        *args: str,
+        during: Callable[[subprocess.Popen], None] | None = None,
+    ) -> Watched:
+        """`guild run -y ARGS`, watched: see watch_tune."""
+        log = self.path.parent / f"run-{time.monotonic_ns()}-output.txt"
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                [GUILD, "run", "-y", op, *flags],
+                [GUILD, "run", "-y", *args],
                 cwd=self.path,
                 env=self.env,
                 stdout=out,
@@ -101,7 +113,7 @@ class Project:
                 time.sleep(0.2)
             if proc.poll() is None:
                 proc.kill()
-                pytest.fail(f"guild run {op} did not finish in {TUNE_TIMEOUT} s")
+                pytest.fail(f"guild run {args} did not finish in {TUNE_TIMEOUT} s")
         return Watched(
             proc.returncode, log.read_text(), list(seen.values()), sorted(listeners)
         )
@@ -121,12 +133,14 @@ class Project:
         return guild_run.Run(run_id, str(self.guild_home / "runs" / run_id))
 
     def runs_of(self, op: str) -> list:
-        return [r for r in map(self.run, self.run_ids()) if r.opref.op_name == op]
+        runs = map(self.run, self.run_ids())
+        # A run Guild is creating has no opref yet.
+        return [r for r in runs if r.opref is not None and r.opref.op_name == op]
 
     def statuses(self, op: str | None = None) -> dict[str, str]:
         """Run id -> Guild status of every run (of `op`, if given)."""
-        runs = map(self.run, self.run_ids())
-        return {r.id: r.status for r in runs if op is None or r.opref.op_name == op}
+        runs = self.runs_of(op) if op else map(self.run, self.run_ids())
+        return {r.id: r.status for r in runs}
 
     def tune_run(self, op: str = "tune"):
         (tune_run,) = self.runs_of(op)

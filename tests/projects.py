@@ -1,11 +1,12 @@
 """A small Guild project for the end-to-end tests.
 
-`train` prints `step` and `loss` per epoch and saves a model; with `mode=crash` it
-exits non-zero, with `mode=silent` its evaluation records no `acc_val`, with
-`mode=hog` it takes 20 MB more memory each epoch. Its loss is `lr` times the
-epochs left, so a lower `lr` is better at every epoch and in `acc_val` (1 - lr). Three
-evaluate ops record `acc_val` three ways: Guild's default output scalars, custom
-`output-scalars` patterns, and TF event files the script writes itself.
+`train` prints `step` and `loss` per epoch and saves a model. Its `mode`: `crash`
+exits non-zero, `silent` makes the evaluation record no `acc_val`, `hog` takes
+20 MB more memory each epoch, `flaky` crashes the first time it runs with its
+`lr` in the project (a marker file says it ran). Its loss is `lr` times the
+epochs left, so a lower `lr` is better at every epoch and in `acc_val` (1 - lr).
+Three evaluate ops record `acc_val` three ways: Guild's default output scalars,
+custom `output-scalars` patterns, and TF event files the script writes itself.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ GUILD_YML = """
         sleep: 0.0
         mode:
           default: ok
-          choices: [ok, crash, silent, hog]
+          choices: [ok, crash, silent, hog, flaky]
     evaluate:
       main: evaluate
       requires:
@@ -82,6 +83,7 @@ GUILD_YML = """
 
 TRAIN = """
 import json
+import os
 import time
 
 lr = 0.01
@@ -99,6 +101,10 @@ for step in range(epochs):
     print(f"loss: {lr * (epochs - step):.6f}")
 if mode == "crash":
     raise SystemExit("train crashed on purpose")
+marker = os.path.join(os.environ["PROJECT_DIR"], f"flaky-{lr}")
+if mode == "flaky" and not os.path.exists(marker):
+    open(marker, "w").close()
+    raise SystemExit("train crashed, this time")
 with open("model.json", "w") as f:
     json.dump({"lr": lr, "batch_size": batch_size, "mode": mode}, f)
 """

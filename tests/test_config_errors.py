@@ -110,6 +110,17 @@ BAD_FLAGS = {
         "max-t=3 is less than grace-period=5: no trial could reach a rung",
     ),
     "negative max-time": (["max-time=-5"], "max-time: out of range"),
+    "negative max-failures": (["max-failures=-1"], "max-failures: out of range"),
+    "warm start of a search that does not learn": (
+        ["warm-start=operation"],
+        "warm-start=operation needs search=tpe: search=random does not learn from "
+        "earlier trials",
+    ),
+    "warm start from a run that does not exist": (
+        ["search=tpe", "warm-start=abc123"],
+        "warm-start: no run 'abc123' in this Guild home: use warm-start=operation, "
+        "or ids of earlier runs of 'tune' (guild runs -Fo tune)",
+    ),
 }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from collections.abc import Iterable
 
 import cloudpickle
 from ray.tune import Callback
@@ -21,21 +23,47 @@ from gpkg_ray.trial.runner import (
 
 
 class TrialEvents(Callback):
-    def __init__(self, plan: TrialPlan, listener: TrialListener, scheduler: str):
+    """Numbers trials as they start, from `first_number`. A trial whose values
+    are those of an interrupted trial in `rerun` is that trial's next attempt."""
+
+    def __init__(
+        self,
+        plan: TrialPlan,
+        listener: TrialListener,
+        scheduler: str,
+        first_number: int = 1,
+        rerun: Iterable[TrialOutcome] = (),
+    ):
         self.plan = plan
         self.listener = listener
         self.scheduler = scheduler
         self.outcomes: dict[str, TrialOutcome] = {}
         self._steps = {step.name for step in plan.steps}
+        self._numbers = itertools.count(first_number)
+        self._rerun = list(rerun)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.outcomes:  # restarted: same trial, same record
+        if trial.trial_id in self.outcomes:  # a retry: on_trial_recover saw it
             return
-        outcome = TrialOutcome(
-            number=len(self.outcomes) + 1,
-            values=self.plan.trial_values(trial.config),
-        )
+        values = self.plan.trial_values(trial.config)
+        outcome = self._take_rerun(values)
+        if outcome is None:
+            outcome = TrialOutcome(number=next(self._numbers), values=values)
         self.outcomes[trial.trial_id] = outcome
+        self.listener.trial_started(outcome)
+
+    def _take_rerun(self, values: dict) -> TrialOutcome | None:
+        for outcome in self._rerun:
+            if outcome.values == values:
+                self._rerun.remove(outcome)
+                outcome.restart(outcome.stop_reason or "interrupted")
+                return outcome
+        return None
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """The trial failed and Ray runs it again (max-failures)."""
+        outcome = self.outcomes[trial.trial_id]
+        outcome.restart(f"attempt {outcome.attempt} failed: {_error_message(trial)}")
         self.listener.trial_started(outcome)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -66,6 +94,7 @@ class TrialEvents(Callback):
             if outcome.status == "running":
                 outcome.status = "stopped"
                 outcome.stop_reason = reason
+                outcome.interrupted = True  # a restart of the tune runs it again
                 self._end(outcome)
 
     def on_trial_error(self, iteration, trials, trial, **info):

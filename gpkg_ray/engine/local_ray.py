@@ -19,14 +19,18 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import psutil
 
 from gpkg_ray.environ import patched_environ
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.processes import descendants, stop_processes
+
+RAY_TEMP_PREFIX = "gpkg-ray-"
+"""Prefix of an embedded Ray's temp dir (short: Ray puts sockets there)."""
 
 # Smallest object store Ray accepts is 75 MB; trials pass only small configs.
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
@@ -44,31 +48,40 @@ def ray_env(auth_token: str) -> dict[str, str]:
     return env
 
 
+@dataclass
+class LocalRay:
+    """A running embedded Ray: where it keeps its files, what it started."""
+
+    temp_dir: str
+    processes: list[psutil.Process] = field(default_factory=list)
+    """Ray's own processes (GCS, raylet, agents, first workers)."""
+
+
 @contextmanager
 def embedded_ray(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     log_file: str | None = None,
-) -> Iterator[None]:
+) -> Iterator[LocalRay]:
     """Starts a private local Ray; stops it and all its processes on exit.
 
     Enter it before anything imports Ray: Ray decides at import whether it may
     listen beyond loopback.
     """
     _check_ray_not_imported_for_clusters()
-    temp_dir = tempfile.mkdtemp(prefix="gpkg-ray-")  # short: Ray puts sockets here
+    temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
     try:
         # No RAY_ADDRESS: nothing in this process should find another cluster.
         with patched_environ(ray_env(secrets.token_hex(32)), unset=["RAY_ADDRESS"]):
             _reload_ray_config()
-            with _ray_logs_to(log_file):
-                yield from _run_ray(temp_dir, num_cpus, num_gpus)
+            with _ray_logs_to(log_file) as route_logs:
+                yield from _run_ray(temp_dir, num_cpus, num_gpus, route_logs)
     finally:
         _reload_ray_config()  # the environment is restored: let Ray see it
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _run_ray(temp_dir: str, num_cpus, num_gpus) -> Iterator[None]:
+def _run_ray(temp_dir: str, num_cpus, num_gpus, route_logs) -> Iterator[LocalRay]:
     """ray.init, yield, then ray.shutdown and stop what it left, by pid."""
     me = psutil.Process()
     try:
@@ -89,7 +102,8 @@ def _run_ray(temp_dir: str, num_cpus, num_gpus) -> Iterator[None]:
             lines = str(e).strip().splitlines()
             reason = lines[0] if lines else type(e).__name__
             raise ClusterError(f"cannot start an embedded Ray: {reason}") from e
-        yield
+        route_logs()  # ray.init drops the handlers of Ray's logger
+        yield LocalRay(temp_dir, descendants(me))
     finally:
         started = descendants(me)
         try:
@@ -117,20 +131,38 @@ def _reload_ray_config() -> None:
 
 
 @contextmanager
-def _ray_logs_to(log_file: str | None) -> Iterator[None]:
-    """Ray's (and Optuna's) Python logs go to `log_file`, not the console."""
+def _ray_logs_to(log_file: str | None) -> Iterator[Callable[[], None]]:
+    """Ray's (and Optuna's) Python logs go to `log_file`, not the console.
+
+    Yields a function that routes them there (again): `ray.init` removes the
+    handlers of Ray's logger, which then logs warnings to stderr through
+    Python's last-resort handler (Ray logs a trial's traceback each time a
+    trial fails, and a `Tuner.restore` hint on a stop: the tune's own output
+    says what matters in one line). Ray's own handlers are restored on exit.
+    """
     handler = logging.FileHandler(log_file) if log_file else logging.NullHandler()
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
-    for name in ("ray", "optuna"):
+    names = ("ray", "optuna")
+    saved = {}
+    for name in names:
         logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+        saved[name] = (logger.handlers[:], logger.level, logger.propagate)
+
+    def route() -> None:
+        for name in names:
+            logger = logging.getLogger(name)
+            logger.handlers = [handler]
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+    route()
     try:
-        yield
+        yield route
     finally:
-        for name in ("ray", "optuna"):
-            logging.getLogger(name).removeHandler(handler)
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
         handler.close()

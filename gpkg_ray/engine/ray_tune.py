@@ -18,6 +18,7 @@ from gpkg_ray.engine.interrupts import StopRequest
 from gpkg_ray.engine.schedulers import build_scheduler
 from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
+from gpkg_ray.resume.prior import Prior
 from gpkg_ray.spec import TrialPlan, TuneSpec
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
@@ -70,15 +71,21 @@ def run_search(
     storage_dir: str,
     stop: StopRequest,
     tags: Iterable[str] = (),
+    prior: Prior | None = None,
 ) -> list[TrialOutcome]:
     """Runs the search on the Ray this process is connected to.
 
-    Returns every trial's outcome, ordered by trial number. Trials still running
-    when the search ends early (a stop signal, the time budget) are stopped and
-    recorded as such.
+    Returns the outcome of every trial this search ran, ordered by trial number.
+    Trials still running when the search ends early (a stop signal, the time
+    budget) are stopped and recorded as such. With `prior` (a resumed tune),
+    trials are numbered after the earlier ones, and interrupted ones keep
+    their numbers.
     """
     settings = spec.settings
-    events = TrialEvents(spec.plan, listener, settings.scheduler)
+    prior = prior or Prior()
+    events = TrialEvents(
+        spec.plan, listener, settings.scheduler, prior.next_number, prior.rerun
+    )
     trainable = tune.with_resources(
         tune.with_parameters(
             GuildTrial,
@@ -102,11 +109,12 @@ def run_search(
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
-            name="search",
+            name="search" if prior.attempt == 1 else f"search-{prior.attempt}",
             storage_path=storage_dir,
             verbose=0,
             callbacks=[events],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # Ray runs a failed trial again from its start: its next attempt.
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # A trial's state is its Guild runs; Ray's default for class
             # trainables would call save_checkpoint at the end of each trial.
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),

@@ -6,6 +6,10 @@ builder and register it in SEARCHERS.
 
 Each algorithm limits its own concurrency (`max-concurrent`): Ray's TuneConfig
 `max_concurrent_trials` ignores a BasicVariantGenerator, with a warning.
+
+A resumed tune passes its `Prior`: the search then runs only what is missing
+(interrupted trials first, with their values), and a model-based searcher is
+told the trials that ended before (and warm-start trials) first.
 """
 
 from __future__ import annotations
@@ -18,8 +22,14 @@ from typing import Any
 from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
+from gpkg_ray.resume.prior import Prior
 from gpkg_ray.spec import Choice, Param, Range, TuneSpec
+from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.runner import OBJECTIVE
+
+SEED_STRIDE = 1_000_003
+"""A later attempt's seed is the first one's plus this per attempt: the same seed
+would suggest the values of the first attempt's trials again."""
 
 
 @dataclass
@@ -49,17 +59,29 @@ def ray_space(spec: TuneSpec) -> dict[str, Any]:
     return {p.key: ray_domain(p) for p in spec.plan.searched}
 
 
-def _random(spec: TuneSpec, seed: int) -> Search:
+def searched_values(spec: TuneSpec, outcome: TrialOutcome) -> dict[str, Any]:
+    """A trial's values of the searched params: a point Ray can evaluate."""
+    return {p.key: outcome.values[p.key] for p in spec.plan.searched}
+
+
+def _rerun_points(spec: TuneSpec, prior: Prior) -> list[dict[str, Any]]:
+    remaining = prior.remaining(spec.settings.max_trials)
+    return [searched_values(spec, o) for o in prior.rerun[:remaining]]
+
+
+def _random(spec: TuneSpec, seed: int, prior: Prior) -> Search:
     return Search(
         BasicVariantGenerator(
-            random_state=seed, max_concurrent=spec.settings.max_concurrent
+            points_to_evaluate=_rerun_points(spec, prior),
+            random_state=seed,
+            max_concurrent=spec.settings.max_concurrent,
         ),
         ray_space(spec),
-        spec.settings.max_trials,
+        prior.remaining(spec.settings.max_trials),
     )
 
 
-def _grid(spec: TuneSpec, seed: int) -> Search:
+def _grid(spec: TuneSpec, seed: int, prior: Prior) -> Search:
     points = grid_points(spec.plan.searched)
     trials = points[: spec.settings.max_trials]
     note = ""
@@ -68,18 +90,31 @@ def _grid(spec: TuneSpec, seed: int) -> Search:
             f"the grid has {len(points)} points; max-trials={len(trials)} runs the "
             "first of them"
         )
+    missing = _without(trials, [searched_values(spec, o) for o in prior.finished])
     # Each point is complete, so the space is never sampled; Ray needs its keys
     # to accept the points.
     return Search(
         BasicVariantGenerator(
-            points_to_evaluate=trials,
+            points_to_evaluate=missing,
             random_state=seed,
             max_concurrent=spec.settings.max_concurrent,
         ),
         ray_space(spec),
-        len(trials),
+        len(missing),
         note,
     )
+
+
+def _without(points: list[dict], done: list[dict]) -> list[dict]:
+    """`points` less one occurrence of each point in `done`."""
+    done = list(done)
+    missing = []
+    for point in points:
+        if point in done:
+            done.remove(point)
+        else:
+            missing.append(point)
+    return missing
 
 
 def grid_points(params: tuple[Param, ...]) -> list[dict[str, Any]]:
@@ -87,18 +122,41 @@ def grid_points(params: tuple[Param, ...]) -> list[dict[str, Any]]:
     return [dict(point) for point in itertools.product(*axes)]
 
 
-def _tpe(spec: TuneSpec, seed: int) -> Search:
+def _tpe(spec: TuneSpec, seed: int, prior: Prior) -> Search:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
+    told = [
+        (searched_values(spec, o), o)
+        for o in prior.told
+        if _fits(spec, o)  # an earlier run's space may differ from this one
+    ]
     algorithm = _optuna_search(
-        sampler=sampler, metric=OBJECTIVE, mode=spec.plan.objective.mode
+        told,
+        sampler=sampler,
+        metric=OBJECTIVE,
+        mode=spec.plan.objective.mode,
+        points_to_evaluate=_rerun_points(spec, prior) or None,
     )
+    note = ""
+    if len(told) < len(prior.told):
+        note = (
+            f"{len(prior.told) - len(told)} earlier trials lie outside this search "
+            "space: the searcher is not told them"
+        )
     return Search(
         _limited(algorithm, spec.settings.max_concurrent),
         ray_space(spec),
-        spec.settings.max_trials,
+        prior.remaining(spec.settings.max_trials),
+        note,
+    )
+
+
+def _fits(spec: TuneSpec, outcome: TrialOutcome) -> bool:
+    return all(
+        p.key in outcome.values and p.domain.contains(outcome.values[p.key])
+        for p in spec.plan.searched
     )
 
 
@@ -108,26 +166,50 @@ def _limited(searcher: Searcher, max_concurrent: int) -> Searcher:
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
 
 
-def _optuna_search(**kwargs):
+def _optuna_search(told: list[tuple[dict, TrialOutcome]], **kwargs):
     from ray.tune.search.optuna import OptunaSearch
 
-    class PartialResultsOptunaSearch(OptunaSearch):
-        """Ray's OptunaSearch wants the objective in every result; a trial reports
-        its steps' scalars before its objective step records the objective."""
+    class GuildOptunaSearch(OptunaSearch):
+        """Ray's OptunaSearch, told earlier trials once its space is set.
+
+        It also skips results without the objective: Ray's wants it in every
+        result; a trial reports its steps' scalars before its objective step
+        records the objective.
+        """
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            if not super().set_search_properties(metric, mode, config, **spec):
+                return False
+            for values, outcome in told:
+                _tell(self, values, outcome)
+            return True
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             if result.get(self.metric) is not None:
                 super().on_trial_result(trial_id, result)
 
-    return PartialResultsOptunaSearch(**kwargs)
+    return GuildOptunaSearch(**kwargs)
 
 
-SEARCHERS: dict[str, Callable[[TuneSpec, int], Search]] = {
+def _tell(searcher, values: dict[str, Any], outcome: TrialOutcome) -> None:
+    """Tells a trial that ended to an OptunaSearch as Ray would have: a value
+    if it has one (a completed trial, or one a scheduler or limit stopped),
+    else a failure."""
+    if outcome.objective is None:
+        searcher.add_evaluated_point(values, 0.0, error=True)
+    else:
+        searcher.add_evaluated_point(values, outcome.objective)
+
+
+SEARCHERS: dict[str, Callable[[TuneSpec, int, Prior], Search]] = {
     "random": _random,
     "grid": _grid,
     "tpe": _tpe,
 }
 
 
-def build_search(spec: TuneSpec, seed: int) -> Search:
-    return SEARCHERS[spec.settings.search](spec, seed)
+def build_search(spec: TuneSpec, seed: int, prior: Prior | None = None) -> Search:
+    """The search of `spec`; for a resumed tune, what `prior` leaves to do."""
+    prior = prior or Prior()
+    attempt_seed = (seed + SEED_STRIDE * (prior.attempt - 1)) % 2**31
+    return SEARCHERS[spec.settings.search](spec, attempt_seed, prior)

@@ -14,14 +14,27 @@ from gpkg_ray.trial.outcome import TrialOutcome
 class ProgressPrinter:
     """A TrialListener that prints a line when a trial ends."""
 
-    def __init__(self, total: int, objective: Objective, out: TextIO = sys.stdout):
+    def __init__(
+        self,
+        total: int,
+        objective: Objective,
+        out: TextIO = sys.stdout,
+        best: float | None = None,
+    ):
         self.total = total
         self.objective = objective
         self.out = out
-        self.best: float | None = None
+        self.best = best
+        """Best objective so far (of earlier attempts, when resumed)."""
 
     def trial_started(self, outcome: TrialOutcome) -> None:
-        pass
+        if outcome.attempt > 1:
+            print(
+                f"trial {outcome.number}/{self.total} runs again (attempt "
+                f"{outcome.attempt}): {outcome.restart_reason}",
+                file=self.out,
+                flush=True,
+            )
 
     def trial_updated(self, outcome: TrialOutcome) -> None:
         pass

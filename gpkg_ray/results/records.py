@@ -44,31 +44,51 @@ class TrialRecords:
         self.guild_home = guild_home
         self.objective = objective
         self.tags = list(tags)
-        self.records: dict[int, guild_run.Run] = {}
         self._opref = OpRef("package", "gpkg.ray", _package_version(), "", RECORD_OP)
 
     def trial_started(self, outcome: TrialOutcome) -> None:
-        run_id = guild_run.mkid()
-        record = guild_run.Run(run_id, os.path.join(self.guild_home, "runs", run_id))
+        """Creates the trial's record, or reopens it for the trial's next
+        attempt (a retry, or a restart of the tune)."""
+        record = self._record(outcome)
+        if not os.path.isdir(record.dir):
+            self._create(record, outcome)
+        for name in ("exit_status", "stopped"):
+            _remove(record._attr_path(name))
+        with open(record.guild_path("LOCK"), "w") as f:
+            f.write(str(os.getpid()))
+        _link_step_runs(record, outcome)
+
+    def restore(self, outcome: TrialOutcome) -> None:
+        """Writes the record of a trial that ended in an earlier attempt, as it
+        ended: after a kill, or in a Guild home the tune run was copied to."""
+        record = self._record(outcome)
+        if not os.path.isdir(record.dir):
+            self._create(record, outcome)
+        elif record.get("exit_status") == _EXIT_STATUS[outcome.status]:
+            return  # already as it ended
+        self.trial_ended(outcome)
+
+    def _record(self, outcome: TrialOutcome) -> guild_run.Run:
+        run_dir = os.path.join(self.guild_home, "runs", outcome.record)
+        return guild_run.Run(outcome.record, run_dir)
+
+    def _create(self, record: guild_run.Run, outcome: TrialOutcome) -> None:
         record.init_skel()
         record.write_opref(self._opref)
         now = guild_run.timestamp()
-        record.write_attr("id", run_id)
+        record.write_attr("id", record.id)
         record.write_attr("initialized", now)
         record.write_attr("started", now)
         record.write_attr("flags", outcome.values)
         record.write_attr("label", _label(self.tags, outcome.values))
         record.write_attr("tags", self.tags)
-        with open(record.guild_path("LOCK"), "w") as f:
-            f.write(str(os.getpid()))
-        self.records[outcome.number] = record
 
     def trial_updated(self, outcome: TrialOutcome) -> None:
-        self._link_step_runs(outcome)
+        _link_step_runs(self._record(outcome), outcome)
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
-        record = self.records[outcome.number]
-        self._link_step_runs(outcome)
+        record = self._record(outcome)
+        _link_step_runs(record, outcome)
         if outcome.objective is not None:
             with SummaryWriter(record.guild_path()) as writer:
                 writer.add_scalar(self.objective.scalar, outcome.objective, 0)
@@ -78,24 +98,45 @@ class TrialRecords:
         record.write_attr("stopped", guild_run.timestamp())
         _remove(record.guild_path("LOCK"))
 
-    def mark(self, outcome: TrialOutcome) -> None:
-        """Marks a trial's record and step runs, as `guild mark` does.
+    def mark_best(
+        self, best: TrialOutcome | None, outcomes: list[TrialOutcome]
+    ) -> None:
+        """Marks the best trial's record and step runs, as `guild mark` does,
+        and unmarks the other trials' (a resumed tune may have a new best).
 
         Guild prefers marked runs when it resolves an `operation:` dependency, so
         a later `guild run evaluate` (say) picks the best trial's `train` run.
         """
-        self.records[outcome.number].write_attr("marked", True)
+        for outcome in outcomes:
+            marked = outcome is best
+            for run in [self._record(outcome), *self._step_runs(outcome)]:
+                if marked:
+                    run.write_attr("marked", True)
+                elif run.get("marked"):
+                    run.del_attr("marked")
+
+    def _step_runs(self, outcome: TrialOutcome) -> list[guild_run.Run]:
+        runs = []
         for run_id in outcome.runs.values():
             run_dir = os.path.join(self.guild_home, "runs", run_id)
             if os.path.isdir(run_dir):
-                guild_run.Run(run_id, run_dir).write_attr("marked", True)
+                runs.append(guild_run.Run(run_id, run_dir))
+        return runs
 
-    def _link_step_runs(self, outcome: TrialOutcome) -> None:
-        record = self.records[outcome.number]
-        for step, run_id in outcome.runs.items():
-            link = os.path.join(record.dir, step)
-            if not os.path.lexists(link):
-                os.symlink(os.path.join("..", run_id), link)
+
+def _link_step_runs(record: guild_run.Run, outcome: TrialOutcome) -> None:
+    """Links `STEP` to each step run of this attempt, and `STEP~N` to the runs
+    of earlier attempts (N = 1, 2, ... in the order they ran)."""
+    links = dict(outcome.runs)
+    for i, (step, run_id) in enumerate(outcome.earlier_runs, 1):
+        links[f"{step}~{i}"] = run_id
+    for name, run_id in links.items():
+        link = os.path.join(record.dir, name)
+        target = os.path.join("..", run_id)
+        if os.path.lexists(link) and os.readlink(link) != target:
+            os.remove(link)
+        if not os.path.lexists(link):
+            os.symlink(target, link)
 
 
 # Guild shows a negative exit status as `terminated`, as for a run `guild stop` ends.
@@ -109,7 +150,13 @@ def _label(tags: list[str], values: dict) -> str:
 
 def _output_text(outcome: TrialOutcome) -> str:
     lines = [f"trial {outcome.number}: {outcome.status}"]
+    if outcome.attempt > 1:
+        lines.append(f"attempt {outcome.attempt}: {outcome.restart_reason}")
     lines += [f"{step} run: {run_id}" for step, run_id in outcome.runs.items()]
+    lines += [
+        f"{step} run of an earlier attempt: {run_id}"
+        for step, run_id in outcome.earlier_runs
+    ]
     if outcome.objective is not None:
         penalty = " (limit-penalty)" if outcome.penalized else ""
         lines.append(f"objective: {outcome.objective}{penalty}")

@@ -94,6 +94,9 @@ def _trial_json(o: TrialOutcome) -> dict:
         "progress": o.progress,
         "started": o.started,
         "ended": o.ended,
+        "record": o.record,
+        "attempt": o.attempt,
+        "earlier_runs": o.earlier_runs,
     }
 
 

@@ -74,6 +74,14 @@ class Settings:
     time_budget: float = _flag(
         0.0, "Wall seconds the whole search may run (0 = no limit)", float
     )
+    max_failures: int = _flag(
+        0, "Times a failed trial is run again before it counts as failed", int
+    )
+    warm_start: str = _flag(
+        "no",
+        "Earlier trials told to the searcher first: no, operation (every other "
+        "run of this tune op) or run ids, comma-separated",
+    )
 
     @classmethod
     def from_flags(cls, flags: dict[str, Any]) -> Settings:
@@ -84,6 +92,8 @@ class Settings:
             for f in fields(cls)
             if flags.get(flag_name(f.name)) is not None
         }
+        if "warm_start" in values:
+            values["warm_start"] = _warm_start_value(values["warm_start"])
         settings = cls(**values)
         settings.validate()
         return settings
@@ -106,6 +116,8 @@ class Settings:
         _check_number("max-time", self.max_time)
         _check_number("max-memory", self.max_memory)
         _check_number("time-budget", self.time_budget)
+        _check_int("max-failures", self.max_failures, minimum=0)
+        self._validate_warm_start()
         if self.limit_penalty is not None and not _is_number(self.limit_penalty):
             raise SpecError(
                 f"limit-penalty={self.limit_penalty!r} must be a number, or blank "
@@ -121,6 +133,18 @@ class Settings:
                 "cluster must name a ray-cluster remote, or be 'local' for an "
                 "embedded Ray"
             )
+
+    @property
+    def warm_start_off(self) -> bool:
+        return self.warm_start.strip() in ("", "no")
+
+    def _validate_warm_start(self) -> None:
+        if self.warm_start_off or self.search == "tpe":
+            return
+        raise SpecError(
+            f"warm-start={self.warm_start} needs search=tpe: search={self.search} "
+            "does not learn from earlier trials"
+        )
 
     def _validate_scheduler(self) -> None:
         if self.scheduler in REFUSED_SCHEDULERS:
@@ -159,6 +183,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=f.metadata["type"],
             help=f.metadata["help"],
         )
+
+
+def _warm_start_value(value: Any) -> str:
+    # Guild decodes `warm-start=no` to False, `yes` to True and `1234` to 1234.
+    if isinstance(value, bool):
+        return "operation" if value else "no"
+    return str(value)
 
 
 def flag_name(field_name: str) -> str:

@@ -39,6 +39,9 @@ class Fixed:
     def describe(self) -> str:
         return flag_util.encode_flag_val(self.value)
 
+    def contains(self, value: Any) -> bool:
+        return value == self.value
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -46,6 +49,9 @@ class Choice:
 
     def describe(self) -> str:
         return flag_util.encode_flag_val(list(self.values))
+
+    def contains(self, value: Any) -> bool:
+        return value in self.values
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,13 @@ class Range:
     def describe(self) -> str:
         name = "loguniform" if self.log else "uniform"
         return f"{name}[{self.low}:{self.high}]"
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and value != int(value):
+            return False
+        return self.low <= value <= self.high
 
 
 Domain = Fixed | Choice | Range

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 Status = Literal["running", "completed", "failed", "stopped"]
@@ -31,6 +32,40 @@ class TrialOutcome:
     """Steps of the scheduler metric the trial reached (its scheduler time)."""
     started: float = field(default_factory=time.time)
     ended: float | None = None
+    record: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Guild run id of the trial's record run (chosen up front, so the journal
+    names it before the run exists)."""
+    interrupted: bool = False
+    """Stopped because the tune itself stopped or was killed, not on a result
+    of its own: a restart of the tune runs the trial again."""
+    attempt: int = 1
+    """Which run of the trial this is: a restart of the tune, or a retry after a
+    failure (max-failures), runs a trial again as its next attempt."""
+    earlier_runs: list[tuple[str, str]] = field(default_factory=list)
+    """(step name, Guild run id) of the runs of earlier attempts."""
+    restart_reason: str | None = None
+    """Why this attempt runs: how the previous one ended."""
+
+    def restart(self, reason: str) -> None:
+        """Starts the trial's next attempt; earlier runs stay linked to it."""
+        self.earlier_runs += list(self.runs.items())
+        self.attempt += 1
+        self.restart_reason = reason
+        self.status = "running"
+        self.runs, self.metrics = {}, {}
+        self.objective = self.error = self.stop_reason = self.progress = None
+        self.penalized = self.interrupted = False
+        self.started, self.ended = time.time(), None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialOutcome:
+        known = {f.name for f in fields(cls)}
+        outcome = cls(**{k: v for k, v in data.items() if k in known})
+        outcome.earlier_runs = [tuple(pair) for pair in outcome.earlier_runs]
+        return outcome
 
 
 class TrialListener(Protocol):

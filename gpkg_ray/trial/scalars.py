@@ -69,6 +69,11 @@ class ScalarWatcher:
                 new.append((tag, self.latest[tag]))
         return new
 
+    def latest_final(self) -> dict[str, Scalar]:
+        """Every tag's last value, once the run has ended."""
+        self.poll(final=True)
+        return self.latest
+
     def _scan(self) -> None:
         self._last_scan = time.monotonic()
         for path in _event_dirs(self.run_dir):

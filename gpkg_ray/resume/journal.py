@@ -1,0 +1,98 @@
+"""The tune's journal: `journal.jsonl` in the tune run directory.
+
+One JSON object per line, appended and flushed to disk as things happen, so a
+tune killed at any moment (kill -9, a lost machine) leaves what it knew:
+
+    {"event": "attempt", "attempt": 2, "seed": 7, "ray": {...}}
+    {"event": "trial", "outcome": {...}}     # a trial started, got runs, ended
+
+The latest `trial` line of a trial number is its state. A line cut short by a
+kill is ignored. The run directory holds everything a restart needs, so it can
+be copied to another Guild home and resumed there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpkg_ray.trial.outcome import TrialOutcome
+
+JOURNAL = "journal.jsonl"
+
+
+@dataclass
+class JournalState:
+    """What a tune run's journal says, at its last line."""
+
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: dict[int, TrialOutcome] = field(default_factory=dict)
+    """Every trial's latest outcome, by trial number."""
+
+    @property
+    def seed(self) -> int | None:
+        return self.attempts[0].get("seed") if self.attempts else None
+
+
+def read_journal(run_dir: str) -> JournalState:
+    state = JournalState()
+    try:
+        with open(os.path.join(run_dir, JOURNAL)) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return state
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # cut short by a kill: the event was not finished
+        if entry.get("event") == "attempt":
+            state.attempts.append(entry)
+        elif entry.get("event") == "trial":
+            outcome = TrialOutcome.from_json(entry["outcome"])
+            state.outcomes[outcome.number] = outcome
+    return state
+
+
+class Journal:
+    """A TrialListener that appends each trial event to the journal."""
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, JOURNAL)
+        self._runs: dict[int, dict[str, str]] = {}
+
+    def attempt(self, number: int, **info: Any) -> None:
+        self._append({"event": "attempt", "attempt": number, **info})
+
+    def trial_started(self, outcome: TrialOutcome) -> None:
+        self._write_trial(outcome)
+
+    def trial_updated(self, outcome: TrialOutcome) -> None:
+        # Only a new run matters to a restart: it must find and settle it.
+        if outcome.runs != self._runs.get(outcome.number):
+            self._write_trial(outcome)
+
+    def trial_ended(self, outcome: TrialOutcome) -> None:
+        self._write_trial(outcome)
+
+    def _write_trial(self, outcome: TrialOutcome) -> None:
+        self._runs[outcome.number] = dict(outcome.runs)
+        self._append({"event": "trial", "outcome": outcome.to_json()})
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, default=str) + "\n"
+        with open(self.path, "a") as f:
+            # A killed writer can leave a partial line: start on a fresh one.
+            if f.tell() and not _ends_with_newline(self.path):
+                f.write("\n")
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

@@ -1,0 +1,117 @@
+"""What a killed attempt of a tune left behind, found and ended by handle.
+
+A tune killed with SIGKILL (or a machine that went down) runs no cleanup: Ray's
+agents can linger for a minute, its temp dir stays, and the trials' `guild run`
+processes may go on as orphans or be gone without a status. A restart ends them
+before it starts anything:
+
+- processes the attempt recorded (pid and start time) that are still alive;
+- the embedded Ray's temp dir;
+- runs of the tune (by its tag) without an exit status: a step still running is
+  stopped as `guild stop` does; every such run is then marked `terminated`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import psutil
+from guild import run as guild_run
+from guild import util as guild_util
+
+from gpkg_ray.engine.local_ray import RAY_TEMP_PREFIX
+from gpkg_ray.processes import stop_processes
+from gpkg_ray.resume.home import home_runs
+
+STOP_GRACE_SECONDS = 5.0
+TERMINATED = -15
+"""Exit status Guild shows as `terminated`, as for a run `guild stop` ended."""
+
+
+def attempt_processes(procs: list[psutil.Process]) -> list[list[float]]:
+    """(pid, start time) of each process: what a later attempt needs to find
+    exactly these processes again, not others that reuse a pid."""
+    handles = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            handles.append([proc.pid, proc.create_time()])
+    return handles
+
+
+def end_attempt(attempt: dict[str, Any]) -> int:
+    """Ends what a journal's attempt entry recorded; returns how many processes
+    were still alive."""
+    alive = []
+    for pid, created in attempt.get("processes") or []:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(int(pid))
+            if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+    stop_processes(alive)
+    _remove_ray_temp_dir(attempt.get("ray_temp_dir"))
+    return len(alive)
+
+
+def _remove_ray_temp_dir(path: str | None) -> None:
+    # Only a dir of the shape embedded_ray makes: the journal could be edited.
+    if not path or not os.path.basename(path).startswith(RAY_TEMP_PREFIX):
+        return
+    if os.path.dirname(os.path.abspath(path)) != os.path.abspath(tempfile.gettempdir()):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def settle_runs(guild_home: str, tag: str, exclude: str) -> list[str]:
+    """Ends every run tagged `tag`, but `exclude` (the tune run), that has no
+    exit status; returns their ids."""
+    settled = []
+    for run in home_runs(guild_home):
+        if (
+            run.id != exclude
+            and tag in (run.get("tags") or [])
+            and run.get("exit_status") is None
+        ):
+            settle_run(run)
+            settled.append(run.id)
+    return settled
+
+
+def settle_run(run: guild_run.Run) -> None:
+    """Stops the run's op if it still runs; marks it `terminated` if Guild did
+    not record how it ended."""
+    op_pid = _live_op_pid(run)
+    if op_pid is not None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            guild_util.kill_process_tree(
+                op_pid, timeout=STOP_GRACE_SECONDS, child_term_timeout=2.0
+            )
+        _wait_for_exit_status(run)  # an orphaned `guild run` records it itself
+    if run.get("exit_status") is None:
+        run.write_attr("exit_status", TERMINATED)
+        run.write_attr("stopped", guild_run.timestamp())
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(run.guild_path("LOCK"))
+
+
+def _live_op_pid(run: guild_run.Run) -> int | None:
+    """The pid in the run's LOCK, if that process is this run's op: Guild gives
+    the op RUN_ID in its environment; a pid reused since is another process."""
+    pid = run._get_pid()
+    if pid is None:
+        return None
+    try:
+        environ = psutil.Process(pid).environ()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return pid if environ.get("RUN_ID") == run.id else None
+
+
+def _wait_for_exit_status(run: guild_run.Run) -> None:
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while run.get("exit_status") is None and time.monotonic() < deadline:
+        time.sleep(0.1)

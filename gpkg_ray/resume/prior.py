@@ -1,0 +1,118 @@
+"""The trials a tune attempt starts from.
+
+A tune run restarted with `guild run --restart` reads its journal: trials that
+ended stay as they are (not run again), trials that were interrupted (the tune
+was stopped, or killed) run again first, under their own numbers, as their next
+attempt. Warm-start trials of other tune runs are told to the searcher only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from guild import run as guild_run
+
+from gpkg_ray.resume.journal import read_journal
+from gpkg_ray.resume.leftovers import end_attempt, settle_runs
+from gpkg_ray.spec import TrialPlan
+from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.scalars import ScalarWatcher
+
+KILLED = "the tune was killed"
+
+
+@dataclass
+class Prior:
+    attempt: int = 1
+    """Number of the attempt about to start (1: a tune's first run)."""
+    seed: int | None = None
+    """The seed the first attempt used."""
+    finished: list[TrialOutcome] = field(default_factory=list)
+    """Trials of earlier attempts that ended on their own: kept as they are."""
+    rerun: list[TrialOutcome] = field(default_factory=list)
+    """Interrupted trials of earlier attempts: run again, first."""
+    closed: list[TrialOutcome] = field(default_factory=list)
+    """Trials a killed attempt left running, closed now (finished or rerun)."""
+    warm: list[TrialOutcome] = field(default_factory=list)
+    warm_runs: list[str] = field(default_factory=list)
+    ended_processes: int = 0
+    settled_runs: list[str] = field(default_factory=list)
+
+    @property
+    def told(self) -> list[TrialOutcome]:
+        """Trials the searcher learns from before it suggests anything."""
+        return self.finished + self.warm
+
+    @property
+    def next_number(self) -> int:
+        return max((o.number for o in self.finished + self.rerun), default=0) + 1
+
+    def remaining(self, max_trials: int) -> int:
+        """Trials still to run (interrupted ones included) for `max_trials`."""
+        return max(0, max_trials - len(self.finished))
+
+    def lines(self, max_trials: int) -> list[str]:
+        """What a restart found, for the tune's output."""
+        lines = []
+        if self.attempt > 1:
+            lines.append(
+                f"Resuming (attempt {self.attempt}): {len(self.finished)} trials "
+                f"ended, {len(self.rerun)} interrupted run again, "
+                f"{self.remaining(max_trials)} of {max_trials} to run"
+            )
+        if self.ended_processes or self.settled_runs:
+            lines.append(
+                f"Ended what the last attempt left: {self.ended_processes} "
+                f"processes, {len(self.settled_runs)} runs marked terminated"
+            )
+        if self.warm_runs:
+            runs = ", ".join(run_id[:8] for run_id in self.warm_runs)
+            lines.append(
+                f"Warm start: {len(self.warm)} trials of {len(self.warm_runs)} "
+                f"earlier runs ({runs}) told to the searcher"
+            )
+        return lines
+
+
+def load_prior(
+    run_dir: str, run_id: str, plan: TrialPlan, guild_home: str, tag: str
+) -> Prior:
+    """Reads the tune run's journal and ends what a killed attempt left (its
+    processes, runs without a status) before anything new starts."""
+    state = read_journal(run_dir)
+    prior = Prior(attempt=len(state.attempts) + 1, seed=state.seed)
+    prior.ended_processes = sum(end_attempt(a) for a in state.attempts)
+    prior.settled_runs = settle_runs(guild_home, tag, exclude=run_id)
+    for outcome in sorted(state.outcomes.values(), key=lambda o: o.number):
+        if outcome.status == "running":
+            _close_killed(outcome, plan, guild_home)
+            prior.closed.append(outcome)
+        (prior.rerun if outcome.interrupted else prior.finished).append(outcome)
+    return prior
+
+
+def _close_killed(outcome: TrialOutcome, plan: TrialPlan, guild_home: str) -> None:
+    """A trial the killed attempt left running: completed if all its steps
+    completed while the tune was down (its objective recorded), else
+    interrupted."""
+    outcome.ended = time.time()
+    runs = {
+        step: guild_run.Run(run_id, os.path.join(guild_home, "runs", run_id))
+        for step, run_id in outcome.runs.items()
+    }
+    done = all(
+        step.name in runs and runs[step.name].get("exit_status") == 0
+        for step in plan.steps
+    )
+    if done:
+        for step, run in runs.items():
+            for tag, scalar in ScalarWatcher(run.dir).latest_final().items():
+                outcome.metrics[f"{step}/{tag}"] = scalar.value
+        objective = plan.objective
+        value = outcome.metrics.get(f"{objective.step}/{objective.scalar}")
+        if value is not None:
+            outcome.status, outcome.objective = "completed", value
+            return
+    outcome.status, outcome.stop_reason, outcome.interrupted = "stopped", KILLED, True

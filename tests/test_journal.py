@@ -1,0 +1,66 @@
+"""The tune journal: what a kill at any moment leaves can be read back."""
+
+from __future__ import annotations
+
+from gpkg_ray.resume.journal import JOURNAL, Journal, read_journal
+from gpkg_ray.trial.outcome import TrialOutcome
+
+
+def _outcome(number: int, **changes) -> TrialOutcome:
+    outcome = TrialOutcome(number=number, values={"lr": 0.01 * number})
+    for name, value in changes.items():
+        setattr(outcome, name, value)
+    return outcome
+
+
+def test_latest_line_of_each_trial_wins(tmp_path):
+    journal = Journal(str(tmp_path))
+    journal.attempt(1, seed=7, processes=[[123, 1.5]])
+    first = _outcome(1)
+    journal.trial_started(first)
+    first.runs["train"] = "a" * 32
+    journal.trial_updated(first)
+    journal.trial_updated(first)  # no new run: nothing written
+    first.status, first.objective = "completed", 0.9
+    journal.trial_ended(first)
+    journal.trial_started(_outcome(2))
+
+    state = read_journal(str(tmp_path))
+
+    assert (tmp_path / JOURNAL).read_text().count("\n") == 5
+    assert state.seed == 7 and state.attempts[0]["processes"] == [[123, 1.5]]
+    assert state.outcomes[1] == first
+    assert state.outcomes[2].status == "running"
+
+
+def test_a_line_cut_short_by_a_kill_is_ignored_and_not_continued(tmp_path):
+    journal = Journal(str(tmp_path))
+    journal.trial_started(_outcome(1))
+    with open(tmp_path / JOURNAL, "a") as f:
+        f.write('{"event": "trial", "outcome": {"number": 2, "val')  # killed here
+
+    assert sorted(read_journal(str(tmp_path)).outcomes) == [1]
+
+    journal.trial_started(_outcome(3))  # the next attempt writes on
+    assert sorted(read_journal(str(tmp_path)).outcomes) == [1, 3]
+
+
+def test_an_outcome_round_trips_with_its_earlier_attempts(tmp_path):
+    outcome = _outcome(4, runs={"train": "r1", "evaluate": "r2"})
+    outcome.restart("the tune was killed")
+    outcome.runs["train"] = "r3"
+
+    again = TrialOutcome.from_json(outcome.to_json())
+
+    assert again == outcome
+    assert again.earlier_runs == [("train", "r1"), ("evaluate", "r2")]
+    assert (again.attempt, again.status, again.restart_reason) == (
+        2,
+        "running",
+        "the tune was killed",
+    )
+
+
+def test_no_journal_means_a_first_attempt(tmp_path):
+    state = read_journal(str(tmp_path))
+    assert state.attempts == [] and state.outcomes == {} and state.seed is None

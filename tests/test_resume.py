@@ -1,0 +1,285 @@
+"""Resume and crash safety, end to end: a tune killed with SIGKILL, then
+restarted with `guild run --restart`, ends with exactly max-trials trials, none
+run twice, every run with a final status and nothing of the killed attempt left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+from conftest import GUILD, still_running
+from projects import tune_config, write_project
+
+from gpkg_ray.processes import process_tree
+
+MAX_TRIALS = 4
+FLAGS = (f"max-trials={MAX_TRIALS}", "max-concurrent=2", "search=random", "seed=5")
+SPACE = """
+    lr: loguniform[1e-3:1e-1]
+    train:epochs: 4
+    train:sleep: 0.5
+    """
+KILL_WAIT = 120
+FINAL = {"completed", "terminated"}
+
+
+def _journal(run_dir: str) -> tuple[list[dict], dict[int, dict]]:
+    """Attempts and latest trial outcomes in a tune run's journal."""
+    attempts, trials = [], {}
+    path = os.path.join(run_dir, "journal.jsonl")
+    if not os.path.exists(path):
+        return attempts, trials
+    with open(path) as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry["event"] == "attempt":
+                attempts.append(entry)
+            else:
+                trials[entry["outcome"]["number"]] = entry["outcome"]
+    return attempts, trials
+
+
+def _running_with_runs(trials: dict) -> list[dict]:
+    return [t for t in trials.values() if t["status"] == "running" and t["runs"]]
+
+
+def _ended(trials: dict) -> list[dict]:
+    return [t for t in trials.values() if t["status"] != "running"]
+
+
+# When to kill: a test of the journal's trials.
+KILL_POINTS = {
+    "before the first trial ends": lambda trials: (
+        _running_with_runs(trials) and not _ended(trials)
+    ),
+    "mid-search": lambda trials: (
+        0 < len(_ended(trials)) < MAX_TRIALS - 1 and _running_with_runs(trials)
+    ),
+    "during the last trial": lambda trials: (
+        len(_ended(trials)) == MAX_TRIALS - 1 and _running_with_runs(trials)
+    ),
+}
+
+
+def _victims(driver: psutil.Process, what: str) -> list[psutil.Process]:
+    """The processes a crash takes: the tune driver alone (an OOM kill), the
+    driver and its Ray (the trials' `guild run` processes go on as orphans),
+    or everything (the machine went down)."""
+    tree = process_tree(driver.pid)
+    if what == "driver":
+        return tree[:1]
+    if what == "everything":
+        return tree
+    steps = set()
+    for proc in tree:
+        try:
+            if "guild.main_bootstrap" in " ".join(proc.cmdline()):
+                steps.update(p.pid for p in process_tree(proc.pid))
+        except psutil.NoSuchProcess:
+            pass
+    return [p for p in tree if p.pid not in steps]
+
+
+class KilledTune:
+    """A tune started, watched, and killed with SIGKILL at a kill point."""
+
+    def __init__(self, project, *flags: str):
+        self.project = project
+        log = project.path.parent / "killed-tune-output.txt"
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                [GUILD, "run", "-y", "tune", *flags],
+                cwd=project.path,
+                env=project.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.log = log
+        self.seen: dict[int, psutil.Process] = {}
+        self.trials_at_kill: dict[int, dict] = {}
+
+    def kill_when(self, point: str, what: str) -> None:
+        deadline = time.monotonic() + KILL_WAIT
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            driver = self._driver()
+            if driver is not None:
+                for p in process_tree(driver.pid):
+                    self.seen.setdefault(p.pid, p)
+                _, trials = _journal(self.run.dir)
+                if KILL_POINTS[point](trials):
+                    self.trials_at_kill = trials
+                    for victim in _victims(driver, what):
+                        victim.send_signal(signal.SIGKILL)
+                    self.proc.wait(30)  # Guild's parent records the exit
+                    return
+            time.sleep(0.1)
+        pytest.fail(f"the tune never reached '{point}': {self.log.read_text()}")
+
+    @property
+    def run(self):
+        return self.project.tune_run()
+
+    def _driver(self) -> psutil.Process | None:
+        if not self.project.runs_of("tune"):
+            return None
+        pid = self.run._get_pid()
+        try:
+            return psutil.Process(pid) if pid else None
+        except psutil.NoSuchProcess:
+            return None
+
+
+def _trials(tune_run) -> list[dict]:
+    with open(os.path.join(tune_run.dir, "trials.json")) as f:
+        return json.load(f)["trials"]
+
+
+def _assert_exact_trials(project, tune_run, elsewhere=frozenset()) -> list[dict]:
+    """max-trials trials, each completed once: every completed `evaluate` run (a
+    trial's last step) is the one run of exactly one trial. Runs in `elsewhere`
+    live in another Guild home."""
+    trials = _trials(tune_run)
+    assert [t["trial"] for t in trials] == list(range(1, MAX_TRIALS + 1))
+    assert {t["status"] for t in trials} == {"completed"}, trials
+    statuses = project.statuses("evaluate")
+    completed = {run_id for run_id, s in statuses.items() if s == "completed"}
+    assert completed == {t["runs"]["evaluate"] for t in trials} - elsewhere
+    records = project.statuses("trial")
+    assert sorted(records.values()) == ["completed"] * MAX_TRIALS
+    return trials
+
+
+@pytest.mark.parametrize(
+    ("point", "what"),
+    [
+        ("before the first trial ends", "driver"),
+        ("mid-search", "driver and its Ray"),
+        ("during the last trial", "everything"),
+    ],
+)
+def test_a_killed_tune_restarts_and_runs_only_what_is_missing(project, point, what):
+    write_project(project, tune_config(SPACE))
+    killed = KilledTune(project, *FLAGS)
+    killed.kill_when(point, what)
+    tune_id = killed.run.id
+    at_kill = killed.trials_at_kill
+    interrupted = {n: t for n, t in at_kill.items() if t["status"] == "running"}
+    ended_before = {n: t for n, t in at_kill.items() if n not in interrupted}
+
+    watched = project.watch_restart(tune_id)
+
+    assert watched.returncode == 0, watched.output
+    assert "Resuming (attempt 2): " in watched.output
+    trials = {t["trial"]: t for t in _assert_exact_trials(project, killed.run)}
+    for number, before in ended_before.items():  # kept, not run again
+        assert trials[number]["runs"] == before["runs"]
+        assert trials[number]["objective"] == before["objective"]
+    for number, before in interrupted.items():
+        trial = trials[number]
+        if trial["attempt"] == 1:
+            # It finished while the tune was down: its runs were all it needed.
+            assert trial["runs"] == before["runs"]
+            continue
+        assert trial["values"] == before["values"]
+        assert [run for _, run in trial["earlier_runs"]] == list(
+            before["runs"].values()
+        )
+        record = project.run(trial["record"])
+        for i, (step, run_id) in enumerate(trial["earlier_runs"], 1):
+            assert project.run(run_id).status in FINAL
+            assert (
+                os.readlink(os.path.join(record.dir, f"{step}~{i}")) == f"../{run_id}"
+            )
+    statuses = project.statuses()
+    assert set(statuses.values()) <= FINAL, statuses
+    assert project.run(tune_id).status == "completed"
+    assert still_running(list(killed.seen.values()) + watched.processes) == []
+    attempts, _ = _journal(killed.run.dir)
+    assert len(attempts) == 2
+    assert not os.path.exists(attempts[0]["ray_temp_dir"])
+
+
+def test_a_tune_run_copied_to_another_guild_home_resumes_there(project, tmp_path):
+    write_project(project, tune_config(SPACE))
+    killed = KilledTune(project, *FLAGS)
+    killed.kill_when("mid-search", "everything")
+    ended_before = _ended(killed.trials_at_kill)
+    other_home = tmp_path / "other-guild-home"
+    shutil.copytree(killed.run.dir, other_home / "runs" / killed.run.id, symlinks=True)
+    project.env["GUILD_HOME"] = str(other_home)
+    project.guild_home = other_home
+
+    watched = project.watch_restart(killed.run.id)
+
+    assert watched.returncode == 0, watched.output
+    elsewhere = {run_id for t in ended_before for run_id in t["runs"].values()}
+    trials = _assert_exact_trials(project, project.tune_run(), elsewhere)
+    trials = {t["trial"]: t for t in trials}
+    for before in ended_before:  # known from the journal, not run again
+        assert trials[before["number"]]["runs"] == before["runs"]
+    rows = project.compare("-Fo", "trial")
+    assert len(rows) == MAX_TRIALS
+
+
+def test_warm_start_tells_the_searcher_earlier_trials(project):
+    write_project(project, tune_config("lr: loguniform[1e-3:1e-1]"))
+    earlier = project.tune("search=random", "max-trials=12", "seed=1")
+    assert earlier.returncode == 0, earlier.stderr
+    (earlier_run,) = project.runs_of("tune")
+    told = sorted(t["values"]["lr"] for t in _trials(earlier_run))
+    tpe = ("search=tpe", "max-trials=2", "max-concurrent=1", "seed=2")
+
+    warm = project.tune(*tpe, "warm-start=operation")
+    cold = project.tune(*tpe)
+
+    assert warm.returncode == 0 and cold.returncode == 0, warm.stderr + cold.stderr
+    assert (
+        f"Warm start: 12 trials of 1 earlier runs ({earlier_run.short_id})"
+        in warm.stdout
+    )
+    warm_run, cold_run = sorted(
+        (r for r in project.runs_of("tune") if r.id != earlier_run.id),
+        key=lambda r: r.get("started"),
+    )
+    with open(os.path.join(warm_run.dir, "trials.json")) as f:
+        assert json.load(f)["warm_start"] == {"runs": [earlier_run.id], "trials": 12}
+    # acc_val is 1 - lr: told the earlier trials, TPE suggests next to the best
+    # of them from its first trial; cold, with the same seed, it does not.
+    warm_lrs = [t["values"]["lr"] for t in _trials(warm_run)]
+    cold_lrs = [t["values"]["lr"] for t in _trials(cold_run)]
+    assert max(warm_lrs) < told[1], (warm_lrs, told)
+    assert max(cold_lrs) > told[1], (cold_lrs, told)
+
+
+def test_a_failed_trial_runs_again_up_to_max_failures(project):
+    write_project(project, tune_config("lr: 0.01\ntrain:mode: [flaky, crash]\n"))
+
+    watched = project.watch_tune("search=grid", "max-failures=1", "max-concurrent=2")
+
+    assert watched.returncode == 0, watched.output
+    trials = {t["values"]["train:mode"]: t for t in _trials(project.tune_run())}
+    flaky, crash = trials["flaky"], trials["crash"]
+    assert (flaky["status"], flaky["attempt"]) == ("completed", 2)
+    assert (crash["status"], crash["attempt"]) == ("failed", 2)
+    assert "train crashed on purpose" in crash["error"]
+    for trial in (flaky, crash):
+        ((step, earlier),) = trial["earlier_runs"]
+        assert step == "train" and project.run(earlier).status == "error"
+        record = project.run(trial["record"])
+        assert os.readlink(os.path.join(record.dir, "train~1")) == f"../{earlier}"
+    assert f"trial {flaky['trial']}/2 runs again (attempt 2): attempt 1 failed" in (
+        watched.output
+    )
+    assert len(project.runs_of("train")) == 4
