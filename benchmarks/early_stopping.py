@@ -14,20 +14,15 @@ of FIFO's, at most 40% of FIFO's epochs.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from guild_home import GuildHome
 
 from gpkg_ray.trial.scalars import ScalarWatcher
 
 WORKLOAD = Path(__file__).resolve().parent / "learning_curve"
-GUILD = str(Path(sys.executable).parent / "guild")
 BEST_GAP_TARGET = 0.01
 EPOCHS_RATIO_TARGET = 0.40
 
@@ -72,31 +67,16 @@ def _parse_args() -> argparse.Namespace:
 
 def _run(op: str, flags: list[str]) -> Figures:
     scheduler = flags[0].partition("=")[2]
-    guild_home = tempfile.mkdtemp(prefix="gpkg-ray-bench-")
-    try:
-        env = {**os.environ, "GUILD_HOME": guild_home, "NO_PIP_FREEZE": "1"}
-        started = time.monotonic()
-        result = subprocess.run(
-            [GUILD, "run", "-y", op, *flags],
-            cwd=WORKLOAD,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.monotonic() - started
-        if result.returncode != 0:
-            sys.exit(f"guild run {op} failed:\n{result.stdout}{result.stderr}")
-        return _figures(scheduler, Path(guild_home), wall)
-    finally:
-        shutil.rmtree(guild_home, ignore_errors=True)
+    with GuildHome() as home:
+        wall = home.run(WORKLOAD, op, *flags)
+        return _figures(scheduler, home, wall)
 
 
-def _figures(scheduler: str, guild_home: Path, wall: float) -> Figures:
-    (trials_json,) = (guild_home / "runs").glob("*/trials.json")
-    trials = json.loads(trials_json.read_text())["trials"]
+def _figures(scheduler: str, home: GuildHome, wall: float) -> Figures:
+    trials = home.trials()
     completed = [t for t in trials if t["status"] == "completed"]
     epochs = sum(
-        _count_values(guild_home / "runs" / t["runs"]["train"], "val_acc")
+        _count_values(home.path / "runs" / t["runs"]["train"], "val_acc")
         for t in trials
     )
     return Figures(

@@ -9,17 +9,21 @@ import sys
 from conftest import REPO
 
 
-def test_early_stopping_benchmark_quick(guild_env):
+def _run_quick(script: str, guild_env) -> list[str]:
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "early_stopping.py"), "--quick"],
+        [sys.executable, str(REPO / "benchmarks" / script), "--quick"],
         env=guild_env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_early_stopping_benchmark_quick(guild_env):
+    lines = _run_quick("early_stopping.py", guild_env)
+
     header = next(i for i, line in enumerate(lines) if line.startswith("scheduler"))
     fifo, asha = (lines[header + 1].split(), lines[header + 2].split())
     assert fifo[0] == "fifo" and asha[0] == "asha"
@@ -29,3 +33,23 @@ def test_early_stopping_benchmark_quick(guild_env):
     assert int(asha[4]) <= int(fifo[4])
     assert any(line.startswith("asha/fifo epochs") for line in lines)
     assert any(line.startswith("best gap") for line in lines)
+
+
+def test_overhead_benchmark_quick(guild_env):
+    lines = _run_quick("overhead.py", guild_env)
+
+    header = lines.index(f"{'per trial (3 trials)':<28}{'wall s':>8}")
+    rows = [line.rsplit(None, 1) for line in lines[header + 1 : header + 5]]
+    assert [name for name, _ in rows] == [
+        "direct",
+        "guild batch",
+        "tune c=1",
+        "tune c=2",
+    ]
+    assert all(float(seconds) > 0 for _, seconds in rows)
+    for label in (
+        "overhead c=1 vs direct",
+        "launch to first trial c=1",
+        "embedded Ray start",
+    ):
+        assert any(line.startswith(label) for line in lines), label

@@ -234,7 +234,12 @@ def test_a_tune_run_copied_to_another_guild_home_resumes_there(project, tmp_path
 
 
 def test_warm_start_tells_the_searcher_earlier_trials(project):
-    write_project(project, tune_config("lr: loguniform[1e-3:1e-1]"))
+    # One step a trial, to keep it quick: train's last loss is lr.
+    write_project(
+        project,
+        "steps: [train]\noptimize:\n  - min: loss\nspace:\n"
+        "  lr: loguniform[1e-3:1e-1]\n  train:epochs: 1\n",
+    )
     earlier = project.tune("search=random", "max-trials=12", "seed=1")
     assert earlier.returncode == 0, earlier.stderr
     (earlier_run,) = project.runs_of("tune")
@@ -255,7 +260,7 @@ def test_warm_start_tells_the_searcher_earlier_trials(project):
     )
     with open(os.path.join(warm_run.dir, "trials.json")) as f:
         assert json.load(f)["warm_start"] == {"runs": [earlier_run.id], "trials": 12}
-    # acc_val is 1 - lr: told the earlier trials, TPE suggests next to the best
+    # The loss is lr: told the earlier trials, TPE suggests next to the best
     # of them from its first trial; cold, with the same seed, it does not.
     warm_lrs = [t["values"]["lr"] for t in _trials(warm_run)]
     cold_lrs = [t["values"]["lr"] for t in _trials(cold_run)]

@@ -22,7 +22,7 @@ from gpkg_ray.resume.prior import Prior
 from gpkg_ray.spec import TrialPlan, TuneSpec
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
-from gpkg_ray.trial.runner import Trial
+from gpkg_ray.trial.runner import TRIAL_DONE, Trial
 from gpkg_ray.trial.workspace import Workspace
 
 HEARTBEAT_SECONDS = 1.0
@@ -39,6 +39,9 @@ class GuildTrial(tune.Trainable):
     when it stops the trial (a scheduler's decision, the end of the search), so
     the running step is stopped through Guild's stop, and ends `terminated`,
     before the actor goes away.
+
+    Actors are reused (`reset_config`): a new worker process per trial would
+    pay Python's and Ray's start and our imports, about 2 s, each time.
     """
 
     def setup(
@@ -49,6 +52,18 @@ class GuildTrial(tune.Trainable):
         tags: tuple[str, ...],
         limits: Limits,
     ) -> None:
+        self._trial_args = (plan, workspace, tags, limits)
+        self._start_trial(config)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """The next trial in this actor: Ray calls it after the last one ended
+        (and after `cleanup` of a stopped one)."""
+        self.trial.stop()
+        self._start_trial(new_config)
+        return True
+
+    def _start_trial(self, config: dict[str, Any]) -> None:
+        plan, workspace, tags, limits = self._trial_args
         self.trial = Trial(plan, config, workspace, tags, limits)
 
     def step(self) -> dict[str, Any]:
@@ -59,8 +74,38 @@ class GuildTrial(tune.Trainable):
             result["done"] = True
         return result
 
+    def stop_trial(self, trial_id: str) -> None:
+        """Stops trial `trial_id`'s running step, if it is still this actor's
+        trial (see StopStepsOfStoppedTrials)."""
+        if self.trial_id == trial_id:
+            self.trial.stop()
+
     def cleanup(self) -> None:
         self.trial.stop()
+
+
+class StopStepsOfStoppedTrials(tune.Callback):
+    """Tells a stopped trial's actor to stop its running step.
+
+    Ray keeps the actor of a trial it stops (a scheduler's decision) for a
+    later trial (reuse_actors) without calling it: the trial's step would run
+    on until then. Actor tasks from this process run in order, and the actor
+    checks the trial id, so the call never stops the actor's next trial.
+    """
+
+    def __init__(self):
+        self._actors: dict[str, Any] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._actors[trial.trial_id] = trial.temporary_state.ray_actor
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        actor = self._actors.pop(trial.trial_id, None)
+        if actor is not None and not (trial.last_result or {}).get(TRIAL_DONE):
+            actor.stop_trial.remote(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._actors.pop(trial.trial_id, None)
 
 
 def run_search(
@@ -107,12 +152,13 @@ def run_search(
             num_samples=search.num_samples,
             time_budget_s=settings.time_budget or None,
             trial_dirname_creator=lambda trial: trial.trial_id,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name="search" if prior.attempt == 1 else f"search-{prior.attempt}",
             storage_path=storage_dir,
             verbose=0,
-            callbacks=[events],
+            callbacks=[events, StopStepsOfStoppedTrials()],
             # Ray runs a failed trial again from its start: its next attempt.
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # A trial's state is its Guild runs; Ray's default for class
