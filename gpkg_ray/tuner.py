@@ -99,6 +99,7 @@ def _tune(tune_run, spec, opdef, stop):
     # Before Ray starts: what a killed attempt left is ended first.
     prior = tune.prior()
     seed = _seed(spec.settings, prior)
+    tune.journal.attempt(prior.attempt, seed=seed)
     if prior.remaining(spec.settings.max_trials):
         new = tune.search(seed, prior, stop)
     else:
@@ -160,12 +161,7 @@ class _Tune:
             embedded_ray(log_file=os.path.join(self.ray_dir, "driver.log")) as ray,
             handling_stops(stop),
         ):
-            self.journal.attempt(
-                prior.attempt,
-                seed=seed,
-                ray_temp_dir=ray.temp_dir,
-                processes=attempt_processes(ray.processes),
-            )
+            self.journal.ray_started(ray.temp_dir, attempt_processes(ray.processes))
             return self._run_search(seed, prior, stop)
 
     def _run_search(self, seed: int, prior, stop):

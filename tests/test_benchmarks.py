@@ -53,3 +53,27 @@ def test_overhead_benchmark_quick(guild_env):
         "embedded Ray start",
     ):
         assert any(line.startswith(label) for line in lines), label
+
+
+def test_parallel_benchmark_quick(guild_env):
+    lines = _run_quick("parallel.py", guild_env)
+
+    header = next(i for i, line in enumerate(lines) if line.startswith("concurrency"))
+    for row, concurrency in zip(
+        lines[header + 1 : header + 3], ("1", "2"), strict=True
+    ):
+        cells = row.split()
+        assert cells[0] == concurrency and len(cells) == 6, row
+        assert float(cells[1]) > 0 and int(cells[5]) > int(cells[4]) > 0  # MB
+    assert any(line.startswith("efficiency at concurrency 2") for line in lines)
+
+
+def test_search_quality_benchmark_quick(guild_env):
+    lines = _run_quick("search_quality.py", guild_env)
+
+    header = next(i for i, line in enumerate(lines) if line.startswith("function"))
+    rows = [line.split() for line in lines[header + 1 : header + 3]]
+    assert [row[:2] for row in rows] == [["branin", "random"], ["branin", "tpe"]]
+    for row in rows:  # best after all trials <= best after half; above the minimum
+        assert float(row[4]) <= float(row[3]) <= float(row[2])
+    assert any(line.startswith("tpe beats random") for line in lines)

@@ -15,7 +15,8 @@ def _outcome(number: int, **changes) -> TrialOutcome:
 
 def test_latest_line_of_each_trial_wins(tmp_path):
     journal = Journal(str(tmp_path))
-    journal.attempt(1, seed=7, processes=[[123, 1.5]])
+    journal.attempt(1, seed=7)
+    journal.ray_started("/tmp/gpkg-ray-x", [[123, 1.5]])
     first = _outcome(1)
     journal.trial_started(first)
     first.runs["train"] = "a" * 32
@@ -27,8 +28,9 @@ def test_latest_line_of_each_trial_wins(tmp_path):
 
     state = read_journal(str(tmp_path))
 
-    assert (tmp_path / JOURNAL).read_text().count("\n") == 5
+    assert (tmp_path / JOURNAL).read_text().count("\n") == 6
     assert state.seed == 7 and state.attempts[0]["processes"] == [[123, 1.5]]
+    assert state.attempts[0]["ray_temp_dir"] == "/tmp/gpkg-ray-x"
     assert state.outcomes[1] == first
     assert state.outcomes[2].status == "running"
 

@@ -44,7 +44,9 @@ def _journal(run_dir: str) -> tuple[list[dict], dict[int, dict]]:
                 continue
             if entry["event"] == "attempt":
                 attempts.append(entry)
-            else:
+            elif entry["event"] == "ray":
+                attempts[-1].update(entry)
+            elif entry["event"] == "trial":
                 trials[entry["outcome"]["number"]] = entry["outcome"]
     return attempts, trials
 

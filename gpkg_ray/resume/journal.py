@@ -3,7 +3,8 @@
 One JSON object per line, appended and flushed to disk as things happen, so a
 tune killed at any moment (kill -9, a lost machine) leaves what it knew:
 
-    {"event": "attempt", "attempt": 2, "seed": 7, "ray": {...}}
+    {"event": "attempt", "attempt": 2, "seed": 7}
+    {"event": "ray", "ray_temp_dir": "...", "processes": [[pid, start], ...]}
     {"event": "trial", "outcome": {...}}     # a trial started, got runs, ended
 
 The latest `trial` line of a trial number is its state. A line cut short by a
@@ -50,6 +51,8 @@ def read_journal(run_dir: str) -> JournalState:
             continue  # cut short by a kill: the event was not finished
         if entry.get("event") == "attempt":
             state.attempts.append(entry)
+        elif entry.get("event") == "ray" and state.attempts:
+            state.attempts[-1].update(entry)  # what this attempt's Ray started
         elif entry.get("event") == "trial":
             outcome = TrialOutcome.from_json(entry["outcome"])
             state.outcomes[outcome.number] = outcome
@@ -65,6 +68,11 @@ class Journal:
 
     def attempt(self, number: int, **info: Any) -> None:
         self._append({"event": "attempt", "attempt": number, **info})
+
+    def ray_started(self, temp_dir: str, processes: list[list[float]]) -> None:
+        """The embedded Ray of the current attempt: what a restart must end if
+        this attempt is killed."""
+        self._append({"event": "ray", "ray_temp_dir": temp_dir, "processes": processes})
 
     def trial_started(self, outcome: TrialOutcome) -> None:
         self._write_trial(outcome)
