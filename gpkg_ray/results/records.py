@@ -125,11 +125,15 @@ class TrialRecords:
 
 
 def _link_step_runs(record: guild_run.Run, outcome: TrialOutcome) -> None:
-    """Links `STEP` to each step run of this attempt, and `STEP~N` to the runs
-    of earlier attempts (N = 1, 2, ... in the order they ran)."""
+    """Links `STEP` to each step run of this attempt (before Guild creates it),
+    and `STEP~N` to the runs of earlier attempts (N = 1, 2, ... in the order
+    they ran) that exist."""
     links = dict(outcome.runs)
+    runs_dir = os.path.dirname(record.dir)
     for i, (step, run_id) in enumerate(outcome.earlier_runs, 1):
-        links[f"{step}~{i}"] = run_id
+        # Not to a run a kill cut before `guild run` created it.
+        if os.path.isdir(os.path.join(runs_dir, run_id)):
+            links[f"{step}~{i}"] = run_id
     for name, run_id in links.items():
         link = os.path.join(record.dir, name)
         target = os.path.join("..", run_id)
