@@ -7,8 +7,10 @@ before it starts anything:
 
 - processes the attempt recorded (pid and start time) that are still alive;
 - the embedded Ray's temp dir;
-- runs of the tune (by its tag) without an exit status: a step still running is
-  stopped as `guild stop` does; every such run is then marked `terminated`.
+- runs of the tune (by its tag, or named in its journal) without an exit
+  status: a step still running is stopped as `guild stop` does, a `guild run`
+  still starting one is stopped by pid; every such run is then marked
+  `terminated`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from guild import run as guild_run
 from guild import util as guild_util
 
 from gpkg_ray.engine.local_ray import RAY_TEMP_PREFIX
-from gpkg_ray.processes import stop_processes
+from gpkg_ray.processes import process_tree, stop_processes
 from gpkg_ray.resume.home import home_runs
 
 STOP_GRACE_SECONDS = 5.0
@@ -66,24 +68,37 @@ def _remove_ray_temp_dir(path: str | None) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def settle_runs(guild_home: str, tag: str, exclude: str) -> list[str]:
-    """Ends every run tagged `tag`, but `exclude` (the tune run), that has no
-    exit status; returns their ids."""
+def settle_runs(guild_home: str, tag: str, exclude: str, known: set[str]) -> list[str]:
+    """Ends the runs of the tune: those tagged `tag` and those in `known` (the
+    runs its journal names), but `exclude` (the tune run), that have no exit
+    status; returns their ids.
+
+    A `guild run` still starting one of them (a kill can come before it made
+    its run, or while the run is pending) is stopped first, found by the run id
+    it was given: nothing else of the tune's would stop it.
+    """
+    runs_dir = os.path.join(guild_home, "runs")
+    runs = {r.id: r for r in home_runs(guild_home) if tag in (r.get("tags") or [])}
+    runs.update(
+        (run_id, guild_run.Run(run_id, os.path.join(runs_dir, run_id)))
+        for run_id in known
+    )
+    runs.pop(exclude, None)
+    open_runs = {i: r for i, r in runs.items() if r.get("exit_status") is None}
+    launchers = _launchers(set(open_runs))
+    for run in open_runs.values():
+        _stop_op(run)
+    stop_processes([p for proc in launchers for p in process_tree(proc.pid)])
     settled = []
-    for run in home_runs(guild_home):
-        if (
-            run.id != exclude
-            and tag in (run.get("tags") or [])
-            and run.get("exit_status") is None
-        ):
-            settle_run(run)
+    for run in open_runs.values():
+        if os.path.isdir(run.dir):
+            _mark_ended(run)
             settled.append(run.id)
     return settled
 
 
-def settle_run(run: guild_run.Run) -> None:
-    """Stops the run's op if it still runs; marks it `terminated` if Guild did
-    not record how it ended."""
+def _stop_op(run: guild_run.Run) -> None:
+    """Stops the run's op as `guild stop` does, if it still runs."""
     op_pid = _live_op_pid(run)
     if op_pid is not None:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -91,11 +106,27 @@ def settle_run(run: guild_run.Run) -> None:
                 op_pid, timeout=STOP_GRACE_SECONDS, child_term_timeout=2.0
             )
         _wait_for_exit_status(run)  # an orphaned `guild run` records it itself
+
+
+def _mark_ended(run: guild_run.Run) -> None:
+    """Marks the run `terminated` if Guild did not record how it ended."""
     if run.get("exit_status") is None:
         run.write_attr("exit_status", TERMINATED)
         run.write_attr("stopped", guild_run.timestamp())
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(run.guild_path("LOCK"))
+    for marker in ("LOCK", "PENDING"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(run.guild_path(marker))
+
+
+def _launchers(run_ids: set[str]) -> list[psutil.Process]:
+    """The `guild run --run-id ID` processes of these runs that still run."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        with contextlib.suppress(ValueError, IndexError):
+            if cmd[cmd.index("--run-id") + 1] in run_ids:
+                found.append(proc)
+    return found
 
 
 def _live_op_pid(run: guild_run.Run) -> int | None:

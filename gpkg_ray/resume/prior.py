@@ -84,7 +84,13 @@ def load_prior(
     state = read_journal(run_dir)
     prior = Prior(attempt=len(state.attempts) + 1, seed=state.seed)
     prior.ended_processes = sum(end_attempt(a) for a in state.attempts)
-    prior.settled_runs = settle_runs(guild_home, tag, exclude=run_id)
+    journaled = {
+        run_id
+        for o in state.outcomes.values()
+        if o.status == "running"
+        for run_id in o.runs.values()
+    }
+    prior.settled_runs = settle_runs(guild_home, tag, run_id, journaled)
     for outcome in sorted(state.outcomes.values(), key=lambda o: o.number):
         if outcome.status == "running":
             _close_killed(outcome, plan, guild_home)
