@@ -41,7 +41,7 @@ class GuildTrial(tune.Trainable):
     before the actor goes away.
 
     Actors are reused (`reset_config`): a new worker process per trial would
-    pay Python's and Ray's start and our imports, about 2 s, each time.
+    pay Python's and Ray's start and our imports, about 1.5 s, each time.
     """
 
     def setup(
@@ -56,8 +56,8 @@ class GuildTrial(tune.Trainable):
         self._start_trial(config)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """The next trial in this actor: Ray calls it after the last one ended
-        (and after `cleanup` of a stopped one)."""
+        """The next trial in this actor: Ray calls it once the last one ended
+        or was stopped (its step was then stopped by stop_trial)."""
         self.trial.stop()
         self._start_trial(new_config)
         return True
