@@ -85,6 +85,8 @@ def settle_runs(guild_home: str, tag: str, exclude: str, known: set[str]) -> lis
     )
     runs.pop(exclude, None)
     open_runs = {i: r for i, r in runs.items() if r.get("exit_status") is None}
+    if not open_runs:
+        return []
     launchers = _launchers(set(open_runs))
     for run in open_runs.values():
         _stop_op(run)

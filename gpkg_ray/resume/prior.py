@@ -83,6 +83,8 @@ def load_prior(
     processes, runs without a status) before anything new starts."""
     state = read_journal(run_dir)
     prior = Prior(attempt=len(state.attempts) + 1, seed=state.seed)
+    if not state.attempts:  # a first attempt: nothing of this tune exists yet
+        return prior
     prior.ended_processes = sum(end_attempt(a) for a in state.attempts)
     journaled = {
         run_id
