@@ -12,6 +12,8 @@ import argparse
 import os
 import random
 import sys
+import textwrap
+import time
 
 from gpkg_ray.errors import GpkgRayError, SpecError
 
@@ -125,6 +127,7 @@ class _Tune:
         self.journal = Journal(tune_run.dir)
         self.records = TrialRecords(guild_home, spec.plan.objective, [self.tag])
         self.ray_dir = os.path.join(tune_run.dir, "ray")
+        self.started = time.time()
 
     def prior(self):
         """What earlier attempts of this tune run left, and warm-start trials."""
@@ -151,6 +154,7 @@ class _Tune:
     def search(self, seed: int, prior, stop):
         from gpkg_ray.engine.interrupts import handling_stops
         from gpkg_ray.engine.local_ray import embedded_ray
+        from gpkg_ray.results.report import preload_in_background
         from gpkg_ray.resume.leftovers import attempt_processes
 
         os.makedirs(self.ray_dir, exist_ok=True)
@@ -162,6 +166,7 @@ class _Tune:
             handling_stops(stop),
         ):
             self.journal.ray_started(ray.temp_dir, attempt_processes(ray.processes))
+            preload_in_background()
             return self._run_search(seed, prior, stop)
 
     def _run_search(self, seed: int, prior, stop):
@@ -169,7 +174,6 @@ class _Tune:
         from gpkg_ray.engine.schedulers import describe_scheduler
         from gpkg_ray.engine.searchers import build_search
         from gpkg_ray.results.progress import ProgressPrinter
-        from gpkg_ray.results.report import best_trial
         from gpkg_ray.trial.outcome import Listeners
         from gpkg_ray.trial.workspace import Workspace
 
@@ -181,20 +185,23 @@ class _Tune:
             env={"NO_PIP_FREEZE": "1"},
         )
         search = build_search(self.spec, seed, prior)
+        steps = ", ".join(s.name for s in plan.steps)
+        print(f"Tuning {steps}: {plan.objective.describe()}", flush=True)
         print(
-            f"Tuning {', '.join(s.name for s in plan.steps)}: "
-            f"{plan.objective.describe()}, search={settings.search} seed={seed}, "
-            f"{search.num_samples} trials on cluster={settings.cluster}",
+            f"Search: {settings.search}, seed {seed}, {search.num_samples} trials "
+            f"on cluster={settings.cluster}",
             flush=True,
         )
         print(f"Scheduler: {describe_scheduler(self.spec)}", flush=True)
         if search.note:
-            print(f"Note: {search.note}", flush=True)
-        best = best_trial(prior.finished, plan.objective)
+            _print_note(search.note)
         progress = ProgressPrinter(
             len(prior.finished) + search.num_samples,
             plan.objective,
-            best=best.objective if best else None,
+            [p.key for p in plan.searched],
+            finished=prior.finished,
+            time_budget=settings.time_budget,
+            started=self.started,
         )
         # The journal first: a kill between two listeners leaves it ahead.
         listener = Listeners(self.journal, self.records, progress)
@@ -211,23 +218,45 @@ class _Tune:
 
     def report(self, outcomes, meta: dict) -> None:
         from gpkg_ray.engine.schedulers import unseen_progress_note
-        from gpkg_ray.results.report import (
-            best_trial,
-            log_tune_scalars,
-            summary_lines,
-            write_trials,
-        )
+        from gpkg_ray.results.summary import summary_lines
+        from gpkg_ray.results.trials import best_trial, log_tune_scalars, write_trials
 
-        objective = self.spec.plan.objective
-        best = best_trial(outcomes, objective)
+        plan = self.spec.plan
+        best = best_trial(outcomes, plan.objective)
         self.records.mark_best(best, outcomes)
-        write_trials(self.run.dir, outcomes, objective, meta)
-        log_tune_scalars(self.run.dir, outcomes, objective)
-        for line in summary_lines(outcomes, objective):
+        write_trials(self.run.dir, outcomes, plan.objective, meta)
+        log_tune_scalars(self.run.dir, outcomes, plan.objective)
+        searched = [p.key for p in plan.searched]
+        for line in summary_lines(outcomes, plan.objective, searched):
             print(line, flush=True)
         note = unseen_progress_note(self.spec, outcomes)
         if note:
-            print(f"Note: {note}", flush=True)
+            _print_note(note)
+        self._write_report(outcomes)
+
+    def _write_report(self, outcomes) -> None:
+        """The plots and their page; a tune's results stand without them, so a
+        failure here is a warning, not a failed tune."""
+        from gpkg_ray.results.report import write_report
+
+        if not outcomes:
+            return
+        try:
+            page = write_report(self.run.dir, outcomes, self.spec, self.guild_home)
+        except Exception as e:  # matplotlib, a disk full, ...
+            print(f"gpkg.ray: warning: report not written: {e}", file=sys.stderr)
+            return
+        relpath = os.path.relpath(page, self.run.dir)
+        print(
+            f"Report: {relpath} (guild open {self.run.short_id} -p {relpath})",
+            flush=True,
+        )
+
+
+def _print_note(note: str) -> None:
+    """A note, wrapped to 80 columns (the tune's output is read in terminals
+    and in log files)."""
+    print(textwrap.fill(f"Note: {note}", width=80, subsequent_indent="  "), flush=True)
 
 
 def _seed(settings, prior) -> int:

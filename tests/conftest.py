@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,7 @@ from gpkg_ray.trial.step_run import GUILD_NOTES
 GUILD = str(Path(sys.executable).parent / "guild")
 REPO = Path(__file__).resolve().parent.parent
 TUNE_TIMEOUT = 300
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -178,8 +180,15 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="session")
+def matplotlib_config(tmp_path_factory) -> Path:
+    """One matplotlib config dir for the whole session: its font cache is built
+    once (~0.6 s), not in every test's new HOME."""
+    return tmp_path_factory.mktemp("matplotlib")
+
+
 @pytest.fixture
-def guild_env(tmp_path: Path) -> dict[str, str]:
+def guild_env(tmp_path: Path, matplotlib_config: Path) -> dict[str, str]:
     home = tmp_path / "home"
     guild_home = tmp_path / "guild-home"
     home.mkdir()
@@ -195,6 +204,7 @@ def guild_env(tmp_path: Path) -> dict[str, str]:
         NO_PIP_FREEZE="1",
         PYTHONUNBUFFERED="1",
         COLUMNS="200",
+        MPLCONFIGDIR=str(matplotlib_config),
     )
     return env
 
@@ -204,3 +214,23 @@ def project(tmp_path: Path, guild_env: dict[str, str]) -> Project:
     path = tmp_path / "project"
     path.mkdir()
     return Project(path, guild_env)
+
+
+def check_report(run_dir: Path, expect_curves: bool) -> None:
+    """The report's page exists and shows PNG files that are valid images."""
+    from PIL import Image
+
+    page = (run_dir / "report" / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    expected = {"objective.png", "params.png"} | (
+        {"curves.png"} if expect_curves else set()
+    )
+    assert set(images) == expected
+    for name in images:
+        path = run_dir / "report" / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) >= 300
+    assert 'href="../trials.csv"' in page and (run_dir / "trials.csv").is_file()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
-from conftest import REPO, Project
+from conftest import REPO, Project, check_report
 
 
 def test_quickstart_example_runs_as_documented(tmp_path, guild_env):
@@ -22,3 +23,14 @@ def test_quickstart_example_runs_as_documented(tmp_path, guild_env):
     (marked,) = project.compare("-Fo", "trial", "-Fm")
     assert marked["run"] == best["run"]
     assert 0 < float(best["acc_val"]) < 1
+    check_report(Path(project.tune_run().dir), expect_curves=True)
+    assert "Report: report/index.html (guild open " in result.stdout
+    # README: `guild open -Fo tune -p report/index.html` (here with echo as the
+    # browser, which prints the path it is given).
+    opened = project.guild(
+        "open", "-Fo", "tune", "-p", "report/index.html", "-c", "echo"
+    )
+    assert opened.returncode == 0, opened.stderr
+    assert Path(opened.stdout.strip()) == Path(
+        project.tune_run().dir, "report/index.html"
+    )

@@ -249,4 +249,4 @@ def test_tpe_search_with_a_seed(project):
     assert result.returncode == 0, result.stdout + result.stderr
     rows = project.compare("-Fo", "trial")
     assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
-    assert "search=tpe seed=3" in result.stdout
+    assert "Search: tpe, seed 3" in result.stdout

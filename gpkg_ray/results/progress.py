@@ -1,59 +1,192 @@
-"""Progress lines in the tune run's output, one per trial as it ends."""
+"""Live progress in the tune run's output: a line as each trial starts and ends,
+and after each end a status line with the counts, the time left and the best
+trial so far.
+
+Guild reads an op's output through a pipe and copies it to the terminal and to
+the run's output log, so the tuner never writes to a terminal: the status is
+printed as plain lines, with no control characters, each at most 80 columns
+(an error message is kept whole).
+
+    [0:07] trial 2/8 started: lr=0.0123 batch-size=64 dropout=0.31
+    [0:12] trial 1/8 completed: acc_val=0.8123 (best so far)
+    [0:12] 1 running, 1/8 done (1 completed, 0 stopped, 0 failed), ~0:36 left
+           best acc_val=0.8123: trial 1, lr=0.0012 batch-size=64 dropout=0.22
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import TextIO
-
-from guild import flag_util
+import time
+from typing import Any, TextIO
 
 from gpkg_ray.spec import Objective
 from gpkg_ray.trial.outcome import TrialOutcome
 
+WIDTH = 80
+
 
 class ProgressPrinter:
-    """A TrialListener that prints a line when a trial ends."""
+    """A TrialListener that prints the progress of a search."""
 
     def __init__(
         self,
         total: int,
         objective: Objective,
+        searched: list[str],
+        *,
+        finished: list[TrialOutcome] = (),
+        time_budget: float = 0,
         out: TextIO = sys.stdout,
-        best: float | None = None,
+        started: float | None = None,
+        clock=time.time,
     ):
         self.total = total
         self.objective = objective
+        self.searched = searched
+        """Space keys whose values vary: the fixed ones are not repeated."""
         self.out = out
-        self.best = best
-        """Best objective so far (of earlier attempts, when resumed)."""
+        self.clock = clock
+        self.started = clock() if started is None else started
+        """Start of this attempt of the tune: elapsed time counts from here."""
+        self.time_budget = time_budget
+        self.ended: dict[int, TrialOutcome] = {o.number: o for o in finished}
+        """Ended trials by number, those of earlier attempts included."""
+        self.running: dict[int, TrialOutcome] = {}
+        self.best: TrialOutcome | None = None
+        for outcome in finished:
+            self._take_if_best(outcome)
+        self._durations: list[float] = []
+        self._most_running = 1
+
+    # TrialListener
 
     def trial_started(self, outcome: TrialOutcome) -> None:
+        self.running[outcome.number] = outcome
+        self._most_running = max(self._most_running, len(self.running))
+        head = f"trial {outcome.number}/{self.total}"
         if outcome.attempt > 1:
-            print(
-                f"trial {outcome.number}/{self.total} runs again (attempt "
-                f"{outcome.attempt}): {outcome.restart_reason}",
-                file=self.out,
-                flush=True,
+            self._print(
+                f"{head} runs again (attempt {outcome.attempt}): "
+                f"{outcome.restart_reason}"
             )
+        else:
+            self._print(f"{head} started: {self._values(outcome)}", fit=True)
 
     def trial_updated(self, outcome: TrialOutcome) -> None:
         pass
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
+        self.running.pop(outcome.number, None)
+        self.ended[outcome.number] = outcome
+        if outcome.ended is not None:
+            self._durations.append(max(0.0, outcome.ended - outcome.started))
+        new_best = self._take_if_best(outcome)
+        self._print(self._end_line(outcome, new_best))
+        self._print(self.status_line(), fit=True)
+        if new_best:
+            self._print(self.best_line(), fit=True, stamp=False)
+
+    # Lines
+
+    def _end_line(self, outcome: TrialOutcome, new_best: bool) -> str:
         head = f"trial {outcome.number}/{self.total} {outcome.status}"
+        scalar = self.objective.scalar
         if outcome.status == "failed":
-            line = f"{head}: {outcome.error}"
-        elif outcome.status == "stopped":
+            return f"{head}: {outcome.error}"
+        if outcome.status == "stopped":
             line = f"{head}: {outcome.stop_reason}"
             if outcome.penalized:
-                line += (
-                    f", {self.objective.scalar}={outcome.objective:g} (limit-penalty)"
-                )
-        else:
-            assigns = flag_util.flag_assigns(outcome.values, truncate_floats=True)
-            values = " ".join(assigns)
-            line = f"{head}  {self.objective.scalar}={outcome.objective:.6g}  {values}"
-            if self.objective.is_better(outcome.objective, self.best):
-                self.best = outcome.objective
-                line += "  (best so far)"
+                line += f", {scalar}={outcome.objective:g} (limit-penalty)"
+            return line
+        line = f"{head}: {scalar}={_number(outcome.objective)}"
+        return line + ("  (best so far)" if new_best else "")
+
+    def status_line(self) -> str:
+        counts = ", ".join(
+            f"{self._count(status)} {status}"
+            for status in ("completed", "stopped", "failed")
+        )
+        line = f"{len(self.running)} running, {len(self.ended)}/{self.total} done "
+        line += f"({counts})"
+        left = self.seconds_left()
+        if left is not None and len(self.ended) < self.total:
+            line += f", ~{format_duration(left)} left"
+        return line
+
+    def best_line(self) -> str:
+        best = self.best
+        if best is None:
+            return "no trial has completed yet"
+        return (
+            f"best {self.objective.scalar}={_number(best.objective)}: "
+            f"trial {best.number}, {self._values(best)}"
+        )
+
+    def seconds_left(self) -> float | None:
+        """Time the trials not yet ended will take, from the mean duration of the
+        trials that ended in this attempt and the most trials seen running at
+        once; capped by the time budget. None until a trial has ended."""
+        if not self._durations:
+            return None
+        remaining = max(0, self.total - len(self.ended))
+        mean = sum(self._durations) / len(self._durations)
+        left = remaining * mean / self._most_running
+        if self.time_budget:
+            left = min(left, max(0.0, self.started + self.time_budget - self.clock()))
+        return left
+
+    # Helpers
+
+    def _take_if_best(self, outcome: TrialOutcome) -> bool:
+        if outcome.status != "completed" or outcome.objective is None:
+            return False
+        best = self.best.objective if self.best else None
+        if not self.objective.is_better(outcome.objective, best):
+            return False
+        self.best = outcome
+        return True
+
+    def _values(self, outcome: TrialOutcome) -> str:
+        return format_values({k: outcome.values.get(k) for k in self.searched})
+
+    def _count(self, status: str) -> int:
+        return sum(1 for o in self.ended.values() if o.status == status)
+
+    def _stamp(self) -> str:
+        return f"[{format_duration(self.clock() - self.started)}] "
+
+    def _print(self, line: str, fit: bool = False, stamp: bool = True) -> None:
+        """Prints `line` after the time stamp (or as much space); `fit` cuts it
+        to 80 columns."""
+        head = self._stamp()
+        if not stamp:
+            head = " " * len(head)
+        line = head + line
+        if fit and len(line) > WIDTH:
+            line = line[: WIDTH - 3] + "..."
         print(line, file=self.out, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """`0:07`, `12:30`, `1:02:03`."""
+    seconds = round(max(0.0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{seconds:02d}"
+    return f"{minutes}:{seconds:02d}"
+
+
+def format_values(values: dict[str, Any]) -> str:
+    """`lr=0.00123 batch-size=64`: floats to 4 significant digits."""
+    return " ".join(f"{key}={format_value(value)}" for key, value in values.items())
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"

@@ -1,146 +1,161 @@
-"""The tune run's own results: a trials table, its scalars and a summary."""
+"""The tune's report: PNG plots and a small HTML page that shows them with the
+trials table, written to `report/` in the tune run directory.
+
+    guild open TUNE_RUN -p report/index.html     # or any browser, any copy of it
+
+The page links to its images by relative path, so the folder can be copied or
+served as it is.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
+import html
+import logging
 import os
+import threading
+import time
 
-from guild import flag_util
-from guild.summary import SummaryWriter
-
-from gpkg_ray.spec import Objective
+from gpkg_ray.results.progress import format_value
+from gpkg_ray.results.summary import STATUSES
+from gpkg_ray.results.trials import TRIALS_CSV, best_trial, count_status, ranked_trials
+from gpkg_ray.spec import TuneSpec
 from gpkg_ray.trial.outcome import TrialOutcome
 
-TRIALS_CSV = "trials.csv"
-TRIALS_JSON = "trials.json"
+REPORT_DIR = "report"
+INDEX = "index.html"
 
 
-def best_trial(
-    outcomes: list[TrialOutcome], objective: Objective
-) -> TrialOutcome | None:
-    """The completed trial with the best objective (a trial stopped early has a
-    partial objective, or a limit penalty, not a result)."""
-    best = None
-    for outcome in outcomes:
-        if outcome.status != "completed" or outcome.objective is None:
-            continue
-        if best is None or objective.is_better(outcome.objective, best.objective):
-            best = outcome
-    return best
+def preload_in_background() -> None:
+    """Imports matplotlib in a thread while the trials run, so the report at the
+    end does not wait ~1 s for it."""
+    threading.Thread(target=_import_plots, name="report-preload", daemon=True).start()
 
 
-def write_trials(
-    run_dir: str, outcomes: list[TrialOutcome], objective: Objective, meta: dict
-) -> None:
-    """`trials.csv` (a row per trial) and `trials.json` (the same, plus meta)."""
-    keys = sorted({key for o in outcomes for key in o.values})
-    steps = sorted({step for o in outcomes for step in o.runs})
-    with open(os.path.join(run_dir, TRIALS_CSV), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            [
-                "trial",
-                "status",
-                objective.scalar,
-                *keys,
-                *(f"{s}_run" for s in steps),
-                "progress",
-                "stopped",
-                "error",
-            ]
-        )
-        for o in outcomes:
-            writer.writerow(
-                [
-                    o.number,
-                    o.status,
-                    "" if o.objective is None else o.objective,
-                    *(o.values.get(k, "") for k in keys),
-                    *(o.runs.get(s, "") for s in steps),
-                    "" if o.progress is None else o.progress,
-                    o.stop_reason or "",
-                    o.error or "",
-                ]
+def _import_plots() -> None:
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    from gpkg_ray.results import plots  # noqa: F401
+
+
+def write_report(
+    run_dir: str, outcomes: list[TrialOutcome], spec: TuneSpec, guild_home: str
+) -> str:
+    """Writes the report; returns the path of its page."""
+    # matplotlib costs ~1 s to import: only when a report is written. Guild
+    # logs INFO in its ops; matplotlib's font cache notes are not for users.
+    _import_plots()
+    from gpkg_ray.results import plots
+    from gpkg_ray.results.curves import learning_curves
+
+    plan = spec.plan
+    report_dir = os.path.join(run_dir, REPORT_DIR)
+    os.makedirs(report_dir, exist_ok=True)
+    best = best_trial(outcomes, plan.objective)
+    started = min((o.started for o in outcomes), default=time.time())
+    figures = [
+        (
+            "objective.png",
+            "Objective of each trial over time",
+            plots.objective_over_time(outcomes, plan.objective, started),
+        ),
+        (
+            "params.png",
+            "Searched values against the objective",
+            plots.params_vs_objective(outcomes, plan.objective, list(plan.searched)),
+        ),
+    ]
+    curves = learning_curves(outcomes, plan.scheduler_metric, guild_home)
+    # One value per trial (an evaluate step's score) makes no curve.
+    if any(len(c.points) > 1 for c in curves):
+        figures.append(
+            (
+                "curves.png",
+                "Learning curves",
+                plots.learning_curves(curves, plan.scheduler_metric, best),
             )
-    with open(os.path.join(run_dir, TRIALS_JSON), "w") as f:
-        json.dump(
-            {
-                **meta,
-                "objective": {
-                    "scalar": objective.scalar,
-                    "mode": objective.mode,
-                    "step": objective.step,
-                },
-                "trials": [_trial_json(o) for o in outcomes],
-            },
-            f,
-            indent=2,
-            default=str,
         )
+    for name, _, figure in figures:
+        plots.save_png(figure, os.path.join(report_dir, name))
+    page = os.path.join(report_dir, INDEX)
+    images = [(name, title) for name, title, _ in figures]
+    with open(page, "w") as f:
+        f.write(_page(outcomes, spec, images))
+    return page
 
 
-def _trial_json(o: TrialOutcome) -> dict:
-    return {
-        "trial": o.number,
-        "status": o.status,
-        "objective": o.objective,
-        "values": o.values,
-        "runs": o.runs,
-        "metrics": o.metrics,
-        "error": o.error,
-        "stop_reason": o.stop_reason,
-        "penalized": o.penalized,
-        "progress": o.progress,
-        "started": o.started,
-        "ended": o.ended,
-        "record": o.record,
-        "attempt": o.attempt,
-        "earlier_runs": o.earlier_runs,
-    }
-
-
-def log_tune_scalars(
-    run_dir: str, outcomes: list[TrialOutcome], objective: Objective
-) -> None:
-    """Scalars of the tune run: the best objective and the trial counts."""
-    best = best_trial(outcomes, objective)
-    with SummaryWriter(os.path.join(run_dir, ".guild")) as writer:
-        if best is not None:
-            writer.add_scalar(objective.scalar, best.objective, 0)
-        writer.add_scalar("trials_completed", _count(outcomes, "completed"), 0)
-        writer.add_scalar("trials_failed", _count(outcomes, "failed"), 0)
-        writer.add_scalar("trials_stopped", _count(outcomes, "stopped"), 0)
-
-
-def _count(outcomes: list[TrialOutcome], status: str) -> int:
-    return sum(1 for o in outcomes if o.status == status)
-
-
-def _assigns(values: dict) -> str:
-    return " ".join(flag_util.flag_assigns(values, truncate_floats=True))
-
-
-def summary_lines(
-    outcomes: list[TrialOutcome], objective: Objective, top: int = 5
-) -> list[str]:
-    counts = ", ".join(
-        f"{_count(outcomes, status)} {status}"
-        for status in ("completed", "stopped", "failed")
+def _page(
+    outcomes: list[TrialOutcome], spec: TuneSpec, images: list[tuple[str, str]]
+) -> str:
+    objective = spec.plan.objective
+    counts = ", ".join(f"{count_status(outcomes, s)} {s}" for s in STATUSES)
+    figures = "\n".join(
+        f'<figure><img src="{name}" alt="{html.escape(title)}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+        for name, title in images
     )
-    lines = [f"{len(outcomes)} trials: {counts}"]
-    ranked = sorted(
-        (o for o in outcomes if o.status == "completed" and o.objective is not None),
-        key=lambda o: o.objective,
-        reverse=objective.mode == "max",
+    if "curves.png" not in dict(images):
+        metric = spec.plan.scheduler_metric.describe()
+        figures += (
+            f"\n<p>No learning curves: the watched metric ({html.escape(metric)}) "
+            "has one value per trial. Set <code>scheduler-metric</code> in the tune "
+            "config to a scalar a step logs each epoch to plot them.</p>"
+        )
+    return _TEMPLATE.format(
+        title=html.escape(f"Tune: {objective.describe()}"),
+        counts=html.escape(f"{len(outcomes)} trials: {counts}"),
+        table=_trials_table(outcomes, spec),
+        figures=figures,
+        trials_csv=f"../{TRIALS_CSV}",
     )
-    if ranked:
-        lines.append(f"Top trials ({objective.mode} {objective.scalar}):")
-        for o in ranked[:top]:
-            runs = " ".join(run_id[:8] for run_id in o.runs.values())
-            lines.append(
-                f"  trial {o.number:>3}  {objective.scalar}={o.objective:.6g}  "
-                f"{_assigns(o.values)}  "
-                f"[runs {runs}]"
-            )
-    return lines
+
+
+def _trials_table(outcomes: list[TrialOutcome], spec: TuneSpec) -> str:
+    """Every trial, the completed ones best first, then the others by number."""
+    objective = spec.plan.objective
+    keys = [p.key for p in spec.plan.searched]
+    ranked = ranked_trials(outcomes, objective)
+    ranked_numbers = {o.number for o in ranked}
+    rest = sorted(
+        (o for o in outcomes if o.number not in ranked_numbers), key=lambda o: o.number
+    )
+    headers = ["trial", "status", objective.scalar, *keys, "runs", "note"]
+    rows = [
+        [
+            str(o.number),
+            o.status,
+            "" if o.objective is None else f"{o.objective:.6g}",
+            *(format_value(o.values.get(k, "")) for k in keys),
+            " ".join(f"{step} {run_id[:8]}" for step, run_id in o.runs.items()),
+            o.stop_reason or o.error or "",
+        ]
+        for o in ranked + rest
+    ]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }}
+th {{ background: #f4f4f4; }}
+figure {{ display: inline-block; margin: 1em 1em 1em 0; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p>{counts} (all values: <a href="{trials_csv}">trials.csv</a>)</p>
+{table}
+{figures}
+</body>
+</html>
+"""

@@ -85,6 +85,21 @@ class ScalarWatcher:
             self._dirs[path] = _EventDir(path)
 
 
+def scalar_series(run_dir: str, tag: str) -> list[Scalar]:
+    """Every value of `tag` in an ended run, in the order written: its output
+    scalars, or else the first event directory that has the tag."""
+    _ensure_tb_logging_patched()
+    for path in sorted(_event_dirs(run_dir), key=lambda p: not p.endswith(".guild")):
+        series = [
+            Scalar(value, step)
+            for name, value, step in _EventDir(path).new_scalars()
+            if name == tag
+        ]
+        if series:
+            return series
+    return []
+
+
 def _event_dirs(run_dir: str):
     for root, dirs, files in os.walk(run_dir):
         # Links (e.g. to a required run's files) belong to other runs.

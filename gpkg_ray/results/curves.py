@@ -1,0 +1,36 @@
+"""Learning curves of a tune's trials: each value of the metric the scheduler
+watched (by default the objective), read back from the trial's step run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from gpkg_ray.spec import Objective
+from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.scalars import scalar_series
+
+
+@dataclass(frozen=True)
+class Curve:
+    trial: TrialOutcome
+    points: list[tuple[int, float]]
+    """(time, value): time as the scheduler counted it, the step the run logged
+    or the count of values when larger."""
+
+
+def learning_curves(
+    outcomes: list[TrialOutcome], metric: Objective, guild_home: str
+) -> list[Curve]:
+    """The curve of every trial whose step run logged the metric."""
+    curves = []
+    for outcome in outcomes:
+        run_id = outcome.runs.get(metric.step)
+        if not run_id:
+            continue
+        run_dir = os.path.join(guild_home, "runs", run_id)
+        series = scalar_series(run_dir, metric.scalar)
+        points = [(max(s.step, i + 1), s.value) for i, s in enumerate(series)]
+        if points:
+            curves.append(Curve(outcome, points))
+    return curves

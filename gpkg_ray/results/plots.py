@@ -1,0 +1,168 @@
+"""The report's figures, drawn with matplotlib's object API (no pyplot: no
+global state, no display needed).
+
+- `objective_over_time`: each trial's objective when it ended, and the best so far;
+- `params_vs_objective`: each searched value against the objective;
+- `learning_curves`: the watched metric of every trial per step, trials stopped
+  early dashed and ending in an x.
+"""
+
+from __future__ import annotations
+
+import math
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from gpkg_ray.results.curves import Curve
+from gpkg_ray.spec import Choice, Objective, Param, Range
+from gpkg_ray.trial.outcome import TrialOutcome
+
+COMPLETED = "#1f77b4"
+STOPPED = "#999999"
+FAILED = "#d62728"
+BEST = "#ff7f0e"
+DPI = 100
+
+
+def objective_over_time(
+    outcomes: list[TrialOutcome], objective: Objective, started: float
+) -> Figure:
+    """Objective against the minutes from `started` to each trial's end."""
+    fig = Figure(figsize=(7, 4), dpi=DPI)
+    ax = fig.add_subplot()
+    ended = sorted(
+        (o for o in outcomes if o.ended is not None and o.objective is not None),
+        key=lambda o: o.ended,
+    )
+    completed = [o for o in ended if o.status == "completed"]
+    others = [o for o in ended if o.status != "completed"]
+    minutes = lambda o: (o.ended - started) / 60  # noqa: E731
+    ax.scatter(
+        [minutes(o) for o in completed],
+        [o.objective for o in completed],
+        color=COMPLETED,
+        label="completed",
+        zorder=3,
+    )
+    if others:
+        ax.scatter(
+            [minutes(o) for o in others],
+            [o.objective for o in others],
+            color=STOPPED,
+            marker="x",
+            label="stopped (value when stopped)",
+            zorder=3,
+        )
+    best_x, best_y = _best_so_far(completed, objective, minutes)
+    if best_x:
+        ax.step(best_x, best_y, where="post", color=BEST, label="best so far")
+    ax.set_xlabel("minutes since the tune started")
+    ax.set_ylabel(objective.scalar)
+    ax.set_title(f"{objective.scalar} of each trial ({objective.mode})")
+    ax.grid(alpha=0.3)
+    if ended:
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _best_so_far(completed, objective: Objective, minutes):
+    xs, ys, best = [], [], None
+    for o in completed:
+        if objective.is_better(o.objective, best):
+            best = o.objective
+        xs.append(minutes(o))
+        ys.append(best)
+    return xs, ys
+
+
+def params_vs_objective(
+    outcomes: list[TrialOutcome], objective: Objective, params: list[Param]
+) -> Figure:
+    """One panel per searched param: its value in each completed trial against
+    the trial's objective. A log range gets a log axis; a choice, one column
+    per value."""
+    columns = min(3, max(1, len(params)))
+    rows = math.ceil(max(1, len(params)) / columns)
+    fig = Figure(figsize=(3.6 * columns, 3.2 * rows), dpi=DPI)
+    completed = [
+        o for o in outcomes if o.status == "completed" and o.objective is not None
+    ]
+    for i, param in enumerate(params):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ys = [o.objective for o in completed]
+        values = [o.values.get(param.key) for o in completed]
+        if isinstance(param.domain, Choice):
+            choices = list(param.domain.values)
+            xs = [_choice_index(choices, v) for v in values]
+            ax.set_xticks(range(len(choices)), [str(c) for c in choices])
+            ax.set_xlim(-0.5, len(choices) - 0.5)
+        else:
+            xs = values
+            if isinstance(param.domain, Range) and param.domain.log:
+                ax.set_xscale("log")
+        ax.scatter(xs, ys, color=COMPLETED, alpha=0.8)
+        ax.set_xlabel(param.key)
+        if i % columns == 0:
+            ax.set_ylabel(objective.scalar)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{objective.scalar} against each searched value (completed trials)")
+    fig.tight_layout()
+    return fig
+
+
+def _choice_index(choices: list, value) -> int:
+    try:
+        return choices.index(value)
+    except ValueError:  # a warm-start trial's value outside today's choices
+        return -1
+
+
+def learning_curves(
+    curves: list[Curve], metric: Objective, best: TrialOutcome | None
+) -> Figure:
+    """Every trial's curve: completed ones in blue (the best in orange), trials
+    stopped early dashed grey ending in an x, failed ones dotted red."""
+    fig = Figure(figsize=(7, 4), dpi=DPI)
+    ax = fig.add_subplot()
+    labelled: set[str] = set()
+    for curve in curves:
+        xs = [x for x, _ in curve.points]
+        ys = [y for _, y in curve.points]
+        status = curve.trial.status
+        is_best = best is not None and curve.trial.number == best.number
+        style = _curve_style(status, is_best)
+        label = style.pop("label")
+        ax.plot(xs, ys, label=None if label in labelled else label, **style)
+        labelled.add(label)
+        if status == "stopped":
+            ax.plot(xs[-1:], ys[-1:], marker="x", color=STOPPED, linestyle="none")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric.scalar)
+    ax.set_title(f"{metric.step}#{metric.scalar} per step, each trial")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _curve_style(status: str, is_best: bool) -> dict:
+    if is_best:
+        return {"color": BEST, "linewidth": 2.5, "zorder": 4, "label": "best trial"}
+    if status == "stopped":
+        return {
+            "color": STOPPED,
+            "linestyle": "--",
+            "linewidth": 1,
+            "label": "stopped early",
+        }
+    if status == "failed":
+        return {"color": FAILED, "linestyle": ":", "linewidth": 1, "label": "failed"}
+    return {"color": COMPLETED, "linewidth": 1, "alpha": 0.7, "label": "completed"}
+
+
+def save_png(fig: Figure, path: str) -> None:
+    fig.savefig(path, format="png")

@@ -1,0 +1,85 @@
+"""The summary printed at the end of a tune: the counts, then a table of the top
+trials (their searched values, objective and step runs) that fits 80 columns.
+
+    8 trials: 7 completed, 1 stopped, 0 failed
+    Top trials (max acc_val):
+      trial  acc_val  lr         batch-size  dropout  runs
+          3  0.8512   0.001234   64          0.3104   1a2b3c4d 5e6f7a8b
+"""
+
+from __future__ import annotations
+
+from gpkg_ray.results.progress import WIDTH, format_value
+from gpkg_ray.results.trials import count_status, ranked_trials
+from gpkg_ray.spec import Objective
+from gpkg_ray.trial.outcome import TrialOutcome
+
+STATUSES = ("completed", "stopped", "failed")
+GAP = "  "
+
+
+def summary_lines(
+    outcomes: list[TrialOutcome],
+    objective: Objective,
+    searched: list[str],
+    top: int = 5,
+) -> list[str]:
+    """`searched`: the space keys whose values vary between trials (fixed ones
+    are the same in every row)."""
+    counts = ", ".join(f"{count_status(outcomes, s)} {s}" for s in STATUSES)
+    lines = [f"{len(outcomes)} trials: {counts}"]
+    ranked = ranked_trials(outcomes, objective)[:top]
+    if ranked:
+        lines.append(f"Top trials ({objective.mode} {objective.scalar}):")
+        lines += table_lines(*top_table(ranked, objective, searched))
+    return lines
+
+
+def top_table(
+    ranked: list[TrialOutcome], objective: Objective, searched: list[str]
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows: trial, objective, each searched value, step run ids."""
+    headers = ["trial", objective.scalar, *searched, "runs"]
+    rows = [
+        [
+            str(o.number),
+            f"{o.objective:.6g}",
+            *(format_value(o.values.get(key, "")) for key in searched),
+            " ".join(run_id[:8] for run_id in o.runs.values()),
+        ]
+        for o in ranked
+    ]
+    return headers, rows
+
+
+def table_lines(
+    headers: list[str], rows: list[list[str]], width: int = WIDTH, indent: str = "  "
+) -> list[str]:
+    """Aligned columns; the trial number is right-aligned. Value columns that
+    would pass `width` are left out, and a last line says how many."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    first, values, last = [0], list(range(1, len(headers) - 1)), [len(headers) - 1]
+    kept = list(values)
+
+    def total(columns: list[int]) -> int:
+        return (
+            len(indent)
+            + sum(widths[i] for i in columns)
+            + len(GAP) * (len(columns) - 1)
+        )
+
+    while kept[1:] and total(first + kept + last) > width:
+        kept.pop()  # the objective (first value column) always stays
+    columns = first + kept + last
+    lines = [
+        indent + GAP.join(_cell(row, i, widths) for i in columns).rstrip()
+        for row in [headers, *rows]
+    ]
+    dropped = len(values) - len(kept)
+    if dropped:
+        lines.append(f"{indent}({dropped} more values in trials.csv)")
+    return lines
+
+
+def _cell(row: list[str], i: int, widths: list[int]) -> str:
+    return row[i].rjust(widths[i]) if i == 0 else row[i].ljust(widths[i])

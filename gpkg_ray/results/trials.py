@@ -1,0 +1,126 @@
+"""The tune run's own results: the best trial, the trials table and its scalars."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+from guild.summary import SummaryWriter
+
+from gpkg_ray.spec import Objective
+from gpkg_ray.trial.outcome import TrialOutcome
+
+TRIALS_CSV = "trials.csv"
+TRIALS_JSON = "trials.json"
+
+
+def best_trial(
+    outcomes: list[TrialOutcome], objective: Objective
+) -> TrialOutcome | None:
+    """The completed trial with the best objective (a trial stopped early has a
+    partial objective, or a limit penalty, not a result)."""
+    best = None
+    for outcome in outcomes:
+        if outcome.status != "completed" or outcome.objective is None:
+            continue
+        if best is None or objective.is_better(outcome.objective, best.objective):
+            best = outcome
+    return best
+
+
+def ranked_trials(
+    outcomes: list[TrialOutcome], objective: Objective
+) -> list[TrialOutcome]:
+    """The completed trials with an objective, best first."""
+    completed = [
+        o for o in outcomes if o.status == "completed" and o.objective is not None
+    ]
+    return sorted(completed, key=lambda o: o.objective, reverse=objective.mode == "max")
+
+
+def write_trials(
+    run_dir: str, outcomes: list[TrialOutcome], objective: Objective, meta: dict
+) -> None:
+    """`trials.csv` (a row per trial) and `trials.json` (the same, plus meta)."""
+    keys = sorted({key for o in outcomes for key in o.values})
+    steps = sorted({step for o in outcomes for step in o.runs})
+    with open(os.path.join(run_dir, TRIALS_CSV), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "trial",
+                "status",
+                objective.scalar,
+                *keys,
+                *(f"{s}_run" for s in steps),
+                "progress",
+                "stopped",
+                "error",
+            ]
+        )
+        for o in outcomes:
+            writer.writerow(
+                [
+                    o.number,
+                    o.status,
+                    "" if o.objective is None else o.objective,
+                    *(o.values.get(k, "") for k in keys),
+                    *(o.runs.get(s, "") for s in steps),
+                    "" if o.progress is None else o.progress,
+                    o.stop_reason or "",
+                    o.error or "",
+                ]
+            )
+    with open(os.path.join(run_dir, TRIALS_JSON), "w") as f:
+        json.dump(
+            {
+                **meta,
+                "objective": {
+                    "scalar": objective.scalar,
+                    "mode": objective.mode,
+                    "step": objective.step,
+                },
+                "trials": [_trial_json(o) for o in outcomes],
+            },
+            f,
+            indent=2,
+            default=str,
+        )
+
+
+def _trial_json(o: TrialOutcome) -> dict:
+    return {
+        "trial": o.number,
+        "status": o.status,
+        "objective": o.objective,
+        "values": o.values,
+        "runs": o.runs,
+        "metrics": o.metrics,
+        "error": o.error,
+        "stop_reason": o.stop_reason,
+        "penalized": o.penalized,
+        "progress": o.progress,
+        "started": o.started,
+        "ended": o.ended,
+        "record": o.record,
+        "attempt": o.attempt,
+        "earlier_runs": o.earlier_runs,
+    }
+
+
+def log_tune_scalars(
+    run_dir: str, outcomes: list[TrialOutcome], objective: Objective
+) -> None:
+    """Scalars of the tune run: the best objective and the trial counts."""
+    best = best_trial(outcomes, objective)
+    with SummaryWriter(os.path.join(run_dir, ".guild")) as writer:
+        if best is not None:
+            writer.add_scalar(objective.scalar, best.objective, 0)
+        writer.add_scalar("trials_completed", count_status(outcomes, "completed"), 0)
+        writer.add_scalar("trials_failed", count_status(outcomes, "failed"), 0)
+        writer.add_scalar("trials_stopped", count_status(outcomes, "stopped"), 0)
+
+
+def count_status(outcomes: list[TrialOutcome], status: str) -> int:
+    return sum(1 for o in outcomes if o.status == status)
