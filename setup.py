@@ -56,6 +56,9 @@ setup(
     entry_points={
         "guild.models": ["__anonymous__ = guild.model:PackageModel"],
         "guild.plugins": ["gpkg-ray = gpkg_ray.plugin:TunePlugin"],
+        "guild.remotetypes": [
+            "ray-cluster = gpkg_ray.remote.guild_remote:RayClusterRemoteType"
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

@@ -2,7 +2,7 @@
 
 `local` is an embedded Ray started for this tune and stopped at its end. Any
 other name is a Guild remote of type `ray-cluster` in the user's Guild config
-(GUILD_CONFIG, ./guild-config.yml or ~/.guild/config.yml).
+(see `gpkg_ray.remote.config`): it must exist and answer before anything runs.
 """
 
 from __future__ import annotations
@@ -10,33 +10,24 @@ from __future__ import annotations
 from gpkg_ray.errors import ClusterError
 
 LOCAL = "local"
-REMOTE_TYPE = "ray-cluster"
 
 
 def check_cluster(name: str) -> str:
     """Returns the cluster name if it can be used; raises ClusterError otherwise."""
     if name == LOCAL:
         return name
-    from guild import config
+    from gpkg_ray.remote.config import cluster_for_name
+    from gpkg_ray.remote.status import ClusterDown, cluster_nodes
 
-    remotes = config.user_config().get("remotes") or {}
-    clusters = sorted(
-        n for n, r in remotes.items() if (r or {}).get("type") == REMOTE_TYPE
-    )
-    if name not in remotes:
-        defined = ", ".join(clusters) or "none"
-        raise ClusterError(
-            f"unknown cluster '{name}': use cluster=local, or define a remote "
-            f"'{name}' of type {REMOTE_TYPE} in your Guild config "
-            f"(ray-cluster remotes defined: {defined})"
-        )
-    remote_type = (remotes[name] or {}).get("type")
-    if remote_type != REMOTE_TYPE:
-        raise ClusterError(
-            f"remote '{name}' is of type '{remote_type}', not {REMOTE_TYPE}: "
-            f"use cluster=local or a {REMOTE_TYPE} remote"
-        )
+    cluster = cluster_for_name(name)
+    try:
+        nodes = cluster_nodes(cluster)
+    except ClusterDown as e:
+        raise ClusterError(f"cluster '{name}' is down: {e}") from e
+    if not any(n.alive and n.amount("CPU")[0] > 0 for n in nodes):
+        raise ClusterError(f"cluster '{name}' has no node with CPUs to run trials on")
     raise ClusterError(
-        f"cluster '{name}': this version of gpkg.ray runs trials on cluster=local "
-        "only; ray-cluster remotes are not supported yet"
+        f"cluster '{name}' is up ({len(nodes)} nodes), but this version of "
+        "gpkg.ray runs trials on cluster=local only: running them on a "
+        "ray-cluster remote comes next"
     )

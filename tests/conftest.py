@@ -28,6 +28,7 @@ GUILD = str(Path(sys.executable).parent / "guild")
 REPO = Path(__file__).resolve().parent.parent
 TUNE_TIMEOUT = 300
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PKG_RESOURCES_WARNING = "ignore:pkg_resources is deprecated as an API:UserWarning"
 
 
 @dataclass
@@ -205,6 +206,9 @@ def guild_env(tmp_path: Path, matplotlib_config: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         COLUMNS="200",
         MPLCONFIGDIR=str(matplotlib_config),
+        # Guild 0.9 imports pkg_resources; setuptools 77-80 (PyTorch needs 77 or
+        # later) warns about it on every command, before the lines tests read.
+        PYTHONWARNINGS=PKG_RESOURCES_WARNING,
     )
     return env
 
@@ -234,3 +238,12 @@ def check_report(run_dir: Path, expect_curves: bool) -> None:
         with Image.open(path) as image:
             assert image.format == "PNG" and min(image.size) >= 300
     assert 'href="../trials.csv"' in page and (run_dir / "trials.csv").is_file()
+
+
+def write_guild_config(project: Project, clusters: dict[str, dict]) -> None:
+    """A guild-config.yml in the project (Guild reads it from the cwd) that
+    defines each cluster as a ray-cluster remote."""
+    import yaml
+
+    remotes = {name: {"type": "ray-cluster", **c} for name, c in clusters.items()}
+    (project.path / "guild-config.yml").write_text(yaml.safe_dump({"remotes": remotes}))

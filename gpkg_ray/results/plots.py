@@ -57,11 +57,17 @@ def objective_over_time(
     best_x, best_y = _best_so_far(completed, objective, minutes)
     if best_x:
         ax.step(best_x, best_y, where="post", color=BEST, label="best so far")
-    ax.set_xlabel("minutes since the tune started")
-    ax.set_ylabel(objective.scalar)
-    ax.set_title(f"{objective.scalar} of each trial ({objective.mode})")
+    title = f"{objective.scalar} of each trial ({objective.mode})"
+    return _finish(fig, ax, "minutes since the tune started", objective.scalar, title)
+
+
+def _finish(fig: Figure, ax, xlabel: str, ylabel: str, title: str) -> Figure:
+    """Labels, a light grid, and a legend when something was drawn."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    if ended:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig
@@ -139,14 +145,8 @@ def learning_curves(
         if status == "stopped":
             ax.plot(xs[-1:], ys[-1:], marker="x", color=STOPPED, linestyle="none")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric.scalar)
-    ax.set_title(f"{metric.step}#{metric.scalar} per step, each trial")
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    return fig
+    title = f"{metric.step}#{metric.scalar} per step, each trial"
+    return _finish(fig, ax, "step", metric.scalar, title)
 
 
 def _curve_style(status: str, is_best: bool) -> dict:
