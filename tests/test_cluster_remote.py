@@ -211,17 +211,8 @@ def test_a_tune_on_a_cluster_that_is_up_says_trials_run_locally_for_now(
 )
 def test_bad_remote_config_is_one_line(project, remote, message):
     write_guild_config(project, {"geronimo": remote})
-    if "auth-token-env" in remote:  # the token is read once the port answers
-        server = socket.create_server(("127.0.0.1", 0))
-        remote["address"] = f"127.0.0.1:{server.getsockname()[1]}"
-        write_guild_config(project, {"geronimo": remote})
-    else:
-        server = None
-    try:
-        result = project.guild("remote", "status", "geronimo")
-    finally:
-        if server:
-            server.close()
+
+    result = project.guild("remote", "status", "geronimo")
 
     assert result.returncode != 0
     (line,) = error_lines(result)

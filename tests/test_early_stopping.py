@@ -217,8 +217,8 @@ def test_max_memory_stops_a_runaway_step_with_the_penalty(project):
     )
 
     watched = project.watch_tune(
-        # The `ok` step's op alone measured 162 MB here once PyTorch (for the
-        # example's tests) and its setuptools were installed.
+        # The `ok` step's op alone once measured 162 MB here (with PyTorch
+        # installed for the example's tests): 150 MB was too close.
         "search=grid",
         "max-memory=300",
         "limit-penalty=-1",

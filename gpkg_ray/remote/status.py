@@ -50,6 +50,7 @@ class NodeStatus:
 def cluster_nodes(cluster: ClusterConfig) -> list[NodeStatus]:
     """The cluster's nodes, dead ones included; raises ClusterDown or
     ClusterError with a one-line message."""
+    token = cluster.auth_token()  # a config error comes before any connection
     check_reachable(cluster)
     env = {
         **os.environ,
@@ -60,7 +61,6 @@ def cluster_nodes(cluster: ClusterConfig) -> list[NodeStatus]:
         "RAY_py_gcs_connect_timeout_s": "10",
         "RAY_gcs_rpc_server_connect_timeout_s": "5",
     }
-    token = cluster.auth_token()
     if token:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     try:
