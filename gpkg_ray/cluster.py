@@ -7,15 +7,24 @@ other name is a Guild remote of type `ray-cluster` in the user's Guild config
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 from gpkg_ray.errors import ClusterError
+
+if TYPE_CHECKING:
+    from gpkg_ray.remote.config import ClusterConfig
+    from gpkg_ray.spec.settings import Settings
 
 LOCAL = "local"
 
 
-def check_cluster(name: str) -> str:
-    """Returns the cluster name if it can be used; raises ClusterError otherwise."""
+def check_cluster(name: str) -> ClusterConfig | None:
+    """The remote's config, or None for `local`; raises ClusterError when the
+    cluster cannot be used."""
     if name == LOCAL:
-        return name
+        return None
     from gpkg_ray.remote.config import cluster_for_name
     from gpkg_ray.remote.status import ClusterDown, cluster_nodes
 
@@ -26,8 +35,23 @@ def check_cluster(name: str) -> str:
         raise ClusterError(f"cluster '{name}' is down: {e}") from e
     if not any(n.alive and n.amount("CPU")[0] > 0 for n in nodes):
         raise ClusterError(f"cluster '{name}' has no node with CPUs to run trials on")
-    raise ClusterError(
-        f"cluster '{name}' is up ({len(nodes)} nodes), but this version of "
-        "gpkg.ray runs trials on cluster=local only: running them on a "
-        "ray-cluster remote comes next"
+    return cluster
+
+
+def with_cluster_defaults(settings: Settings, user_flags: Iterable[str]) -> Settings:
+    """`settings` with the cluster remote's per-trial resources (`trial-cpus`,
+    `trial-gpus`) in place of the `cpus` and `gpus` flags the user left out."""
+    if settings.cluster == LOCAL:
+        return settings
+    from gpkg_ray.remote.config import cluster_for_name
+
+    cluster = cluster_for_name(settings.cluster)
+    defaults = {"cpus": cluster.trial_cpus, "gpus": cluster.trial_gpus}
+    return replace(
+        settings,
+        **{
+            flag: value
+            for flag, value in defaults.items()
+            if value is not None and flag not in user_flags
+        },
     )

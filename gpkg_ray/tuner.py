@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 
+from gpkg_ray.cluster import LOCAL, with_cluster_defaults
 from gpkg_ray.errors import GpkgRayError, SpecError
 
 EXIT_CONFIG_ERROR = 2
@@ -83,11 +84,16 @@ def checked_spec(opdef, settings, opref):
 
 def _load(settings):
     """The tune run, its checked spec and op definition; raises GpkgRayError."""
-    from guild import _api, run_util
+    from guild import _api, config, run_util
 
     if not os.getenv("RUN_DIR"):
         raise SpecError("gpkg_ray.tuner runs as a Guild op: use `guild run tune`")
+    if os.getenv("CMD_DIR"):
+        # The op runs in its run dir; Guild reads ./guild-config.yml (the
+        # remotes) from where the user ran `guild run`, as the plugin did.
+        config.set_cwd(os.environ["CMD_DIR"])
     tune_run = _api.current_run()
+    settings = with_cluster_defaults(settings, tune_run.get("user_flags") or {})
     opdef = run_util.run_opdef(tune_run)
     if opdef is None:
         raise SpecError(f"cannot read the definition of op '{tune_run.opref.op_name}'")
@@ -158,18 +164,36 @@ class _Tune:
         from gpkg_ray.resume.leftovers import attempt_processes
 
         os.makedirs(self.ray_dir, exist_ok=True)
+        log_file = os.path.join(self.ray_dir, "driver.log")
+        if self.spec.settings.cluster != LOCAL:
+            return self._search_on_cluster(seed, prior, stop, log_file)
         # Ray is imported inside: the embedded Ray's loopback setting must come
         # first. Stop signals are handled once Ray has started (it sets a
         # SIGTERM handler).
-        with (
-            embedded_ray(log_file=os.path.join(self.ray_dir, "driver.log")) as ray,
-            handling_stops(stop),
-        ):
+        with embedded_ray(log_file=log_file) as ray, handling_stops(stop):
             self.journal.ray_started(ray.temp_dir, attempt_processes(ray.processes))
             preload_in_background()
             return self._run_search(seed, prior, stop)
 
-    def _run_search(self, seed: int, prior, stop):
+    def _search_on_cluster(self, seed: int, prior, stop, log_file: str):
+        from gpkg_ray.engine.cluster_ray import cluster_session
+        from gpkg_ray.engine.interrupts import handling_stops
+        from gpkg_ray.remote.config import cluster_for_name
+        from gpkg_ray.results.report import preload_in_background
+        from gpkg_ray.spec.steps import find_opdef
+
+        cluster = cluster_for_name(self.spec.settings.cluster)
+        step_opdefs = [find_opdef(s.name, self.opdef) for s in self.spec.plan.steps]
+        with (
+            cluster_session(
+                cluster, step_opdefs, self.guild_home, self.run.id, log_file
+            ) as cluster_runs,
+            handling_stops(stop),
+        ):
+            preload_in_background()
+            return self._run_search(seed, prior, stop, cluster_runs)
+
+    def _run_search(self, seed: int, prior, stop, cluster_runs=None):
         from gpkg_ray.engine.ray_tune import run_search
         from gpkg_ray.engine.schedulers import describe_scheduler
         from gpkg_ray.engine.searchers import build_search
@@ -214,6 +238,7 @@ class _Tune:
             stop,
             [self.tag],
             prior,
+            cluster_runs,
         )
 
     def report(self, outcomes, meta: dict) -> None:

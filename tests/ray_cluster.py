@@ -2,13 +2,22 @@
 and one worker node with 2 CPUs and its own TMPDIR and HOME.
 
 Run as a script (so the tests' own process never imports Ray with cluster
-settings): prints one JSON line {"address": ...} when the cluster is up, then
-shuts it down when its stdin closes. With GPKG_RAY_TEST_TOKEN set, the cluster
-uses Ray's token auth with that token.
+settings): prints one JSON line {"address": ..., "worker": NODE_ID} when the
+cluster is up, then takes commands, a line each, and answers each with a JSON
+line:
+
+- `add DIR`: adds a worker node (2 CPUs, DIR as its TMPDIR and HOME);
+  answers {"worker": NODE_ID};
+- `kill NODE_ID`: kills that worker node, as a machine that dies would go
+  (no graceful shutdown); answers {"killed": NODE_ID}.
+
+It shuts the cluster down when its stdin closes. With GPKG_RAY_TEST_TOKEN set,
+the cluster uses Ray's token auth with that token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -44,16 +53,47 @@ def run_cluster(temp_dir: str, worker_dir: str) -> None:
         },
     )
     try:
-        cluster.add_node(
-            num_cpus=2,
-            temp_dir=temp_dir,
-            env_vars={"TMPDIR": worker_dir, "HOME": worker_dir},
-        )
-        cluster.wait_for_nodes()
-        print(json.dumps({"address": cluster.address}), flush=True)
-        sys.stdin.read()  # until the test closes it
+        workers = [add_worker(cluster, temp_dir, worker_dir)]
+        answer({"address": cluster.address, "worker": workers[0].node_id})
+        for line in sys.stdin:  # until the test closes it
+            command, _, arg = line.strip().partition(" ")
+            if command == "add":
+                workers.append(add_worker(cluster, temp_dir, arg))
+                answer({"worker": workers[-1].node_id})
+            elif command == "kill":
+                (killed,) = [w for w in workers if w.node_id == arg]
+                workers.remove(killed)
+                kill_node(cluster, killed)
+                answer({"killed": killed.node_id})
     finally:
         cluster.shutdown()
+
+
+def add_worker(cluster, temp_dir: str, worker_dir: str):
+    worker = cluster.add_node(
+        num_cpus=2,
+        temp_dir=temp_dir,
+        env_vars={"TMPDIR": worker_dir, "HOME": worker_dir},
+    )
+    cluster.wait_for_nodes()
+    return worker
+
+
+def kill_node(cluster, node) -> None:
+    """Ends a node as a machine that dies would: Ray's processes of the node
+    and everything they started (its workers, and their `guild run`s)."""
+    import psutil
+
+    (raylet,) = node.all_processes["raylet"]
+    tree = psutil.Process(raylet.process.pid).children(recursive=True)
+    cluster.remove_node(node, allow_graceful=False)
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+def answer(reply: dict) -> None:
+    print(json.dumps(reply), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from conftest import error_lines, still_running, write_guild_config
-from projects import write_project
+from projects import tune_config, write_project
 
 from gpkg_ray.processes import process_tree
 
 HERE = Path(__file__).parent
+SPACE = "lr: loguniform[1e-3:1e-1]\n"
 
 
 class RunningCluster:
@@ -38,8 +40,20 @@ class RunningCluster:
         if not line:
             self.proc.kill()
             pytest.fail("the test cluster did not start")
-        self.address = json.loads(line)["address"]
+        started = json.loads(line)
+        self.address = started["address"]
+        self.worker_node_id = started["worker"]
+        self.worker_dir = worker_dir
         self.processes = process_tree(self.proc.pid)
+
+    def command(self, line: str) -> dict:
+        """Sends a command to the helper (see tests/ray_cluster.py); its answer."""
+        self.processes += [
+            p for p in process_tree(self.proc.pid) if p not in self.processes
+        ]
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
 
     def shutdown(self) -> None:
         """Closes the helper's stdin (it shuts the cluster down), then stops
@@ -166,21 +180,104 @@ def test_a_tune_on_a_cluster_that_is_down_stops_before_any_run(project):
     assert project.run_ids() == []
 
 
-def test_a_tune_on_a_cluster_that_is_up_says_trials_run_locally_for_now(
+def test_a_tune_on_a_cluster_runs_its_steps_on_the_worker_and_brings_runs_home(
     project, cluster
 ):
-    write_project(project)
+    # Each train run lasts past a sync period: it comes home in parts.
+    write_project(project, tune_config(SPACE + "train:sleep: 3\n"))
+    geronimo = {
+        "address": cluster.address,
+        "env": {"GPKG_RAY_TEST_VAR": "from the remote"},
+        "trial-cpus": 2,  # the worker's 2 CPUs: one trial at a time
+    }
+    write_guild_config(project, {"geronimo": geronimo})
+
+    result = project.tune("cluster=geronimo", "max-trials=2")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 trials on cluster=geronimo" in result.stdout
+    steps = project.runs_of("train") + project.runs_of("evaluate")
+    assert len(steps) == 4
+    first, second = sorted(project.runs_of("train"), key=lambda r: r.get("started"))
+    assert first.get("stopped") < second.get("started"), "trials overlapped"
+    for run in steps:
+        assert run.status == "completed", (run.id, run.status)
+        node = run.get("ray_node")
+        # The worker's own TMPDIR: the run was made there, then came home.
+        assert node["run_dir"] == str(
+            cluster.worker_dir / f"gpkg-ray-runs-"
+            f"{project.tune_run().id}" / "runs" / run.id
+        )
+        assert node["node_id"] == cluster.worker_node_id
+        assert not os.path.exists(run.guild_path("LOCK.remote"))
+        assert os.path.exists(run.guild_path("output"))
+        assert os.path.exists(os.path.join(run.dir, "train.py")), "source code"
+        assert run.get("env")["GPKG_RAY_TEST_VAR"] == "from the remote"
+    for run in project.runs_of("train"):
+        assert (
+            json.loads(Path(run.dir, "model.json").read_text())["lr"]
+            == (run.get("flags")["lr"])
+        )
+    # Scalars came home: each trial's accuracy is 1 - its lr.
+    accs = [float(row["acc_val"]) for row in project.compare("-Fo", "evaluate")]
+    lrs = [run.get("flags")["lr"] for run in project.runs_of("train")]
+    assert sorted(accs) == pytest.approx(sorted(1 - lr for lr in lrs), abs=1e-5)
+    cat = project.guild("cat", "-p", "model.json", project.runs_of("train")[0].id)
+    assert cat.returncode == 0 and '"lr"' in cat.stdout
+    # Nothing of the tune is left on the worker.
+    assert list(cluster.worker_dir.glob("gpkg-ray-runs-*")) == []
+
+
+def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tmp_path):
+    second_dir = tmp_path / "worker2"
+    second_dir.mkdir()
+    workers = {cluster.worker_node_id, cluster.command(f"add {second_dir}")["worker"]}
+    # train takes 6 epochs of 2 s: long enough to be caught on its node.
+    space = SPACE + "train:sleep: 2\ntrain:epochs: 6\n"
+    write_project(project, tune_config(space))
     write_guild_config(project, {"geronimo": {"address": cluster.address}})
+    seen: dict = {}
 
-    result = project.tune("cluster=geronimo")
+    def kill_its_node_once_the_step_came_home_in_part(proc):
+        for run in [] if seen else project.runs_of("train"):
+            if run.status == "running" and "step: 0" in _output(run):
+                seen["run"] = run.id
+                seen["lock"] = Path(run.guild_path("LOCK.remote")).read_text()
+                node = run.get("ray_node")["node_id"]
+                seen["killed"] = cluster.command(f"kill {node}")["killed"]
 
-    assert result.returncode != 0
-    assert error_lines(result) == [
-        "guild: cluster 'geronimo' is up (2 nodes), but this version of gpkg.ray "
-        "runs trials on cluster=local only: running them on a ray-cluster remote "
-        "comes next"
-    ]
-    assert project.run_ids() == []
+    watched = project.watch_tune(
+        "cluster=geronimo",
+        "max-trials=1",
+        "max-failures=1",
+        during=kill_its_node_once_the_step_came_home_in_part,
+    )
+
+    assert watched.returncode == 0, watched.output
+    assert seen, "the step was never seen running in GUILD_HOME"
+    assert seen["lock"] == "geronimo"  # shown running on the remote meanwhile
+    lost = project.run(seen["run"])
+    assert lost.status == "error"
+    assert lost.get("ray_node")["node_id"] == seen["killed"]
+    assert lost.get("ray_node_lost")
+    assert "step: 0" in _output(lost), "what came home before is kept"
+    assert not os.path.exists(lost.guild_path("LOCK.remote"))
+    again = [r for r in project.runs_of("train") if r.id != lost.id]
+    assert len(again) == 1
+    (survivor,) = workers - {seen["killed"]}
+    for run in again + project.runs_of("evaluate"):
+        assert run.status == "completed"
+        assert run.get("ray_node")["node_id"] == survivor
+    assert "runs again (attempt 2): attempt 1 failed: its Ray worker was lost (" in (
+        watched.output
+    )
+    assert "1 trials: 1 completed" in watched.output
+    assert "Raylet" not in watched.output, "Ray's messages go to its log"
+
+
+def _output(run) -> str:
+    path = Path(run.guild_path("output"))
+    return path.read_text() if path.exists() else ""
 
 
 @pytest.mark.parametrize(
@@ -199,7 +296,34 @@ def test_a_tune_on_a_cluster_that_is_up_says_trials_run_locally_for_now(
         (
             {"address": "127.0.0.1:1", "adress": "x"},
             "remote 'geronimo': unknown key 'adress' (a ray-cluster remote takes type, "
-            "description, address, auth-token-file, auth-token-env)",
+            "description, address, auth-token-file, auth-token-env, max-copy-mb, "
+            "env, pip, trial-cpus, trial-gpus, local)",
+        ),
+        (
+            {"address": "127.0.0.1:1", "trial-cpus": -1},
+            "remote 'geronimo': trial-cpus must be a number >= 0, not '-1'",
+        ),
+        (
+            {"address": "127.0.0.1:1", "pip": "numpy"},
+            "remote 'geronimo': pip must be a list of requirements",
+        ),
+        (
+            {"address": "127.0.0.1:1", "max-copy-mb": "lots"},
+            "remote 'geronimo': max-copy-mb must be a number of MB >= 0, not 'lots'",
+        ),
+        (
+            {"address": "10.0.0.5:6379", "local": {"workers": 2}},
+            "remote 'geronimo': a local cluster listens on 127.0.0.1 only: set its "
+            "address to 127.0.0.1:PORT, not 10.0.0.5:6379",
+        ),
+        (
+            {"address": "127.0.0.1:6390", "local": {"workers": 0}},
+            "remote 'geronimo': local: workers must be a number >= 1, not '0'",
+        ),
+        (
+            {"address": "127.0.0.1:6390", "local": {"cpu": 2}},
+            "remote 'geronimo': unknown key 'local: cpu' (local takes workers, cpus, "
+            "gpus, head-cpus)",
         ),
         (
             {"address": "127.0.0.1:1", "auth-token-env": "NO_SUCH_TOKEN_VAR"},
@@ -207,7 +331,19 @@ def test_a_tune_on_a_cluster_that_is_up_says_trials_run_locally_for_now(
             "set: export the cluster's token in it",
         ),
     ],
-    ids=["no address", "ray client url", "no port", "unknown key", "token env unset"],
+    ids=[
+        "no address",
+        "ray client url",
+        "no port",
+        "unknown key",
+        "max-copy-mb",
+        "trial-cpus",
+        "pip",
+        "local not loopback",
+        "local workers",
+        "local unknown key",
+        "token env unset",
+    ],
 )
 def test_bad_remote_config_is_one_line(project, remote, message):
     write_guild_config(project, {"geronimo": remote})
@@ -217,6 +353,79 @@ def test_bad_remote_config_is_one_line(project, remote, message):
     assert result.returncode != 0
     (line,) = error_lines(result)
     assert line.startswith(f"guild: {message}"), line
+
+
+def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
+    address = _closed_address()
+    write_project(project)
+    local = {"workers": 1, "cpus": 2}
+    # Files of a run over 10 bytes stay on the node: model.json, say.
+    lab = {"address": address, "local": local, "max-copy-mb": 0.00001}
+    write_guild_config(project, {"lab": lab})
+    state_file = project.home / ".guild" / "ray-clusters" / "lab.json"
+    token_file = state_file.with_suffix(".token")
+
+    before = project.guild("remote", "status", "lab")
+    started = project.guild("remote", "start", "-y", "lab")
+    processes = []
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = json.loads(state_file.read_text())
+        processes = process_tree(state["pid"])
+        assert started.stdout.splitlines()[-1] == (
+            f"lab: Ray cluster started at {address} (a head and 1 worker, token "
+            "auth); stop it with `guild remote stop lab`"
+        )
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        again = project.guild("remote", "start", "-y", "lab")
+        # The remote uses the cluster's token without a token key.
+        status = project.guild("remote", "status", "lab")
+        listeners = {
+            # IPv4 loopback, also as an IPv6 socket maps it
+            conn.laddr.ip.removeprefix("::ffff:")
+            for proc in processes
+            if still_running([proc])
+            for conn in proc.net_connections(kind="inet")
+            if conn.status == "LISTEN"
+        }
+        tuned = project.tune("cluster=lab", "max-trials=2")
+    finally:
+        stopped = project.guild("remote", "stop", "-y", "lab")
+    stopped_again = project.guild("remote", "stop", "-y", "lab")
+
+    assert error_lines(before) == [
+        f"guild: remote lab is not available (cannot reach {address} (Connection "
+        "refused): start it with `guild remote start lab`)"
+    ]
+    assert error_lines(again)[0].startswith(
+        f"guild: cluster 'lab' is already running (pid {state['pid']}, at {address})"
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"lab: Ray cluster at {address}, 2 nodes up" in status.stdout
+    assert listeners == {"127.0.0.1"}
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    node_homes = set()
+    for run in project.runs_of("train"):
+        assert run.status == "completed"
+        # The size policy: the big file is named and kept on the node, with
+        # the run's directory there; Guild's own files came home.
+        node_run_dir = Path(run.get("ray_node")["run_dir"])
+        size = (node_run_dir / "model.json").stat().st_size
+        # (every file of the run is over 10 bytes: its source code too)
+        assert f"model.json ({size} bytes)" in run.get("ray_files_left_on_node")
+        assert not Path(run.dir, "model.json").exists()
+        assert Path(run.guild_path("output")).exists()
+        node_homes.add(node_run_dir.parent.parent)
+    for home in node_homes:  # what the policy kept on the node: ours to remove
+        shutil.rmtree(home)
+    assert (
+        stopped.returncode == 0 and stopped.stdout.strip() == "lab: Ray cluster stopped"
+    )
+    assert stopped_again.stdout.strip() == "lab: not running"
+    assert still_running(processes) == []
+    assert not state_file.exists() and not token_file.exists()
+    assert not Path(state["temp_dir"]).exists()
+    assert not (project.home / ".ray").exists(), "the token is written nowhere else"
 
 
 def test_start_and_stop_say_where_a_cluster_started_outside_guild_is_managed(project):

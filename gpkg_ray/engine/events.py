@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 
 import cloudpickle
+from ray.exceptions import RayActorError
 from ray.tune import Callback
 
 from gpkg_ray.errors import TrialFailed
@@ -130,6 +131,11 @@ def _error_message(trial) -> str:
     cause = getattr(error, "cause", None) or error  # Ray wraps it in RayTaskError
     if isinstance(cause, TrialFailed):
         return str(cause).strip()
+    if isinstance(cause, RayActorError):  # Ray's own text is a paragraph
+        return (
+            f"its Ray worker was lost ({type(cause).__name__}): the node died, "
+            "or Ray ended the worker; see ray/driver.log in the tune run"
+        )
     return f"{type(cause).__name__}: {cause}".strip()
 
 

@@ -68,16 +68,16 @@ def embedded_ray(
     Enter it before anything imports Ray: Ray decides at import whether it may
     listen beyond loopback.
     """
-    _check_ray_not_imported_for_clusters()
+    check_ray_not_imported()
     temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
     try:
         # No RAY_ADDRESS: nothing in this process should find another cluster.
         with patched_environ(ray_env(secrets.token_hex(32)), unset=["RAY_ADDRESS"]):
-            _reload_ray_config()
-            with _ray_logs_to(log_file) as route_logs:
+            reload_ray_config()
+            with ray_logs_to(log_file) as route_logs:
                 yield from _run_ray(temp_dir, num_cpus, num_gpus, route_logs)
     finally:
-        _reload_ray_config()  # the environment is restored: let Ray see it
+        reload_ray_config()  # the environment is restored: let Ray see it
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -113,7 +113,7 @@ def _run_ray(temp_dir: str, num_cpus, num_gpus, route_logs) -> Iterator[LocalRay
             stop_processes(started, wait_first=True)
 
 
-def _check_ray_not_imported_for_clusters() -> None:
+def check_ray_not_imported() -> None:
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None and constants.ENABLE_RAY_CLUSTER:
         raise ClusterError(
@@ -122,7 +122,7 @@ def _check_ray_not_imported_for_clusters() -> None:
         )
 
 
-def _reload_ray_config() -> None:
+def reload_ray_config() -> None:
     # Ray reads RAY_AUTH_MODE once, at import; Ray itself reloads its config this
     # way after changing it (authentication_token_setup._enable_token_auth).
     from ray._raylet import Config
@@ -131,7 +131,7 @@ def _reload_ray_config() -> None:
 
 
 @contextmanager
-def _ray_logs_to(log_file: str | None) -> Iterator[Callable[[], None]]:
+def ray_logs_to(log_file: str | None) -> Iterator[Callable[[], None]]:
     """Ray's (and Optuna's) Python logs go to `log_file`, not the console.
 
     Yields a function that routes them there (again): `ray.init` removes the
@@ -156,13 +156,42 @@ def _ray_logs_to(log_file: str | None) -> Iterator[Callable[[], None]]:
             logger.handlers = [handler]
             logger.setLevel(logging.INFO)
             logger.propagate = False
+        _cluster_errors_to_log()
 
     route()
     try:
         yield route
     finally:
+        _cluster_errors_to_console()
         for name, (handlers, level, propagate) in saved.items():
             logger = logging.getLogger(name)
             logger.handlers, logger.propagate = handlers, propagate
             logger.setLevel(level)
         handler.close()
+
+
+def _cluster_errors_to_log() -> None:
+    """The cluster's error messages (a raylet that died, with 20 lines of its
+    log) go to Ray's log, not the console.
+
+    A driver prints them to stdout from a thread of its own, even with
+    `log_to_driver=False`, through `ray._private.worker.print_to_stdstream`;
+    the tune's output says in one line what they mean for a trial.
+    """
+    worker = sys.modules.get("ray._private.worker")
+    if worker is not None and not hasattr(worker, "_gpkg_ray_print"):
+        worker._gpkg_ray_print = worker.print_to_stdstream
+        worker.print_to_stdstream = _log_cluster_error
+
+
+def _cluster_errors_to_console() -> None:
+    worker = sys.modules.get("ray._private.worker")
+    if worker is not None and hasattr(worker, "_gpkg_ray_print"):
+        worker.print_to_stdstream = worker._gpkg_ray_print
+        del worker._gpkg_ray_print
+
+
+def _log_cluster_error(data: dict, ignore_prefix: bool = False) -> None:
+    logger = logging.getLogger("ray")
+    for line in data.get("lines", []):
+        logger.warning("(%s) %s", data.get("pid", "ray"), line)

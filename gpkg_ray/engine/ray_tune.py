@@ -7,17 +7,22 @@ batch form later) and where results go are not its business.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from ray import tune
 
+from gpkg_ray.engine.cluster_ray import ClusterRuns
 from gpkg_ray.engine.events import TrialEvents
 from gpkg_ray.engine.interrupts import StopRequest
 from gpkg_ray.engine.schedulers import build_scheduler
 from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
+from gpkg_ray.remote.run_sync import RunSender, node_guild_home
 from gpkg_ray.resume.prior import Prior
 from gpkg_ray.spec import TrialPlan, TuneSpec
 from gpkg_ray.trial.limits import Limits
@@ -51,14 +56,26 @@ class GuildTrial(tune.Trainable):
         workspace: Workspace,
         tags: tuple[str, ...],
         limits: Limits,
+        cluster_runs: ClusterRuns | None = None,
     ) -> None:
+        self._sender = None
+        if cluster_runs is not None:
+            # On a cluster's node: the job's working dir holds the project
+            # source (Tune has moved this process to the trial's dir, and says
+            # where it was), and runs go to a Guild home of this node, then home.
+            source = os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())
+            home = node_guild_home(cluster_runs.tune_run_id)
+            workspace = replace(workspace, project_dir=source, guild_home=home)
+            self._sender = RunSender(
+                cluster_runs.collector, home, cluster_runs.max_copy_bytes
+            )
         self._trial_args = (plan, workspace, tags, limits)
         self._start_trial(config)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """The next trial in this actor: Ray calls it once the last one ended
         or was stopped (its step was then stopped by stop_trial)."""
-        self.trial.stop()
+        self._stop()
         self._start_trial(new_config)
         return True
 
@@ -67,9 +84,17 @@ class GuildTrial(tune.Trainable):
         self.trial = Trial(plan, config, workspace, tags, limits)
 
     def step(self) -> dict[str, Any]:
-        result = self.trial.next_result(timeout=HEARTBEAT_SECONDS)
+        try:
+            result = self.trial.next_result(timeout=HEARTBEAT_SECONDS)
+        except BaseException:
+            # The failed step's run, as it ended; the failure is what counts.
+            with contextlib.suppress(Exception):
+                self._send_runs(ended=True)
+            raise
         if result is None:  # nothing new: a heartbeat that schedulers skip
             result = self.trial.snapshot()
+        # Before the result that ends the trial: its runs are home by then.
+        self._send_runs(ended=self.trial.ended)
         if self.trial.ended:
             result["done"] = True
         return result
@@ -78,10 +103,48 @@ class GuildTrial(tune.Trainable):
         """Stops trial `trial_id`'s running step, if it is still this actor's
         trial (see StopStepsOfStoppedTrials)."""
         if self.trial_id == trial_id:
-            self.trial.stop()
+            self._stop()
 
     def cleanup(self) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         self.trial.stop()
+        self._send_runs(ended=True)
+
+    def _send_runs(self, ended: bool) -> None:
+        """On a cluster: sends the trial's runs home (see remote.run_sync);
+        once the trial has `ended`, removes them from this node."""
+        if self._sender is None:
+            return
+        runs = list(self.trial.runs.values())
+        running = None if ended else self.trial.running_run_id
+        self._sender.sync(self.trial_id, runs, running, force=ended)
+        if ended:
+            self._sender.remove_runs(runs)
+
+
+class CloseLostRuns(tune.Callback):
+    """On a cluster: a trial that failed where it ran (its node died, say)
+    has its runs that never ended closed as `error` in GUILD_HOME, before
+    Ray runs the trial again or records its failure."""
+
+    def __init__(self, collector):
+        self.collector = collector
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._close(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial)
+
+    def _close(self, trial) -> None:
+        import ray
+
+        ray.get(self.collector.close_trial.remote(trial.trial_id, LOST_RUN_REASON))
+
+
+LOST_RUN_REASON = "its trial failed on the node before the run ended"
 
 
 class StopStepsOfStoppedTrials(tune.Callback):
@@ -117,6 +180,7 @@ def run_search(
     stop: StopRequest,
     tags: Iterable[str] = (),
     prior: Prior | None = None,
+    cluster_runs: ClusterRuns | None = None,
 ) -> list[TrialOutcome]:
     """Runs the search on the Ray this process is connected to.
 
@@ -124,7 +188,8 @@ def run_search(
     Trials still running when the search ends early (a stop signal, the time
     budget) are stopped and recorded as such. With `prior` (a resumed tune),
     trials are numbered after the earlier ones, and interrupted ones keep
-    their numbers.
+    their numbers. With `cluster_runs`, trials run on a cluster's nodes and
+    send their runs home.
     """
     settings = spec.settings
     prior = prior or Prior()
@@ -138,6 +203,7 @@ def run_search(
             workspace=workspace,
             tags=tuple(tags),
             limits=Limits.from_settings(settings),
+            cluster_runs=cluster_runs,
         ),
         {"cpu": settings.cpus, "gpu": settings.gpus},
     )
@@ -158,7 +224,11 @@ def run_search(
             name="search" if prior.attempt == 1 else f"search-{prior.attempt}",
             storage_path=storage_dir,
             verbose=0,
-            callbacks=[events, StopStepsOfStoppedTrials()],
+            callbacks=[
+                events,
+                StopStepsOfStoppedTrials(),
+                *([CloseLostRuns(cluster_runs.collector)] if cluster_runs else []),
+            ],
             # Ray runs a failed trial again from its start: its next attempt.
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # A trial's state is its Guild runs; Ray's default for class

@@ -8,6 +8,12 @@
         address: 10.0.0.5:6379                  # the head node's GCS address
         auth-token-file: ~/.ray/geronimo.token  # when the cluster uses token auth
         # or auth-token-env: GERONIMO_RAY_TOKEN
+        max-copy-mb: 256     # bigger run files stay on the node (see run_sync)
+        env: {DATA_DIR: /data/fashion}   # for the steps, on every node
+        pip: [scikit-learn==1.5.2]       # installed on the nodes by Ray
+        trial-cpus: 4        # per trial, unless the tune's cpus/gpus flags say
+        trial-gpus: 1
+        # local: {workers: 2, cpus: 2}  # a cluster Guild starts here (local_cluster)
 
 Every key is checked when the remote is used; a bad one is a one-line error
 that names the remote and the key.
@@ -15,15 +21,31 @@ that names the remote and the key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gpkg_ray.errors import ClusterError
+from gpkg_ray.remote import local_cluster
+from gpkg_ray.remote.local_cluster import LocalSpec, local_spec
 
 REMOTE_TYPE = "ray-cluster"
-KEYS = ("type", "description", "address", "auth-token-file", "auth-token-env")
+KEYS = (
+    "type",
+    "description",
+    "address",
+    "auth-token-file",
+    "auth-token-env",
+    "max-copy-mb",
+    "env",
+    "pip",
+    "trial-cpus",
+    "trial-gpus",
+    "local",
+)
+DEFAULT_MAX_COPY_MB = 256
 
 
 @dataclass(frozen=True)
@@ -33,10 +55,23 @@ class ClusterConfig:
     port: int
     auth_token_file: str | None = None
     auth_token_env: str | None = None
+    max_copy_mb: float = DEFAULT_MAX_COPY_MB
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment variables of the job on the cluster: the steps get them."""
+    pip: tuple[str, ...] = ()
+    """Requirements Ray installs on the nodes (runtime_env `pip`)."""
+    trial_cpus: float | None = None
+    trial_gpus: float | None = None
+    local: LocalSpec | None = None
+    """How to start the cluster here (`guild remote start`), if it is local."""
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return _is_loopback(self.host)
 
     def auth_token(self) -> str | None:
         """The cluster's token (Ray's token auth), or None when none is set."""
@@ -64,6 +99,16 @@ class ClusterConfig:
                     "cluster's token in it"
                 )
             return token
+        if self.local is not None:  # `guild remote start` made one
+            return _read_if_exists(local_cluster.token_file(self.name))
+        return None
+
+
+def _read_if_exists(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
         return None
 
 
@@ -108,7 +153,72 @@ def cluster_config(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         raise ClusterError(
             f"remote '{name}': give auth-token-file or auth-token-env, not both"
         )
-    return ClusterConfig(name, host, port, token_file, token_env)
+    max_copy_mb = raw.get("max-copy-mb", DEFAULT_MAX_COPY_MB)
+    if (
+        isinstance(max_copy_mb, bool)
+        or not isinstance(max_copy_mb, int | float)
+        or max_copy_mb < 0
+    ):
+        raise ClusterError(
+            f"remote '{name}': max-copy-mb must be a number of MB >= 0, not "
+            f"'{max_copy_mb}' (files of a run bigger than that stay on the node)"
+        )
+    local = None
+    if raw.get("local") is not None:
+        local = local_spec(name, raw["local"])
+        if not _is_loopback(host):
+            raise ClusterError(
+                f"remote '{name}': a local cluster listens on 127.0.0.1 only: set "
+                f"its address to 127.0.0.1:PORT, not {host}:{port}"
+            )
+    return ClusterConfig(
+        name,
+        host,
+        port,
+        token_file,
+        token_env,
+        max_copy_mb,
+        _env(name, raw.get("env")),
+        _pip(name, raw.get("pip")),
+        _resource(name, raw, "trial-cpus"),
+        _resource(name, raw, "trial-gpus"),
+        local,
+    )
+
+
+def _env(name: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str | int | float) for k, v in raw.items()
+    ):
+        raise ClusterError(
+            f"remote '{name}': env must map variable names to values, e.g. "
+            "`env: {DATA_DIR: /data}`"
+        )
+    return tuple((k, str(v)) for k, v in raw.items())
+
+
+def _pip(name: str, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+        raise ClusterError(
+            f"remote '{name}': pip must be a list of requirements, e.g. "
+            "`pip: [scikit-learn==1.5.2]`"
+        )
+    return tuple(raw)
+
+
+def _resource(name: str, raw: Mapping[str, Any], key: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ClusterError(
+            f"remote '{name}': {key} must be a number >= 0, not '{value}'"
+        )
+    return float(value)
 
 
 def _address(name: str, raw: Any) -> tuple[str, int]:
@@ -126,3 +236,12 @@ def _address(name: str, raw: Any) -> tuple[str, int]:
             f"remote '{name}': address '{raw}' is not HOST:PORT: {how_to}"
         )
     return host, int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

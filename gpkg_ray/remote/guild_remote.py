@@ -1,12 +1,16 @@
 """The `ray-cluster` Guild remote type (entry point `guild.remotetypes`).
 
 Wiring only: `guild remote status NAME` reads the remote's config
-(`remote.config`) and asks the cluster for its nodes (`remote.status`).
+(`remote.config`) and asks the cluster for its nodes (`remote.status`);
+`guild remote start|stop NAME` start and stop a cluster the config describes
+as local (`remote.local_cluster`).
 """
 
 from __future__ import annotations
 
 from guild import remote as remotelib
+
+from gpkg_ray.errors import ClusterError
 
 
 class RayClusterRemoteType(remotelib.RemoteType):
@@ -30,7 +34,6 @@ class RayClusterRemote(remotelib.Remote):
     def status(self, verbose=False):
         from guild import cli
 
-        from gpkg_ray.errors import ClusterError
         from gpkg_ray.remote.config import cluster_config
         from gpkg_ray.remote.status import ClusterDown, cluster_nodes, status_lines
 
@@ -45,14 +48,48 @@ class RayClusterRemote(remotelib.Remote):
             cli.out(line)
 
     def start(self):
-        raise remotelib.OperationNotSupported(
-            f"{self.name} is a cluster started outside Guild: start it with "
-            "`ray start --head` on its head node (and `ray start --address` on "
-            "each worker)"
+        from guild import cli
+
+        from gpkg_ray.remote import local_cluster
+
+        cluster = self._cluster()
+        if cluster.local is None:
+            raise remotelib.OperationNotSupported(
+                f"{self.name} is a cluster started outside Guild: start it with "
+                "`ray start --head` on its head node (and `ray start --address` "
+                "on each worker), or describe it under `local:` for Guild to start"
+            )
+        try:
+            address = local_cluster.start(self.name, cluster.port, cluster.local)
+        except ClusterError as e:
+            raise remotelib.OperationError(str(e)) from e
+        spec = cluster.local
+        cli.out(
+            f"{self.name}: Ray cluster started at {address} (a head and "
+            f"{spec.workers} worker{'s' if spec.workers != 1 else ''}, token auth); "
+            f"stop it with `guild remote stop {self.name}`"
         )
 
     def stop(self):
-        raise remotelib.OperationNotSupported(
-            f"{self.name} is a cluster started outside Guild: stop it on its "
-            "nodes (`ray stop` there stops every Ray process of that machine)"
-        )
+        from guild import cli
+
+        from gpkg_ray.remote import local_cluster
+
+        cluster = self._cluster()
+        if cluster.local is None:
+            raise remotelib.OperationNotSupported(
+                f"{self.name} is a cluster started outside Guild: stop it on its "
+                "nodes (`ray stop` there stops every Ray process of that machine)"
+            )
+        if local_cluster.stop(self.name):
+            cli.out(f"{self.name}: Ray cluster stopped")
+        else:
+            cli.out(f"{self.name}: not running")
+
+    def _cluster(self):
+        from gpkg_ray.remote.config import cluster_config
+
+        try:
+            return cluster_config(self.name, self.config)
+        except ClusterError as e:
+            raise remotelib.OperationError(str(e)) from e

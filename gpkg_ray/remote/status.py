@@ -106,10 +106,12 @@ def check_reachable(cluster: ClusterConfig) -> None:
             pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise ClusterDown(
-            f"cannot reach {cluster.address} ({reason}): is the cluster's head "
-            "node running there?"
-        ) from e
+        hint = (
+            f"start it with `guild remote start {cluster.name}`"
+            if cluster.local is not None
+            else "is the cluster's head node running there?"
+        )
+        raise ClusterDown(f"cannot reach {cluster.address} ({reason}): {hint}") from e
 
 
 def status_lines(cluster: ClusterConfig, nodes: list[NodeStatus]) -> list[str]:

@@ -115,7 +115,9 @@ def _mark_ended(run: guild_run.Run) -> None:
     if run.get("exit_status") is None:
         run.write_attr("exit_status", TERMINATED)
         run.write_attr("stopped", guild_run.timestamp())
-    for marker in ("LOCK", "PENDING"):
+    # LOCK.remote: a run on a cluster's node that the killed tune was bringing
+    # home (Guild shows a run with it `running`, whatever its attrs say).
+    for marker in ("LOCK", "LOCK.remote", "PENDING"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(run.guild_path(marker))
 

@@ -31,7 +31,7 @@ def resolve_steps(raw: Any, tune_opdef) -> list[Step]:
     names = _step_names(raw)
     steps: list[Step] = []
     for name in names:
-        opdef = _find_opdef(name, tune_opdef)
+        opdef = find_opdef(name, tune_opdef)
         steps.append(Step(name, _opspec(opdef), _flagdefs(opdef), _pins(opdef, steps)))
     return steps
 
@@ -50,7 +50,7 @@ def _step_names(raw: Any) -> list[str]:
     return [name.strip() for name in names]
 
 
-def _find_opdef(name: str, tune_opdef):
+def find_opdef(name: str, tune_opdef):
     model_name, _, op_name = name.rpartition(":")
     modeldef = tune_opdef.modeldef
     if model_name:

@@ -76,6 +76,11 @@ class Trial:
         self._started = time.monotonic()
 
     @property
+    def running_run_id(self) -> str | None:
+        """The Guild run id of the step running now, if one is."""
+        return self._run.run_id if self._run is not None else None
+
+    @property
     def ended(self) -> bool:
         """Whether the last result has been taken."""
         return self.finished and not self._results

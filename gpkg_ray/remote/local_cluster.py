@@ -1,0 +1,225 @@
+"""Clusters the remote's config describes as local: `guild remote start|stop`.
+
+    remotes:
+      lab:
+        type: ray-cluster
+        address: 127.0.0.1:6390   # where its head listens (loopback only)
+        local:
+          workers: 2              # worker nodes on this machine
+          cpus: 2                 # CPUs of each worker
+          gpus: 0                 # GPUs of each worker
+          head-cpus: 0            # the head runs no trials by default
+
+`guild remote start lab` runs `local_cluster_main` detached; it keeps the
+cluster until `guild remote stop lab`. State is files, per remote, in
+~/.guild/ray-clusters: `NAME.json` (pids, address, temp dir), `NAME.token`
+(the cluster's auth token, readable by its owner only; the remote uses it
+without an auth-token key) and `NAME.log`. Stopping ends exactly the processes
+recorded there, by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import psutil
+
+from gpkg_ray.errors import ClusterError
+from gpkg_ray.processes import process_tree, stop_processes
+
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+MAIN_MODULE = "gpkg_ray.remote.local_cluster_main"
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    workers: int = 1
+    cpus: float = 1
+    gpus: float = 0
+    head_cpus: float = 0
+
+
+LOCAL_KEYS = ("workers", "cpus", "gpus", "head-cpus")
+
+
+def local_spec(name: str, raw) -> LocalSpec:
+    """The `local` key of remote `name`; raises ClusterError when it is bad."""
+    if not isinstance(raw, dict):
+        raise ClusterError(
+            f"remote '{name}': local must be a mapping of {', '.join(LOCAL_KEYS)}"
+        )
+    unknown = sorted(set(raw) - set(LOCAL_KEYS))
+    if unknown:
+        raise ClusterError(
+            f"remote '{name}': unknown key 'local: {unknown[0]}' (local takes "
+            f"{', '.join(LOCAL_KEYS)})"
+        )
+    values = {key.replace("-", "_"): raw[key] for key in raw}
+    for key, value in values.items():
+        minimum = 1 if key == "workers" else 0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            value = None
+        if value is None or value < minimum or (key == "workers" and value % 1):
+            raise ClusterError(
+                f"remote '{name}': local: {key.replace('_', '-')} must be a "
+                f"number >= {minimum}, not '{raw[key.replace('_', '-')]}'"
+            )
+    return LocalSpec(**values)
+
+
+def state_dir() -> str:
+    # Not Guild's user_config_home(): that is the project dir when the config
+    # is ./guild-config.yml, and the project's files go to every run.
+    return os.path.join(os.path.expanduser("~"), ".guild", "ray-clusters")
+
+
+def token_file(name: str) -> str:
+    return os.path.join(state_dir(), f"{name}.token")
+
+
+def _state_file(name: str) -> str:
+    return os.path.join(state_dir(), f"{name}.json")
+
+
+def _log_file(name: str) -> str:
+    return os.path.join(state_dir(), f"{name}.log")
+
+
+def start(name: str, port: int, spec: LocalSpec) -> str:
+    """Starts the cluster; returns its address. Raises ClusterError."""
+    running = _running_state(name)
+    if running is not None:
+        raise ClusterError(
+            f"cluster '{name}' is already running (pid {running['pid']}, at "
+            f"{running['address']}): stop it with `guild remote stop {name}`"
+        )
+    os.makedirs(state_dir(), mode=0o700, exist_ok=True)
+    token = _new_token_file(name)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    with open(_log_file(name), "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                MAIN_MODULE,
+                _state_file(name),
+                _spec_json(port, spec),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # It outlives this command: `guild remote stop` ends it by pid.
+            start_new_session=True,
+        )
+    return _wait_started(name, proc)
+
+
+def _spec_json(port: int, spec: LocalSpec) -> str:
+    return json.dumps({"port": port, **asdict(spec)})
+
+
+def _new_token_file(name: str) -> str:
+    token = secrets.token_hex(32)
+    path = token_file(name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def _wait_started(name: str, proc: subprocess.Popen) -> str:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        state = _read_state(name)
+        if state is not None:
+            return state["address"]
+        if proc.poll() is not None:
+            _remove_files(name)
+            raise ClusterError(
+                f"cluster '{name}' did not start: {_last_log_line(name)} "
+                f"(see {_log_file(name)})"
+            )
+        time.sleep(0.2)
+    stop_processes(process_tree(proc.pid))
+    _remove_files(name)
+    raise ClusterError(
+        f"cluster '{name}' did not start in {START_TIMEOUT:g} s (see {_log_file(name)})"
+    )
+
+
+def stop(name: str) -> bool:
+    """Stops the cluster's processes, by pid; False if it was not running."""
+    state = _read_state(name)
+    if state is None:
+        _remove_files(name)
+        return False
+    recorded = _alive(state["processes"])
+    supervisor = _alive([state["pid"]])
+    # Their workers (and what those started) are ended with them.
+    everything = [p for proc in supervisor + recorded for p in process_tree(proc.pid)]
+    for proc in supervisor:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()  # it shuts the cluster down, then exits
+    psutil.wait_procs(supervisor, timeout=STOP_TIMEOUT)
+    stop_processes(_alive([p.pid for p in everything]))
+    shutil.rmtree(state["temp_dir"], ignore_errors=True)
+    _remove_files(name)
+    return True
+
+
+def _running_state(name: str) -> dict | None:
+    state = _read_state(name)
+    if state is not None and _alive([state["pid"]]):
+        return state
+    return None
+
+
+def _read_state(name: str) -> dict | None:
+    try:
+        with open(_state_file(name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pids: list[int]) -> list[psutil.Process]:
+    """The processes among `pids` that still run what we started: a pid
+    reused by another program since is left alone."""
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE and _is_ray_or_ours(proc):
+                alive.append(proc)
+    return alive
+
+
+def _is_ray_or_ours(proc: psutil.Process) -> bool:
+    cmdline = " ".join(proc.cmdline())
+    return MAIN_MODULE in cmdline or "ray" in cmdline
+
+
+def _remove_files(name: str) -> None:
+    for path in (_state_file(name), token_file(name)):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _last_log_line(name: str) -> str:
+    try:
+        with open(_log_file(name)) as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,78 @@
+"""Runs a `ray-cluster` remote's local cluster until told to stop; started by
+`guild remote start NAME` (`gpkg_ray.remote.local_cluster`), detached.
+
+`python -m gpkg_ray.remote.local_cluster_main STATE_FILE SPEC_JSON`: starts a
+head and its workers on this machine, on 127.0.0.1 only, with Ray's token
+auth (the token is in the environment), then writes STATE_FILE: its own pid,
+the address, its temp dir and the pid of every Ray process of the cluster, so
+that `guild remote stop` can end them by pid even if this process is gone.
+On SIGTERM it shuts the cluster down, removes its temp dir and STATE_FILE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+def main(state_file: str, spec: dict) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # A temp dir of its own, not the machine's shared /tmp/ray; a short path,
+    # since Ray puts sockets there.
+    temp_dir = tempfile.mkdtemp(prefix="gpkg-ray-cluster-")
+    try:
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "gcs_server_port": spec["port"],
+                "num_cpus": spec["head_cpus"],
+                "include_dashboard": False,
+                "temp_dir": temp_dir,
+            },
+        )
+        try:
+            for _ in range(spec["workers"]):
+                cluster.add_node(
+                    num_cpus=spec["cpus"], num_gpus=spec["gpus"], temp_dir=temp_dir
+                )
+            cluster.wait_for_nodes()
+            _write_state(state_file, cluster.address, temp_dir)
+            stop.wait()
+        finally:
+            cluster.shutdown()
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if os.path.exists(state_file):
+            os.remove(state_file)
+    return 0
+
+
+def _write_state(state_file: str, address: str, temp_dir: str) -> None:
+    import psutil
+
+    state = {
+        "pid": os.getpid(),
+        "address": address,
+        "temp_dir": temp_dir,
+        "processes": [p.pid for p in psutil.Process().children(recursive=True)],
+    }
+    tmp = f"{state_file}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, state_file)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], json.loads(sys.argv[2])))
