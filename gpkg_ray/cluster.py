@@ -14,17 +14,15 @@ from typing import TYPE_CHECKING
 from gpkg_ray.errors import ClusterError
 
 if TYPE_CHECKING:
-    from gpkg_ray.remote.config import ClusterConfig
     from gpkg_ray.spec.settings import Settings
 
 LOCAL = "local"
 
 
-def check_cluster(name: str) -> ClusterConfig | None:
-    """The remote's config, or None for `local`; raises ClusterError when the
-    cluster cannot be used."""
+def check_cluster(name: str) -> None:
+    """Raises ClusterError when cluster `name` cannot be used."""
     if name == LOCAL:
-        return None
+        return
     from gpkg_ray.remote.config import cluster_for_name
     from gpkg_ray.remote.status import ClusterDown, cluster_nodes
 
@@ -35,7 +33,6 @@ def check_cluster(name: str) -> ClusterConfig | None:
         raise ClusterError(f"cluster '{name}' is down: {e}") from e
     if not any(n.alive and n.amount("CPU")[0] > 0 for n in nodes):
         raise ClusterError(f"cluster '{name}' has no node with CPUs to run trials on")
-    return cluster
 
 
 def with_cluster_defaults(settings: Settings, user_flags: Iterable[str]) -> Settings:

@@ -153,16 +153,13 @@ def cluster_config(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         raise ClusterError(
             f"remote '{name}': give auth-token-file or auth-token-env, not both"
         )
-    max_copy_mb = raw.get("max-copy-mb", DEFAULT_MAX_COPY_MB)
-    if (
-        isinstance(max_copy_mb, bool)
-        or not isinstance(max_copy_mb, int | float)
-        or max_copy_mb < 0
-    ):
-        raise ClusterError(
-            f"remote '{name}': max-copy-mb must be a number of MB >= 0, not "
-            f"'{max_copy_mb}' (files of a run bigger than that stay on the node)"
-        )
+    max_copy_mb = _number(
+        name,
+        raw,
+        "max-copy-mb",
+        what="a number of MB",
+        hint=" (files of a run bigger than that stay on the node)",
+    )
     local = None
     if raw.get("local") is not None:
         local = local_spec(name, raw["local"])
@@ -177,11 +174,11 @@ def cluster_config(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         port,
         token_file,
         token_env,
-        max_copy_mb,
+        DEFAULT_MAX_COPY_MB if max_copy_mb is None else max_copy_mb,
         _env(name, raw.get("env")),
         _pip(name, raw.get("pip")),
-        _resource(name, raw, "trial-cpus"),
-        _resource(name, raw, "trial-gpus"),
+        _number(name, raw, "trial-cpus"),
+        _number(name, raw, "trial-gpus"),
         local,
     )
 
@@ -210,13 +207,20 @@ def _pip(name: str, raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _resource(name: str, raw: Mapping[str, Any], key: str) -> float | None:
+def _number(
+    name: str,
+    raw: Mapping[str, Any],
+    key: str,
+    what: str = "a number",
+    hint: str = "",
+) -> float | None:
+    """The value of `key` (a number >= 0), or None when it is not given."""
     value = raw.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ClusterError(
-            f"remote '{name}': {key} must be a number >= 0, not '{value}'"
+            f"remote '{name}': {key} must be {what} >= 0, not '{value}'{hint}"
         )
     return float(value)
 

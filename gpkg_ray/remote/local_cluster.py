@@ -166,13 +166,14 @@ def stop(name: str) -> bool:
         return False
     recorded = _alive(state["processes"])
     supervisor = _alive([state["pid"]])
-    # Their workers (and what those started) are ended with them.
+    # Their workers (and what those started) are ended with them. psutil's
+    # handles do not signal a pid that another process has taken since.
     everything = [p for proc in supervisor + recorded for p in process_tree(proc.pid)]
     for proc in supervisor:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()  # it shuts the cluster down, then exits
     psutil.wait_procs(supervisor, timeout=STOP_TIMEOUT)
-    stop_processes(_alive([p.pid for p in everything]))
+    stop_processes(everything)
     shutil.rmtree(state["temp_dir"], ignore_errors=True)
     _remove_files(name)
     return True
