@@ -19,6 +19,8 @@ from gpkg_ray.cluster import LOCAL, with_cluster_defaults
 from gpkg_ray.errors import GpkgRayError, SpecError
 
 EXIT_CONFIG_ERROR = 2
+_ENGINE = "gpkg_ray.engine.ray_tune"
+"""Ray Tune and the trainable: imported while the embedded Ray starts."""
 EXIT_TUNE_FAILED = 1
 
 
@@ -170,7 +172,10 @@ class _Tune:
         # Ray is imported inside: the embedded Ray's loopback setting must come
         # first. Stop signals are handled once Ray has started (it sets a
         # SIGTERM handler).
-        with embedded_ray(log_file=log_file) as ray, handling_stops(stop):
+        with (
+            embedded_ray(log_file=log_file, preload=[_ENGINE]) as ray,
+            handling_stops(stop),
+        ):
             self.journal.ray_started(ray.temp_dir, attempt_processes(ray.processes))
             preload_in_background()
             return self._run_search(seed, prior, stop)

@@ -63,7 +63,12 @@ GUILD_YML = """
 {tune_config}
     tune-custom:
       main: gpkg_ray.tuner
-      flags-import: all
+      flags-dest: args
+      flags-import: no
+      sourcecode: no
+      output-scalars: no
+      flags:
+        $include: tune:tune
       config:
         steps: [train, evaluate-custom]
         optimize:
@@ -72,7 +77,12 @@ GUILD_YML = """
           lr: loguniform[1e-3:1e-1]
     tune-tb:
       main: gpkg_ray.tuner
-      flags-import: all
+      flags-dest: args
+      flags-import: no
+      sourcecode: no
+      output-scalars: no
+      flags:
+        $include: tune:tune
       config:
         steps: [train, evaluate-tb]
         optimize:

@@ -58,13 +58,17 @@ def test_overhead_benchmark_quick(guild_env):
 def test_parallel_benchmark_quick(guild_env):
     lines = _run_quick("parallel.py", guild_env)
 
-    header = next(i for i, line in enumerate(lines) if line.startswith("concurrency"))
+    header = next(i for i, line in enumerate(lines) if line.startswith("way"))
     for row, concurrency in zip(
         lines[header + 1 : header + 3], ("1", "2"), strict=True
     ):
         cells = row.split()
-        assert cells[0] == concurrency and len(cells) == 6, row
-        assert float(cells[1]) > 0 and int(cells[5]) > int(cells[4]) > 0  # MB
+        assert cells[:2] == ["tune", concurrency] and len(cells) == 8, row
+        driver, tree_rss, tree_pss = map(int, cells[5:])  # MB
+        assert float(cells[2]) > 0 and tree_rss > driver > 0
+        assert 0 < tree_pss <= tree_rss
+    direct = lines[header + 3].split()
+    assert direct[:3] == ["guild", "runs", "2"] and float(direct[3]) > 0
     assert any(line.startswith("efficiency at concurrency 2") for line in lines)
 
 

@@ -25,6 +25,7 @@ from gpkg_ray.environ import patched_environ
 from gpkg_ray.remote.run_sync import RunSender, node_guild_home
 from gpkg_ray.resume.prior import Prior
 from gpkg_ray.spec import TrialPlan, TuneSpec
+from gpkg_ray.trial.launcher import StepLauncher, step_launcher
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
 from gpkg_ray.trial.runner import TRIAL_DONE, Trial
@@ -46,7 +47,8 @@ class GuildTrial(tune.Trainable):
     before the actor goes away.
 
     Actors are reused (`reset_config`): a new worker process per trial would
-    pay Python's and Ray's start and our imports, about 1.5 s, each time.
+    pay Python's and Ray's start and our imports, about 1.5 s, each time. For
+    the same reason an actor keeps a step launcher that has imported Guild.
     """
 
     def setup(
@@ -70,6 +72,7 @@ class GuildTrial(tune.Trainable):
                 cluster_runs.collector, home, cluster_runs.max_copy_bytes
             )
         self._trial_args = (plan, workspace, tags, limits)
+        self._launcher: StepLauncher | None = None
         self._start_trial(config)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
@@ -81,7 +84,9 @@ class GuildTrial(tune.Trainable):
 
     def _start_trial(self, config: dict[str, Any]) -> None:
         plan, workspace, tags, limits = self._trial_args
-        self.trial = Trial(plan, config, workspace, tags, limits)
+        if self._launcher is None or self._launcher.gone:
+            self._launcher = step_launcher(workspace.project_dir, workspace.step_env())
+        self.trial = Trial(plan, config, workspace, self._launcher, tags, limits)
 
     def step(self) -> dict[str, Any]:
         try:
@@ -107,6 +112,8 @@ class GuildTrial(tune.Trainable):
 
     def cleanup(self) -> None:
         self._stop()
+        if self._launcher is not None:
+            self._launcher.close()
 
     def _stop(self) -> None:
         self.trial.stop()

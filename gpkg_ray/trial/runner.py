@@ -27,6 +27,7 @@ from typing import Any
 from gpkg_ray.errors import TrialFailed
 from gpkg_ray.spec import TrialPlan
 from gpkg_ray.spec.steps import Step
+from gpkg_ray.trial.launcher import StepLauncher
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
 from gpkg_ray.trial.step_run import StepRun, new_run_id
@@ -54,12 +55,14 @@ class Trial:
         plan: TrialPlan,
         sampled: dict[str, Any],
         workspace: Workspace,
+        launcher: StepLauncher,
         tags: tuple[str, ...] = (),
         limits: Limits = Limits(),  # noqa: B008 (frozen dataclass)
     ):
         self.plan = plan
         self.sampled = sampled
         self.workspace = workspace
+        self.launcher = launcher
         self.tags = tuple(tags)
         self.limits = limits
         self.runs: dict[str, str] = {}
@@ -153,7 +156,9 @@ class Trial:
         flags.update(
             {flag: self.runs[upstream] for flag, upstream in step.pins.items()}
         )
-        run = StepRun(self.workspace, step.opspec, flags, new_run_id(), self.tags)
+        run = StepRun(
+            self.workspace, self.launcher, step.opspec, flags, new_run_id(), self.tags
+        )
         self._step, self._run = step, run
         self._watcher = ScalarWatcher(run.run_dir)
         self.runs[step.name] = run.run_id

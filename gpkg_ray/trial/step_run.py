@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -17,6 +16,7 @@ from guild import run as guild_run
 from guild import util as guild_util
 
 from gpkg_ray.processes import process_tree, stop_processes
+from gpkg_ray.trial.launcher import StepLauncher, StepProcess
 from gpkg_ray.trial.workspace import Workspace
 
 # What `guild run` prints on stderr that is not an error.
@@ -31,7 +31,8 @@ START_WAIT_SECONDS = 5.0
 
 
 class StepRun:
-    """Starts `guild run OP flag=value ...` in the project directory.
+    """Starts `guild run OP flag=value ...` in the project directory, by
+    `launcher` (see trial.launcher).
 
     The run id is chosen here (`--run-id`), so the run directory is known before
     Guild creates it and the run can be reported, watched and stopped by id.
@@ -40,28 +41,33 @@ class StepRun:
     def __init__(
         self,
         workspace: Workspace,
+        launcher: StepLauncher,
         op: str,
         flags: dict[str, Any],
         run_id: str,
         tags: tuple[str, ...] = (),
     ):
         self.workspace = workspace
+        self.launcher = launcher
         self.op = op
         self.flags = flags
         self.run_id = run_id
         self.tags = tags
-        self._proc: subprocess.Popen | None = None
+        self._proc: StepProcess | None = None
         # Guild saves the step's output in its run; stderr is kept here too, since
-        # `guild run` writes its own errors there. Closed in close().
-        self._stderr = tempfile.TemporaryFile(mode="w+b", prefix="gpkg-ray-step-")  # noqa: SIM115
+        # `guild run` writes its own errors there. Named: a fork launcher opens it
+        # by name. Closed (and removed) in close().
+        self._stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            mode="w+b", prefix="gpkg-ray-step-"
+        )
 
     @property
     def run_dir(self) -> str:
         return self.workspace.run_dir(self.run_id)
 
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "guild.main_bootstrap", "run", "-y"]
-        cmd += ["--run-id", self.run_id]
+    def guild_args(self) -> list[str]:
+        """The arguments of `guild`: `run -y --run-id ID OP flag=value...`."""
+        cmd = ["run", "-y", "--run-id", self.run_id]
         for tag in self.tags:
             cmd += ["--tag", tag]
         cmd.append(self.op)
@@ -72,16 +78,7 @@ class StepRun:
         return cmd
 
     def start(self) -> StepRun:
-        # Same session as the Ray worker (no start_new_session): when Ray ends the
-        # worker, the step's process group goes with it.
-        self._proc = subprocess.Popen(
-            self.command(),
-            cwd=self.workspace.project_dir,
-            env=self.workspace.step_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-        )
+        self._proc = self.launcher.start(self.guild_args(), self._stderr)
         return self
 
     def wait(self, timeout: float) -> int | None:

@@ -1,0 +1,201 @@
+"""Starting a step's `guild run` process: fresh, or forked from a warm Python.
+
+A fresh `guild run` spends about half a second of CPU on Python's start and
+Guild's imports before it reads guild.yml, for every step of every trial. A
+trial's steps run one after another in one Ray actor, which keeps a
+`ForkLauncher`: a process (launcher_main) that imports Guild once, then forks a
+child per step that runs Guild's own command line (`guild.main`) with the
+step's arguments. The child is the same `guild run` as a fresh one, less its
+start-up: same run directory, same op process, same exit status.
+
+Both launchers give a Popen-like handle (`pid`, `poll`, `wait`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from typing import IO, Protocol
+
+import psutil
+
+START_TIMEOUT_SECONDS = 120.0
+"""Longest a start waits for the launcher (its first start waits for its imports)."""
+LOST_EXIT_STATUS = 1
+"""Exit status of a step whose launcher ended before the step did."""
+
+
+class StepProcess(Protocol):
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Exit status; raises subprocess.TimeoutExpired after `timeout`."""
+        ...
+
+
+class StepLauncher(Protocol):
+    gone: bool
+    """Whether it can start no more steps (make a new one)."""
+
+    def start(self, guild_args: list[str], stderr: IO[bytes]) -> StepProcess:
+        """Starts `guild GUILD_ARGS` with its stderr to `stderr` (a named file)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LauncherGone(Exception):
+    """The fork launcher ended: start steps with a new one."""
+
+
+class SubprocessLauncher:
+    """A fresh Python per step: `python -m guild.main_bootstrap ARGS`."""
+
+    def __init__(self, cwd: str, env: dict[str, str]):
+        self.cwd = cwd
+        self.env = env
+        self.gone = False
+
+    def start(self, guild_args: list[str], stderr: IO[bytes]) -> StepProcess:
+        # Same session as the Ray worker (no start_new_session): when Ray ends
+        # the worker's process group, the step goes with it.
+        return subprocess.Popen(
+            [sys.executable, "-m", "guild.main_bootstrap", *guild_args],
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class ForkLauncher:
+    """Steps forked from one warm process (gpkg_ray.trial.launcher_main).
+
+    Requests and replies are JSON lines on the launcher's stdin and stdout: a
+    start gets `{"started": PID}` back at once, and `{"ended": PID, "exit":
+    STATUS}` comes when the launcher has reaped that child. A thread here reads
+    the replies. The launcher ends when its stdin closes (close(), or this
+    process ending), and stops steps still running then.
+    """
+
+    def __init__(self, cwd: str, env: dict[str, str]):
+        # Same session and process group as the Ray worker, as for a fresh step.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "gpkg_ray.trial.launcher_main"],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._lock = threading.Lock()  # one start at a time: replies in order
+        self._started: queue.Queue[int | None] = queue.Queue()
+        self._ended = threading.Condition()
+        self._exits: dict[int, int] = {}
+        self.gone = False
+        threading.Thread(
+            target=self._read_replies, name="gpkg-ray-launcher", daemon=True
+        ).start()
+
+    def start(self, guild_args: list[str], stderr: IO[bytes]) -> StepProcess:
+        request = {"args": guild_args, "stderr": stderr.name}
+        with self._lock:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+                self._proc.stdin.flush()
+                pid = self._started.get(timeout=START_TIMEOUT_SECONDS)
+            except (OSError, queue.Empty) as e:
+                raise LauncherGone(f"the step launcher does not answer: {e}") from e
+        if pid is None:
+            raise LauncherGone("the step launcher ended")
+        return _ForkedStep(self, pid)
+
+    def close(self) -> None:
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            with contextlib.suppress(OSError):  # a launcher that was killed
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def exit_status(self, pid: int, timeout: float | None) -> int | None:
+        """The exit status of forked child `pid`, or None after `timeout`."""
+        with self._ended:
+            self._ended.wait_for(lambda: pid in self._exits or self.gone, timeout)
+            if pid in self._exits:
+                return self._exits[pid]
+            if not self.gone:
+                return None
+        # The launcher ended first (killed): no status to be had, only an end.
+        try:
+            psutil.Process(pid).wait(timeout)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            return None
+        return LOST_EXIT_STATUS
+
+    def _read_replies(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            reply = json.loads(line)
+            if "started" in reply:
+                self._started.put(reply["started"])
+            else:
+                with self._ended:
+                    self._exits[reply["ended"]] = reply["exit"]
+                    self._ended.notify_all()
+        with self._ended:
+            self.gone = True
+            self._ended.notify_all()
+        self._started.put(None)
+
+
+class _ForkedStep:
+    def __init__(self, launcher: ForkLauncher, pid: int):
+        self.launcher = launcher
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self._status(0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        status = self._status(timeout)
+        if status is None:
+            raise subprocess.TimeoutExpired(f"guild run (pid {self.pid})", timeout or 0)
+        return status
+
+    def _status(self, timeout: float | None) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.launcher.exit_status(self.pid, timeout)
+        return self.returncode
+
+
+def step_launcher(cwd: str, env: dict[str, str]) -> StepLauncher:
+    """A fork launcher where the OS lets it watch its children by pidfd
+    (Linux 5.3 and later), else fresh processes."""
+    if _pidfd_works():
+        return ForkLauncher(cwd, env)
+    return SubprocessLauncher(cwd, env)
+
+
+def _pidfd_works() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
