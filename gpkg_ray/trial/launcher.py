@@ -24,8 +24,12 @@ from typing import IO, Protocol
 
 import psutil
 
+from gpkg_ray.processes import GRACE_SECONDS
+
 START_TIMEOUT_SECONDS = 120.0
 """Longest a start waits for the launcher (its first start waits for its imports)."""
+CLOSE_WAIT_SECONDS = 2 * GRACE_SECONDS + 5
+"""How long a closed launcher may take to stop a step that still runs."""
 LOST_EXIT_STATUS = 1
 """Exit status of a step whose launcher ended before the step did."""
 
@@ -126,7 +130,8 @@ class ForkLauncher:
             with contextlib.suppress(OSError):  # a launcher that was killed
                 self._proc.stdin.close()
         try:
-            self._proc.wait(timeout=10)
+            # A step still running is stopped first: SIGTERM, then SIGKILL.
+            self._proc.wait(timeout=CLOSE_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
