@@ -79,6 +79,9 @@ def test_a_forked_step_is_the_same_guild_run(project, workspace):
 
 def test_a_failed_step_gives_its_exit_status_and_error(project, workspace, launcher):
     step = _step(workspace, launcher, mode="crash")
+    # Its stderr file has no name once the step has it open: a killed tune
+    # leaves nothing in the temp dir.
+    assert not os.path.exists(step._stderr.name)
     assert step.wait(60) == 1
     assert step.error_line() == "train crashed on purpose"
     assert project.run(step.run_id).status == "error"

@@ -2,12 +2,12 @@
 
 Started by gpkg_ray.trial.launcher.ForkLauncher in a trial's Ray actor, with
 the steps' working directory and environment. Reads JSON lines on stdin,
-`{"args": [...], "stderr": PATH}`, forks a child that runs Guild's command
-line with those arguments, stdin and stdout on /dev/null and stderr appended
-to PATH, and answers `{"started": PID}` on stdout; `{"ended": PID, "exit":
-STATUS}` follows once the child has ended (watched by pidfd). One thread, so
-that a fork never copies a lock another thread holds. On end of input, steps
-still running are stopped, and it exits.
+`{"args": [...], "stderr": PATH}`, opens PATH, forks a child that runs
+Guild's command line with those arguments, stdin and stdout on /dev/null and
+stderr appended to PATH, and answers `{"started": PID}` on stdout;
+`{"ended": PID, "exit": STATUS}` follows once the child has ended (watched by
+pidfd). One thread, so that a fork never copies a lock another thread holds.
+On end of input, steps still running are stopped, and it exits.
 """
 
 from __future__ import annotations
@@ -67,9 +67,12 @@ def _preload() -> None:
 
 
 def _start(request: dict, children: dict[int, int], selector) -> None:
+    # Opened before the answer: the client may remove the file's name then.
+    stderr = os.open(request["stderr"], os.O_WRONLY | os.O_APPEND)
     pid = os.fork()
     if pid == 0:
-        os._exit(_run_guild(request["args"], request["stderr"]))
+        os._exit(_run_guild(request["args"], stderr))
+    os.close(stderr)
     pidfd = os.pidfd_open(pid)
     children[pidfd] = pid
     selector.register(pidfd, selectors.EVENT_READ)
@@ -84,10 +87,10 @@ def _reap(pidfd: int, children: dict[int, int], selector) -> None:
     _reply({"ended": pid, "exit": os.waitstatus_to_exitcode(status)})
 
 
-def _run_guild(args: list[str], stderr_path: str) -> int:
+def _run_guild(args: list[str], stderr: int) -> int:
     """In the forked child: `guild ARGS`, as `guild` itself would run it."""
     try:
-        _redirect(stderr_path)
+        _redirect(stderr)
         sys.argv = ["guild", *args]
         import guild.main
 
@@ -104,14 +107,13 @@ def _run_guild(args: list[str], stderr_path: str) -> int:
         sys.stderr.flush()
 
 
-def _redirect(stderr_path: str) -> None:
+def _redirect(stderr: int) -> None:
     null = os.open(os.devnull, os.O_RDWR)
-    err = os.open(stderr_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(null, 0)
     os.dup2(null, 1)
-    os.dup2(err, 2)
+    os.dup2(stderr, 2)
     os.close(null)
-    os.close(err)
+    os.close(stderr)
 
 
 def _exit_status(code) -> int:

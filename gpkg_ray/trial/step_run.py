@@ -55,10 +55,11 @@ class StepRun:
         self.tags = tags
         self._proc: StepProcess | None = None
         # Guild saves the step's output in its run; stderr is kept here too, since
-        # `guild run` writes its own errors there. Named: a fork launcher opens it
-        # by name. Closed (and removed) in close().
+        # `guild run` writes its own errors there. Named until the step has it
+        # open (a fork launcher opens it by name), then unnamed: nothing is left
+        # in the temp dir even when this process is killed. Closed in close().
         self._stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            mode="w+b", prefix="gpkg-ray-step-"
+            mode="w+b", prefix="gpkg-ray-step-", delete=False
         )
 
     @property
@@ -78,7 +79,10 @@ class StepRun:
         return cmd
 
     def start(self) -> StepRun:
-        self._proc = self.launcher.start(self.guild_args(), self._stderr)
+        try:
+            self._proc = self.launcher.start(self.guild_args(), self._stderr)
+        finally:
+            os.unlink(self._stderr.name)
         return self
 
     def wait(self, timeout: float) -> int | None:
