@@ -19,9 +19,9 @@ from gpkg_ray.cluster import LOCAL, with_cluster_defaults
 from gpkg_ray.errors import GpkgRayError, SpecError
 
 EXIT_CONFIG_ERROR = 2
+EXIT_TUNE_FAILED = 1
 _ENGINE = "gpkg_ray.engine.ray_tune"
 """Ray Tune and the trainable: imported while the embedded Ray starts."""
-EXIT_TUNE_FAILED = 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -62,13 +62,15 @@ GUILD_YML = """
       config:
 {tune_config}
     tune-custom:
-      main: gpkg_ray.tuner
-      flags-dest: args
-      flags-import: no
-      sourcecode: no
-      output-scalars: no
-      flags:
-        $include: tune:tune
+      # A tune op besides `tune` (docs/guide.md); the next one reuses it.
+      <<: &tuner
+        main: gpkg_ray.tuner
+        flags-dest: args
+        flags-import: no
+        sourcecode: no
+        output-scalars: no
+        flags:
+          $include: tune:tune
       config:
         steps: [train, evaluate-custom]
         optimize:
@@ -76,13 +78,7 @@ GUILD_YML = """
         space:
           lr: loguniform[1e-3:1e-1]
     tune-tb:
-      main: gpkg_ray.tuner
-      flags-dest: args
-      flags-import: no
-      sourcecode: no
-      output-scalars: no
-      flags:
-        $include: tune:tune
+      <<: *tuner
       config:
         steps: [train, evaluate-tb]
         optimize:
