@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from gpkg_ray.errors import ClusterError
 
 if TYPE_CHECKING:
-    from gpkg_ray.spec.settings import Settings
+    from gpkg_ray.tuning_spec.settings import Settings
 
 LOCAL = "local"
 

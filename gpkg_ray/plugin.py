@@ -28,8 +28,8 @@ class TunePlugin(pluginlib.Plugin):
         from guild import cli
 
         from gpkg_ray.errors import GpkgRayError
-        from gpkg_ray.spec import Settings
         from gpkg_ray.tuner import checked_spec
+        from gpkg_ray.tuning_spec import Settings
 
         try:
             opdef = op._opdef

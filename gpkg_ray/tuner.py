@@ -25,7 +25,7 @@ _ENGINE = "gpkg_ray.engine.ray_tune"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from gpkg_ray.spec.settings import add_arguments
+    from gpkg_ray.tuning_spec.settings import add_arguments
 
     parser = argparse.ArgumentParser(
         prog="gpkg_ray.tuner", description="Tune hyperparameters with Ray Tune"
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gpkg_ray.spec import Settings
+    from gpkg_ray.tuning_spec import Settings
 
     # Flags first: Guild's flags import runs this module and stops at argparse.
     args = parse_args(argv)
@@ -76,7 +76,7 @@ def checked_spec(opdef, settings, opref):
 
     from gpkg_ray.cluster import check_cluster
     from gpkg_ray.resume.warm_start import earlier_tune_runs
-    from gpkg_ray.spec import load_spec
+    from gpkg_ray.tuning_spec import load_spec
 
     spec = load_spec(opdef, settings)
     check_cluster(spec.settings.cluster)
@@ -185,7 +185,7 @@ class _Tune:
         from gpkg_ray.engine.interrupts import handling_stops
         from gpkg_ray.remote.config import cluster_for_name
         from gpkg_ray.results.report import preload_in_background
-        from gpkg_ray.spec.steps import find_opdef
+        from gpkg_ray.tuning_spec.steps import find_opdef
 
         cluster = cluster_for_name(self.spec.settings.cluster)
         step_opdefs = [find_opdef(s.name, self.opdef) for s in self.spec.plan.steps]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gpkg_ray.errors import SpecError
-from gpkg_ray.spec.objective import Objective, parse_objective
+from gpkg_ray.tuning_spec.objective import Objective, parse_objective
 
 STEPS = ["train", "evaluate"]
 

@@ -9,8 +9,8 @@ from gpkg_ray.results import plots
 from gpkg_ray.results.curves import Curve
 from gpkg_ray.results.progress import ProgressPrinter, format_duration
 from gpkg_ray.results.summary import summary_lines, table_lines
-from gpkg_ray.spec import Choice, Objective, Param, Range
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.tuning_spec import Choice, Objective, Param, Range
 
 OBJECTIVE = Objective("acc", "max", "evaluate")
 

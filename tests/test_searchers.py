@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from gpkg_ray.engine.searchers import grid_points, ray_domain
-from gpkg_ray.spec import Choice, Param, Range
+from gpkg_ray.tuning_spec import Choice, Param, Range
 
 
 def _param(key, domain):

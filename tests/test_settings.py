@@ -10,7 +10,12 @@ import pytest
 import yaml
 
 from gpkg_ray.errors import SpecError
-from gpkg_ray.spec.settings import SEARCH_ALGORITHMS, Settings, add_arguments, flag_name
+from gpkg_ray.tuning_spec.settings import (
+    SEARCH_ALGORITHMS,
+    Settings,
+    add_arguments,
+    flag_name,
+)
 
 REPO_GUILDFILE = Path(__file__).resolve().parent.parent / "guild.yml"
 

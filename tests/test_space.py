@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gpkg_ray.errors import SpecError
-from gpkg_ray.spec.space import Choice, Fixed, FlagDef, Range, parse_value, resolve
+from gpkg_ray.tuning_spec.space import (
+    Choice,
+    Fixed,
+    FlagDef,
+    Range,
+    parse_value,
+    resolve,
+)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 from guild import guildfile
 
 from gpkg_ray.errors import SpecError
-from gpkg_ray.spec import Choice, Fixed, Range, Settings, load_spec
+from gpkg_ray.tuning_spec import Choice, Fixed, Range, Settings, load_spec
 
 GUILD_YML = """
 - model: {model}

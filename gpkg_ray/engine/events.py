@@ -12,7 +12,6 @@ from ray.exceptions import RayActorError
 from ray.tune import Callback
 
 from gpkg_ray.errors import TrialFailed
-from gpkg_ray.spec import TrialPlan
 from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
 from gpkg_ray.trial.runner import (
     GUILD_RUNS,
@@ -21,6 +20,7 @@ from gpkg_ray.trial.runner import (
     TRIAL_DONE,
     TRIAL_STOPPED,
 )
+from gpkg_ray.tuning_spec import TrialPlan
 
 
 class TrialEvents(Callback):

@@ -24,12 +24,12 @@ from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
 from gpkg_ray.remote.run_sync import RunSender, node_guild_home
 from gpkg_ray.resume.prior import Prior
-from gpkg_ray.spec import TrialPlan, TuneSpec
 from gpkg_ray.trial.launcher import StepLauncher, step_launcher
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
 from gpkg_ray.trial.runner import TRIAL_DONE, Trial
 from gpkg_ray.trial.workspace import Workspace
+from gpkg_ray.tuning_spec import TrialPlan, TuneSpec
 
 HEARTBEAT_SECONDS = 1.0
 """Longest a trainable's `step` waits for a new result. Ray can stop a trial only

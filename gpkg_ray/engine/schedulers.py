@@ -28,9 +28,9 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from gpkg_ray.spec import TuneSpec
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.runner import SCHEDULER_METRIC, SCHEDULER_TIME
+from gpkg_ray.tuning_spec import TuneSpec
 
 HYPERBAND_BRACKETS = 3
 MEDIAN_MIN_SAMPLES = 3

@@ -23,9 +23,9 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
 from gpkg_ray.resume.prior import Prior
-from gpkg_ray.spec import Choice, Param, Range, TuneSpec
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.runner import OBJECTIVE
+from gpkg_ray.tuning_spec import Choice, Param, Range, TuneSpec
 
 SEED_STRIDE = 1_000_003
 """A later attempt's seed is the first one's plus this per attempt: the same seed

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from gpkg_ray.spec import Objective
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.scalars import scalar_series
+from gpkg_ray.tuning_spec import Objective
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from gpkg_ray.results.curves import Curve
-from gpkg_ray.spec import Choice, Objective, Param, Range
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.tuning_spec import Choice, Objective, Param, Range
 
 COMPLETED = "#1f77b4"
 STOPPED = "#999999"

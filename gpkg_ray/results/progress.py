@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from gpkg_ray.spec import Objective
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.tuning_spec import Objective
 
 WIDTH = 80
 

@@ -24,8 +24,8 @@ from guild import run as guild_run
 from guild.opref import OpRef
 from guild.summary import SummaryWriter
 
-from gpkg_ray.spec import Objective
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.tuning_spec import Objective
 
 RECORD_OP = "trial"
 

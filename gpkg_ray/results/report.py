@@ -18,8 +18,8 @@ import time
 from gpkg_ray.results.progress import format_value
 from gpkg_ray.results.summary import STATUSES
 from gpkg_ray.results.trials import TRIALS_CSV, best_trial, count_status, ranked_trials
-from gpkg_ray.spec import TuneSpec
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.tuning_spec import TuneSpec
 
 REPORT_DIR = "report"
 INDEX = "index.html"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from gpkg_ray.results.progress import WIDTH, format_value
 from gpkg_ray.results.trials import count_status, ranked_trials
-from gpkg_ray.spec import Objective
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.tuning_spec import Objective
 
 STATUSES = ("completed", "stopped", "failed")
 GAP = "  "

@@ -8,8 +8,8 @@ import os
 
 from guild.summary import SummaryWriter
 
-from gpkg_ray.spec import Objective
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.tuning_spec import Objective
 
 TRIALS_CSV = "trials.csv"
 TRIALS_JSON = "trials.json"

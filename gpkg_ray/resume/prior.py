@@ -16,9 +16,9 @@ from guild import run as guild_run
 
 from gpkg_ray.resume.journal import read_journal
 from gpkg_ray.resume.leftovers import end_attempt, settle_runs
-from gpkg_ray.spec import TrialPlan
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.scalars import ScalarWatcher
+from gpkg_ray.tuning_spec import TrialPlan
 
 KILLED = "the tune was killed"
 

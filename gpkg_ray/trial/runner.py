@@ -25,13 +25,13 @@ from collections import deque
 from typing import Any
 
 from gpkg_ray.errors import TrialFailed
-from gpkg_ray.spec import TrialPlan
-from gpkg_ray.spec.steps import Step
 from gpkg_ray.trial.launcher import StepLauncher
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
+from gpkg_ray.tuning_spec import TrialPlan
+from gpkg_ray.tuning_spec.steps import Step
 
 OBJECTIVE = "objective"
 GUILD_RUNS = "guild_runs"

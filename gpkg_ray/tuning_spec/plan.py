@@ -1,4 +1,4 @@
-"""Tuning spec: what to tune, read from a `tune` op's `config:` and its flags.
+"""The tuning spec: what to tune, read from a `tune` op's `config:` and its flags.
 
     tune:
       main: gpkg_ray.tuner
@@ -23,24 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpkg_ray.errors import SpecError
-from gpkg_ray.spec.objective import Objective, parse_objective
-from gpkg_ray.spec.settings import Settings
-from gpkg_ray.spec.space import Choice, Domain, Fixed, Range, parse_value, resolve
-from gpkg_ray.spec.steps import Step, resolve_steps
-
-__all__ = [
-    "Choice",
-    "Domain",
-    "Fixed",
-    "Objective",
-    "Param",
-    "Range",
-    "Settings",
-    "Step",
-    "TrialPlan",
-    "TuneSpec",
-    "load_spec",
-]
+from gpkg_ray.tuning_spec.objective import Objective, parse_objective
+from gpkg_ray.tuning_spec.settings import Settings
+from gpkg_ray.tuning_spec.space import (
+    Domain,
+    Fixed,
+    Range,
+    parse_value,
+    resolve,
+)
+from gpkg_ray.tuning_spec.steps import Step, resolve_steps
 
 _CONFIG_KEYS = ("steps", "optimize", "space", "scheduler-metric")
 

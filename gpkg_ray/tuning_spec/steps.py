@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpkg_ray.errors import SpecError
-from gpkg_ray.spec.space import FlagDef
+from gpkg_ray.tuning_spec.space import FlagDef
 
 
 @dataclass(frozen=True)
