@@ -1,12 +1,15 @@
 """Build script for gpkg.ray.
 
 Guild finds the package definition of `gpkg.ray` at `gpkg/ray/guild.yml` inside
-the installed distribution. The repo-root `guild.yml` is the single source: the
-build step below copies it there, so `pip install .` and wheels both carry it.
+the installed distribution. The build step below writes it there from the
+repo-root `guild.yml`, with the `tune` op's flags made from their single
+definition, the Settings fields in `gpkg_ray/tuning_spec/settings.py`; so `pip
+install .` and wheels both carry it.
 """
 
+import importlib.util
 import os
-import shutil
+import sys
 
 import yaml
 from setuptools import find_packages, setup
@@ -24,6 +27,31 @@ def _package_def():
     raise SystemExit("guild.yml has no 'package' definition")
 
 
+def _tune_flagdefs() -> dict:
+    """The tune op's flags, from the Settings module alone (the rest of the
+    package imports Guild, which the build does not have)."""
+    sys.path.insert(0, HERE)
+    try:
+        path = os.path.join(HERE, "gpkg_ray", "tuning_spec", "settings.py")
+        spec = importlib.util.spec_from_file_location("_gpkg_ray_settings", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        return module.guild_flagdefs()
+    finally:
+        sys.modules.pop("_gpkg_ray_settings", None)
+        sys.path.remove(HERE)
+
+
+def installed_guildfile() -> list:
+    """guild.yml as installed: the repo's, with the tune op's flags."""
+    with open(GUILDFILE) as f:
+        items = yaml.safe_load(f)
+    (config,) = [item for item in items if item.get("config") == "tune"]
+    config["operations"]["tune"]["flags"] = _tune_flagdefs()
+    return items
+
+
 class BuildWithGuildfile(build_py):
     """Installs guild.yml where Guild looks for package `gpkg.ray`."""
 
@@ -31,7 +59,15 @@ class BuildWithGuildfile(build_py):
         super().run()
         target_dir = os.path.join(self.build_lib, "gpkg", "ray")
         os.makedirs(target_dir, exist_ok=True)
-        shutil.copyfile(GUILDFILE, os.path.join(target_dir, "guild.yml"))
+        with open(os.path.join(target_dir, "guild.yml"), "w") as f:
+            f.write(_INSTALLED_HEADER)
+            yaml.safe_dump(installed_guildfile(), f, sort_keys=False, width=88)
+
+
+_INSTALLED_HEADER = """\
+# gpkg.ray's package definition, written by its setup.py from the repo's
+# guild.yml and the tune op's flags in gpkg_ray/tuning_spec/settings.py.
+"""
 
 
 def _readme():

@@ -1,11 +1,15 @@
 """gpkg.ray: hyperparameter tuning with Ray Tune as a Guild operation.
 
-The data path, one subpackage each:
+The data path, one stage each:
 
-    spec     op config + flags  -> TuneSpec (settings, space, objective, steps)
-    trial    one trial's steps as Guild runs, scalars read live -> reports
-    engine   Ray Tune runs the trials (searchers, embedded Ray)
-    results  trial record runs, trials table, tune scalars, progress
+    tuning_spec   op config + flags -> TuneSpec (settings, space, objective, steps)
+    preparation   everything a tune needs, checked and built once
+    trial         one trial's steps as Guild runs, scalars read live -> results
+    engine        Ray Tune runs the trials (embedded Ray or a cluster, searchers,
+                  schedulers), telling a TuneListener what happens
+    results       trial records, progress, trials table, summary, report
+    resume        the journal, what a killed attempt left, warm start
+    remote        `ray-cluster` Guild remotes
 
 `gpkg_ray.tuner` is the `tune` op's main; it only wires these together. The root
 package re-exports the plain-data API; `gpkg_ray.engine` (which imports Ray) is
@@ -24,9 +28,14 @@ _EXPORTS = {
     "TrialPlan": "gpkg_ray.tuning_spec",
     "TuneSpec": "gpkg_ray.tuning_spec",
     "load_spec": "gpkg_ray.tuning_spec",
-    "TrialListener": "gpkg_ray.trial.outcome",
+    "CheckedTune": "gpkg_ray.preparation",
+    "PreparedTune": "gpkg_ray.preparation",
+    "check_tune": "gpkg_ray.preparation",
+    "SearchStarted": "gpkg_ray.listener",
+    "TuneListener": "gpkg_ray.listener",
+    "Trial": "gpkg_ray.trial.runner",
     "TrialOutcome": "gpkg_ray.trial.outcome",
-    "run_trial": "gpkg_ray.trial.runner",
+    "TrialResult": "gpkg_ray.trial.result",
     "Workspace": "gpkg_ray.trial.workspace",
 }
 

@@ -3,52 +3,60 @@
 `local` is an embedded Ray started for this tune and stopped at its end. Any
 other name is a Guild remote of type `ray-cluster` in the user's Guild config
 (see `gpkg_ray.remote.config`): it must exist and answer before anything runs.
+The remote's config is read once per tune (`resolve_cluster`); the rest takes
+the config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpkg_ray.errors import ClusterError
 
 if TYPE_CHECKING:
-    from gpkg_ray.tuning_spec.settings import Settings
+    from gpkg_ray.remote.config import ClusterConfig
 
 LOCAL = "local"
 
 
-def check_cluster(name: str) -> None:
-    """Raises ClusterError when cluster `name` cannot be used."""
-    if name == LOCAL:
-        return
+def resolve_cluster(name: Any) -> ClusterConfig | None:
+    """The ray-cluster remote `name` (the `cluster` flag), None for `local` (or
+    a value that is no name: the settings' check reports it); raises
+    ClusterError for a remote that is not defined or is misconfigured."""
+    if name == LOCAL or not isinstance(name, str) or not name:
+        return None
     from gpkg_ray.remote.config import cluster_for_name
+
+    return cluster_for_name(name)
+
+
+def cluster_defaults(
+    cluster: ClusterConfig | None, user_flags: Iterable[str]
+) -> dict[str, float]:
+    """The remote's per-trial resources (`trial-cpus`, `trial-gpus`) as values
+    of the `cpus` and `gpus` flags the user left out."""
+    if cluster is None:
+        return {}
+    defaults = {"cpus": cluster.trial_cpus, "gpus": cluster.trial_gpus}
+    return {
+        flag: value
+        for flag, value in defaults.items()
+        if value is not None and flag not in user_flags
+    }
+
+
+def check_cluster(cluster: ClusterConfig | None) -> None:
+    """Raises ClusterError when `cluster` cannot run trials now."""
+    if cluster is None:
+        return
     from gpkg_ray.remote.status import ClusterDown, cluster_nodes
 
-    cluster = cluster_for_name(name)
     try:
         nodes = cluster_nodes(cluster)
     except ClusterDown as e:
-        raise ClusterError(f"cluster '{name}' is down: {e}") from e
+        raise ClusterError(f"cluster '{cluster.name}' is down: {e}") from e
     if not any(n.alive and n.amount("CPU")[0] > 0 for n in nodes):
-        raise ClusterError(f"cluster '{name}' has no node with CPUs to run trials on")
-
-
-def with_cluster_defaults(settings: Settings, user_flags: Iterable[str]) -> Settings:
-    """`settings` with the cluster remote's per-trial resources (`trial-cpus`,
-    `trial-gpus`) in place of the `cpus` and `gpus` flags the user left out."""
-    if settings.cluster == LOCAL:
-        return settings
-    from gpkg_ray.remote.config import cluster_for_name
-
-    cluster = cluster_for_name(settings.cluster)
-    defaults = {"cpus": cluster.trial_cpus, "gpus": cluster.trial_gpus}
-    return replace(
-        settings,
-        **{
-            flag: value
-            for flag, value in defaults.items()
-            if value is not None and flag not in user_flags
-        },
-    )
+        raise ClusterError(
+            f"cluster '{cluster.name}' has no node with CPUs to run trials on"
+        )

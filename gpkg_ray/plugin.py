@@ -3,7 +3,8 @@
 Guild calls `apply_cmd_env` for each `guild run` of an op the plugin is enabled
 for, after flags are resolved and before the run directory exists. A bad config,
 flag or cluster therefore stops with one line (`guild: ...`) and leaves no run.
-The tuner repeats the same checks (`gpkg_ray.tuner.checked_spec`) when it starts.
+The check is the tuner's own (`gpkg_ray.preparation.check_tune`), made again
+when the run starts.
 """
 
 from __future__ import annotations
@@ -25,14 +26,19 @@ class TunePlugin(pluginlib.Plugin):
         return False, "not a gpkg.ray tune operation"
 
     def apply_cmd_env(self, op, cmd_env):
-        from guild import cli
+        from guild import cli, config
 
         from gpkg_ray.errors import GpkgRayError
-        from gpkg_ray.tuner import checked_spec
-        from gpkg_ray.tuning_spec import Settings
+        from gpkg_ray.preparation import check_tune
 
+        opdef = op._opdef
         try:
-            opdef = op._opdef
-            checked_spec(opdef, Settings.from_flags(op._op_flag_vals), opdef.opref)
+            check_tune(
+                opdef,
+                op._op_flag_vals,
+                op._user_flag_vals,
+                opdef.opref,
+                config.guild_home(),
+            )
         except GpkgRayError as e:
             cli.error(str(e))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psutil
+
 from gpkg_ray.resume.journal import JOURNAL, Journal, read_journal
 from gpkg_ray.trial.outcome import TrialOutcome
 
@@ -16,7 +18,8 @@ def _outcome(number: int, **changes) -> TrialOutcome:
 def test_latest_line_of_each_trial_wins(tmp_path):
     journal = Journal(str(tmp_path))
     journal.attempt(1, seed=7)
-    journal.ray_started("/tmp/gpkg-ray-x", [[123, 1.5]])
+    me = psutil.Process()
+    journal.ray_started("/tmp/gpkg-ray-x", [me])
     first = _outcome(1)
     journal.trial_started(first)
     first.runs["train"] = "a" * 32
@@ -29,7 +32,8 @@ def test_latest_line_of_each_trial_wins(tmp_path):
     state = read_journal(str(tmp_path))
 
     assert (tmp_path / JOURNAL).read_text().count("\n") == 6
-    assert state.seed == 7 and state.attempts[0]["processes"] == [[123, 1.5]]
+    assert state.seed == 7
+    assert state.attempts[0]["processes"] == [[me.pid, me.create_time()]]
     assert state.attempts[0]["ray_temp_dir"] == "/tmp/gpkg-ray-x"
     assert state.outcomes[1] == first
     assert state.outcomes[2].status == "running"

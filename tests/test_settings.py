@@ -1,48 +1,39 @@
-"""The tune op's flags: Settings, its argparse form and the package guild.yml."""
+"""The tune op's flags: Settings, and the package's guild.yml made from them."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from pathlib import Path
 
 import pytest
-import yaml
+from guild import guildfile
 
 from gpkg_ray.errors import SpecError
-from gpkg_ray.tuning_spec.settings import (
-    SEARCH_ALGORITHMS,
-    Settings,
-    add_arguments,
-    flag_name,
-)
-
-REPO_GUILDFILE = Path(__file__).resolve().parent.parent / "guild.yml"
+from gpkg_ray.tuning_spec.settings import SEARCH_ALGORITHMS, Settings, flag_name
 
 
-def _package_tune_flags():
-    data = yaml.safe_load(REPO_GUILDFILE.read_text())
-    (config,) = [item for item in data if item.get("config") == "tune"]
-    return config["operations"]["tune"]["flags"]
-
-
-def test_package_tune_op_declares_every_setting_with_its_default():
-    flags = _package_tune_flags()
+def test_a_tune_op_gets_a_flag_per_setting_from_the_installed_package(project):
+    """The flags Guild gives a project's tune op (from the installed guild.yml,
+    made from the Settings fields): every setting, with its default, type and
+    description."""
+    project.write(
+        "guild.yml",
+        """
+        - model: ''
+          extends: gpkg.ray/tune
+          operations:
+            train: {main: train, flags: {lr: 0.1}}
+            tune: {config: {steps: [train], optimize: [{min: loss}], space: {}}}
+        """,
+    )
+    tune_opdef = guildfile.for_dir(str(project.path)).models[""].get_operation("tune")
+    flags = {f.name: f for f in tune_opdef.flags}
     fields = {flag_name(f.name): f for f in dataclasses.fields(Settings)}
     assert set(flags) == set(fields)
     for name, field in fields.items():
-        assert flags[name].get("default") == field.default, name
-        assert flags[name]["description"].startswith(
-            field.metadata["help"].split(" (")[0]
-        )
-
-
-def test_from_args_parses_what_guild_passes():
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--max-trials", "5", "--search", "tpe", "--cpus", "0.5"])
-    settings = Settings.from_args(args)
-    assert settings == Settings(max_trials=5, search="tpe", cpus=0.5)
+        assert flags[name].default == field.default, name
+        assert flags[name].type == field.metadata["type"], name
+        assert flags[name].description == field.metadata["help"], name
+    assert Settings.from_flags({n: f.default for n, f in flags.items()}) == Settings()
 
 
 def test_from_flags_ignores_other_flags_and_keeps_defaults():

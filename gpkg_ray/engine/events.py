@@ -1,4 +1,4 @@
-"""Ray Tune callbacks turned into TrialOutcome events for a TrialListener."""
+"""Ray Tune callbacks turned into TrialOutcome events for a TuneListener."""
 
 from __future__ import annotations
 
@@ -12,14 +12,9 @@ from ray.exceptions import RayActorError
 from ray.tune import Callback
 
 from gpkg_ray.errors import TrialFailed
-from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
-from gpkg_ray.trial.runner import (
-    GUILD_RUNS,
-    OBJECTIVE,
-    SCHEDULER_TIME,
-    TRIAL_DONE,
-    TRIAL_STOPPED,
-)
+from gpkg_ray.listener import TuneListener
+from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.result import TrialResult
 from gpkg_ray.tuning_spec import TrialPlan
 
 
@@ -30,7 +25,7 @@ class TrialEvents(Callback):
     def __init__(
         self,
         plan: TrialPlan,
-        listener: TrialListener,
+        listener: TuneListener,
         scheduler: str,
         first_number: int = 1,
         rerun: Iterable[TrialOutcome] = (),
@@ -74,13 +69,12 @@ class TrialEvents(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         outcome = self.outcomes[trial.trial_id]
-        result = trial.last_result or {}
-        self._apply_result(outcome, result)
-        if result.get(TRIAL_DONE):
+        result = self._apply_result(outcome, trial.last_result or {})
+        if result.done:
             outcome.status = "completed"
-        elif result.get(TRIAL_STOPPED):
+        elif result.stopped:
             outcome.status = "stopped"
-            outcome.stop_reason = result[TRIAL_STOPPED]
+            outcome.stop_reason = result.stopped
             outcome.penalized = True
         else:  # Ray stopped it before its steps ended: the scheduler did
             outcome.status = "stopped"
@@ -106,18 +100,15 @@ class TrialEvents(Callback):
         outcome.error = _error_message(trial)
         self._end(outcome)
 
-    def _apply_result(self, outcome: TrialOutcome, result: dict) -> None:
-        outcome.runs.update(result.get(GUILD_RUNS) or {})
-        if result.get(OBJECTIVE) is not None:
-            outcome.objective = result[OBJECTIVE]
-        if result.get(SCHEDULER_TIME) is not None:
-            outcome.progress = result[SCHEDULER_TIME]
-        # Step scalars are reported as STEP/TAG; the rest is Ray's bookkeeping.
-        outcome.metrics.update(
-            (key, value)
-            for key, value in result.items()
-            if key.partition("/")[0] in self._steps
-        )
+    def _apply_result(self, outcome: TrialOutcome, reported: dict) -> TrialResult:
+        result = TrialResult.from_ray(reported, self._steps)
+        outcome.runs.update(result.runs)
+        if result.objective is not None:
+            outcome.objective = result.objective
+        if result.scheduler_time is not None:
+            outcome.progress = result.scheduler_time
+        outcome.metrics.update(result.scalars)
+        return result
 
     def _end(self, outcome: TrialOutcome) -> None:
         outcome.ended = time.time()

@@ -61,10 +61,7 @@ class LocalRay:
 
 @contextmanager
 def embedded_ray(
-    num_cpus: float | None = None,
-    num_gpus: float | None = None,
-    log_file: str | None = None,
-    preload: Sequence[str] = (),
+    log_file: str | None = None, preload: Sequence[str] = ()
 ) -> Iterator[LocalRay]:
     """Starts a private local Ray; stops it and all its processes on exit.
 
@@ -80,13 +77,13 @@ def embedded_ray(
             reload_ray_config()
             _import_in_background(preload)
             with ray_logs_to(log_file) as route_logs:
-                yield from _run_ray(temp_dir, num_cpus, num_gpus, route_logs)
+                yield from _run_ray(temp_dir, route_logs)
     finally:
         reload_ray_config()  # the environment is restored: let Ray see it
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _run_ray(temp_dir: str, num_cpus, num_gpus, route_logs) -> Iterator[LocalRay]:
+def _run_ray(temp_dir: str, route_logs) -> Iterator[LocalRay]:
     """ray.init, yield, then ray.shutdown and stop what it left, by pid."""
     me = psutil.Process()
     try:
@@ -95,8 +92,6 @@ def _run_ray(temp_dir: str, num_cpus, num_gpus, route_logs) -> Iterator[LocalRay
         try:
             ray.init(
                 address="local",
-                num_cpus=num_cpus,
-                num_gpus=num_gpus,
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,

@@ -1,8 +1,5 @@
-"""Runs a TuneSpec's trials with Ray Tune on the Ray this process is connected to.
-
-The engine takes plain data (a TuneSpec and a Workspace) and reports trial events
-to a listener; where the spec came from (an op config today, Guild's `--optimizer`
-batch form later) and where results go are not its business.
+"""Runs a tune's trials with Ray Tune on the Ray this process is connected to:
+the trainable (a trial's steps as Guild runs), its callbacks and the Tuner.
 """
 
 from __future__ import annotations
@@ -10,9 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
@@ -22,14 +18,18 @@ from gpkg_ray.engine.interrupts import StopRequest
 from gpkg_ray.engine.schedulers import build_scheduler
 from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
+from gpkg_ray.listener import TuneListener
 from gpkg_ray.remote.run_sync import RunSender, node_guild_home
-from gpkg_ray.resume.prior import Prior
 from gpkg_ray.trial.launcher import StepLauncher, step_launcher
 from gpkg_ray.trial.limits import Limits
-from gpkg_ray.trial.outcome import TrialListener, TrialOutcome
-from gpkg_ray.trial.runner import TRIAL_DONE, Trial
+from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.result import TRIAL_DONE
+from gpkg_ray.trial.runner import Trial
 from gpkg_ray.trial.workspace import Workspace
-from gpkg_ray.tuning_spec import TrialPlan, TuneSpec
+from gpkg_ray.tuning_spec import TrialPlan
+
+if TYPE_CHECKING:
+    from gpkg_ray.preparation import PreparedTune
 
 HEARTBEAT_SECONDS = 1.0
 """Longest a trainable's `step` waits for a new result. Ray can stop a trial only
@@ -100,9 +100,10 @@ class GuildTrial(tune.Trainable):
             result = self.trial.snapshot()
         # Before the result that ends the trial: its runs are home by then.
         self._send_runs(ended=self.trial.ended)
+        reported = result.to_ray()
         if self.trial.ended:
-            result["done"] = True
-        return result
+            reported["done"] = True  # Ray's own key: the trial is over
+        return reported
 
     def stop_trial(self, trial_id: str) -> None:
         """Stops trial `trial_id`'s running step, if it is still this actor's
@@ -179,41 +180,43 @@ class StopStepsOfStoppedTrials(tune.Callback):
 
 
 def run_search(
-    spec: TuneSpec,
+    prepared: PreparedTune,
     search: Search,
     workspace: Workspace,
-    listener: TrialListener,
-    storage_dir: str,
+    listener: TuneListener,
     stop: StopRequest,
-    tags: Iterable[str] = (),
-    prior: Prior | None = None,
     cluster_runs: ClusterRuns | None = None,
 ) -> list[TrialOutcome]:
     """Runs the search on the Ray this process is connected to.
 
     Returns the outcome of every trial this search ran, ordered by trial number.
     Trials still running when the search ends early (a stop signal, the time
-    budget) are stopped and recorded as such. With `prior` (a resumed tune),
-    trials are numbered after the earlier ones, and interrupted ones keep
-    their numbers. With `cluster_runs`, trials run on a cluster's nodes and
-    send their runs home.
+    budget) are stopped and recorded as such. In a resumed tune, trials are
+    numbered after the earlier ones, and interrupted ones keep their numbers.
+    With `cluster_runs`, trials run on a cluster's nodes and send their runs
+    home.
     """
+    spec = prepared.spec
     settings = spec.settings
-    prior = prior or Prior()
     events = TrialEvents(
-        spec.plan, listener, settings.scheduler, prior.next_number, prior.rerun
+        spec.plan,
+        listener,
+        settings.scheduler,
+        prepared.next_number,
+        prepared.rerun,
     )
     trainable = tune.with_resources(
         tune.with_parameters(
             GuildTrial,
             plan=spec.plan,
             workspace=workspace,
-            tags=tuple(tags),
+            tags=(prepared.tag,),
             limits=Limits.from_settings(settings),
             cluster_runs=cluster_runs,
         ),
         {"cpu": settings.cpus, "gpu": settings.gpus},
     )
+    attempt = prepared.attempt
     tuner = tune.Tuner(
         trainable,
         param_space=search.param_space,
@@ -228,8 +231,8 @@ def run_search(
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name="search" if prior.attempt == 1 else f"search-{prior.attempt}",
-            storage_path=storage_dir,
+            name="search" if attempt == 1 else f"search-{attempt}",
+            storage_path=prepared.ray_dir,
             verbose=0,
             callbacks=[
                 events,

@@ -1,7 +1,7 @@
 """Trial schedulers, by the name the `scheduler` flag uses.
 
 Each one watches the plan's scheduler metric (`scheduler_metric`, logged at
-`scheduler_time`, see trial/runner.py) and may stop a trial early; none pauses a
+`scheduler_time`, see trial/result.py) and may stop a trial early; none pauses a
 trial to resume it later, since a trial's Guild runs cannot be resumed:
 
 - `fifo`: runs every trial to its end.
@@ -29,7 +29,7 @@ from ray.tune.schedulers import (
 )
 
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.trial.runner import SCHEDULER_METRIC, SCHEDULER_TIME
+from gpkg_ray.trial.result import SCHEDULER_METRIC, SCHEDULER_TIME
 from gpkg_ray.tuning_spec import TuneSpec
 
 HYPERBAND_BRACKETS = 3

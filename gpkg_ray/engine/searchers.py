@@ -7,9 +7,10 @@ builder and register it in SEARCHERS.
 Each algorithm limits its own concurrency (`max-concurrent`): Ray's TuneConfig
 `max_concurrent_trials` ignores a BasicVariantGenerator, with a warning.
 
-A resumed tune passes its `Prior`: the search then runs only what is missing
-(interrupted trials first, with their values), and a model-based searcher is
-told the trials that ended before (and warm-start trials) first.
+Each builder takes plain inputs (`SearchInputs`), as Ray's searchers take
+`points_to_evaluate`: a resumed tune runs only what is missing (interrupted
+trials first, with their values), and a model-based searcher is told the
+trials that ended before (and warm-start trials) first.
 """
 
 from __future__ import annotations
@@ -22,14 +23,10 @@ from typing import Any
 from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
-from gpkg_ray.resume.prior import Prior
+from gpkg_ray.preparation import SearchInputs
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.trial.runner import OBJECTIVE
+from gpkg_ray.trial.result import OBJECTIVE
 from gpkg_ray.tuning_spec import Choice, Param, Range, TuneSpec
-
-SEED_STRIDE = 1_000_003
-"""A later attempt's seed is the first one's plus this per attempt: the same seed
-would suggest the values of the first attempt's trials again."""
 
 
 @dataclass
@@ -59,29 +56,28 @@ def ray_space(spec: TuneSpec) -> dict[str, Any]:
     return {p.key: ray_domain(p) for p in spec.plan.searched}
 
 
-def searched_values(spec: TuneSpec, outcome: TrialOutcome) -> dict[str, Any]:
+def searched_values(spec: TuneSpec, values: dict[str, Any]) -> dict[str, Any]:
     """A trial's values of the searched params: a point Ray can evaluate."""
-    return {p.key: outcome.values[p.key] for p in spec.plan.searched}
+    return {p.key: values[p.key] for p in spec.plan.searched}
 
 
-def _rerun_points(spec: TuneSpec, prior: Prior) -> list[dict[str, Any]]:
-    remaining = prior.remaining(spec.settings.max_trials)
-    return [searched_values(spec, o) for o in prior.rerun[:remaining]]
+def _rerun_points(spec: TuneSpec, inputs: SearchInputs) -> list[dict[str, Any]]:
+    return [searched_values(spec, v) for v in inputs.rerun[: inputs.trials]]
 
 
-def _random(spec: TuneSpec, seed: int, prior: Prior) -> Search:
+def _random(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
     return Search(
         BasicVariantGenerator(
-            points_to_evaluate=_rerun_points(spec, prior),
+            points_to_evaluate=_rerun_points(spec, inputs),
             random_state=seed,
             max_concurrent=spec.settings.max_concurrent,
         ),
         ray_space(spec),
-        prior.remaining(spec.settings.max_trials),
+        inputs.trials,
     )
 
 
-def _grid(spec: TuneSpec, seed: int, prior: Prior) -> Search:
+def _grid(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
     points = grid_points(spec.plan.searched)
     trials = points[: spec.settings.max_trials]
     note = ""
@@ -90,7 +86,7 @@ def _grid(spec: TuneSpec, seed: int, prior: Prior) -> Search:
             f"the grid has {len(points)} points; max-trials={len(trials)} runs the "
             "first of them"
         )
-    missing = _without(trials, [searched_values(spec, o) for o in prior.finished])
+    missing = _without(trials, [searched_values(spec, v) for v in inputs.ended])
     # Each point is complete, so the space is never sampled; Ray needs its keys
     # to accept the points.
     return Search(
@@ -122,14 +118,14 @@ def grid_points(params: tuple[Param, ...]) -> list[dict[str, Any]]:
     return [dict(point) for point in itertools.product(*axes)]
 
 
-def _tpe(spec: TuneSpec, seed: int, prior: Prior) -> Search:
+def _tpe(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
     told = [
-        (searched_values(spec, o), o)
-        for o in prior.told
+        (searched_values(spec, o.values), o)
+        for o in inputs.told
         if _fits(spec, o)  # an earlier run's space may differ from this one
     ]
     algorithm = _optuna_search(
@@ -137,18 +133,18 @@ def _tpe(spec: TuneSpec, seed: int, prior: Prior) -> Search:
         sampler=sampler,
         metric=OBJECTIVE,
         mode=spec.plan.objective.mode,
-        points_to_evaluate=_rerun_points(spec, prior) or None,
+        points_to_evaluate=_rerun_points(spec, inputs) or None,
     )
     note = ""
-    if len(told) < len(prior.told):
+    if len(told) < len(inputs.told):
         note = (
-            f"{len(prior.told) - len(told)} earlier trials lie outside this search "
-            "space: the searcher is not told them"
+            f"{len(inputs.told) - len(told)} earlier trials lie outside this "
+            "search space: the searcher is not told them"
         )
     return Search(
         _limited(algorithm, spec.settings.max_concurrent),
         ray_space(spec),
-        prior.remaining(spec.settings.max_trials),
+        inputs.trials,
         note,
     )
 
@@ -201,15 +197,17 @@ def _tell(searcher, values: dict[str, Any], outcome: TrialOutcome) -> None:
         searcher.add_evaluated_point(values, outcome.objective)
 
 
-SEARCHERS: dict[str, Callable[[TuneSpec, int, Prior], Search]] = {
+SEARCHERS: dict[str, Callable[[TuneSpec, int, SearchInputs], Search]] = {
     "random": _random,
     "grid": _grid,
     "tpe": _tpe,
 }
 
 
-def build_search(spec: TuneSpec, seed: int, prior: Prior | None = None) -> Search:
-    """The search of `spec`; for a resumed tune, what `prior` leaves to do."""
-    prior = prior or Prior()
-    attempt_seed = (seed + SEED_STRIDE * (prior.attempt - 1)) % 2**31
-    return SEARCHERS[spec.settings.search](spec, attempt_seed, prior)
+def build_search(
+    spec: TuneSpec, seed: int, inputs: SearchInputs | None = None
+) -> Search:
+    """The search of `spec` with the searcher's `seed`; by default all of it
+    (a first attempt), else what `inputs` leave to do."""
+    inputs = inputs or SearchInputs(trials=spec.settings.max_trials)
+    return SEARCHERS[spec.settings.search](spec, seed, inputs)

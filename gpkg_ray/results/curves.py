@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.result import scheduler_time
 from gpkg_ray.trial.scalars import scalar_series
 from gpkg_ray.tuning_spec import Objective
 
@@ -15,8 +16,7 @@ from gpkg_ray.tuning_spec import Objective
 class Curve:
     trial: TrialOutcome
     points: list[tuple[int, float]]
-    """(time, value): time as the scheduler counted it, the step the run logged
-    or the count of values when larger."""
+    """(time, value): time as the scheduler counted it (`scheduler_time`)."""
 
 
 def learning_curves(
@@ -30,7 +30,7 @@ def learning_curves(
             continue
         run_dir = os.path.join(guild_home, "runs", run_id)
         series = scalar_series(run_dir, metric.scalar)
-        points = [(max(s.step, i + 1), s.value) for i, s in enumerate(series)]
+        points = [(scheduler_time(s.step, i), s.value) for i, s in enumerate(series, 1)]
         if points:
             curves.append(Curve(outcome, points))
     return curves

@@ -16,17 +16,53 @@ printed as plain lines, with no control characters, each at most 80 columns
 from __future__ import annotations
 
 import sys
+import textwrap
 import time
 from typing import Any, TextIO
 
+from gpkg_ray.listener import SearchStarted, TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.tuning_spec import Objective
+from gpkg_ray.tuning_spec import Objective, TuneSpec
 
 WIDTH = 80
 
 
-class ProgressPrinter:
-    """A TrialListener that prints the progress of a search."""
+class SearchHeader(TuneListener):
+    """Prints what the search does as it starts:
+
+        Tuning train, evaluate: max evaluate#acc_val
+        Search: tpe, seed 7, 8 trials on cluster=local
+        Scheduler: fifo (every trial runs to its end)
+    """
+
+    def __init__(self, spec: TuneSpec, out: TextIO = sys.stdout):
+        self.spec = spec
+        self.out = out
+
+    def search_started(self, search: SearchStarted) -> None:
+        plan, settings = self.spec.plan, self.spec.settings
+        steps = ", ".join(s.name for s in plan.steps)
+        print(f"Tuning {steps}: {plan.objective.describe()}", file=self.out)
+        print(
+            f"Search: {settings.search}, seed {search.seed}, {search.trials} trials "
+            f"on cluster={settings.cluster}",
+            file=self.out,
+        )
+        print(f"Scheduler: {search.scheduler}", file=self.out, flush=True)
+        if search.note:
+            print_note(search.note, self.out)
+
+
+def print_note(note: str, out: TextIO = sys.stdout) -> None:
+    """A note, wrapped to 80 columns (the tune's output is read in terminals
+    and in log files)."""
+    text = textwrap.fill(f"Note: {note}", width=WIDTH, subsequent_indent="  ")
+    print(text, file=out, flush=True)
+
+
+class ProgressPrinter(TuneListener):
+    """Prints the progress of a search. `total` is the trials of the tune,
+    those of earlier attempts included: set again as the search starts."""
 
     def __init__(
         self,
@@ -58,7 +94,10 @@ class ProgressPrinter:
         self._durations: list[float] = []
         self._most_running = 1
 
-    # TrialListener
+    # TuneListener
+
+    def search_started(self, search: SearchStarted) -> None:
+        self.total = len(self.ended) + search.trials
 
     def trial_started(self, outcome: TrialOutcome) -> None:
         self.running[outcome.number] = outcome
@@ -71,9 +110,6 @@ class ProgressPrinter:
             )
         else:
             self._print(f"{head} started: {self._values(outcome)}", fit=True)
-
-    def trial_updated(self, outcome: TrialOutcome) -> None:
-        pass
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
         self.running.pop(outcome.number, None)

@@ -24,6 +24,7 @@ from guild import run as guild_run
 from guild.opref import OpRef
 from guild.summary import SummaryWriter
 
+from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Objective
 
@@ -37,8 +38,8 @@ def _package_version() -> str:
         return "0"
 
 
-class TrialRecords:
-    """A TrialListener that keeps a record run per trial in GUILD_HOME."""
+class TrialRecords(TuneListener):
+    """Keeps a record run per trial in GUILD_HOME."""
 
     def __init__(self, guild_home: str, objective: Objective, tags: list[str]):
         self.guild_home = guild_home

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 
+from gpkg_ray.listener import SearchStarted, TuneListener
 from gpkg_ray.results.progress import format_value
 from gpkg_ray.results.summary import STATUSES
 from gpkg_ray.results.trials import TRIALS_CSV, best_trial, count_status, ranked_trials
@@ -25,10 +26,15 @@ REPORT_DIR = "report"
 INDEX = "index.html"
 
 
-def preload_in_background() -> None:
-    """Imports matplotlib in a thread while the trials run, so the report at the
-    end does not wait ~1 s for it."""
-    threading.Thread(target=_import_plots, name="report-preload", daemon=True).start()
+class ReportPreload(TuneListener):
+    """Imports matplotlib in a thread once the search starts (not while Ray
+    starts, which has the CPUs busy), so the report at the end does not wait
+    ~1 s for it."""
+
+    def search_started(self, search: SearchStarted) -> None:
+        threading.Thread(
+            target=_import_plots, name="report-preload", daemon=True
+        ).start()
 
 
 def _import_plots() -> None:

@@ -81,32 +81,12 @@ def write_trials(
                     "mode": objective.mode,
                     "step": objective.step,
                 },
-                "trials": [_trial_json(o) for o in outcomes],
+                "trials": [o.to_json() for o in outcomes],
             },
             f,
             indent=2,
             default=str,
         )
-
-
-def _trial_json(o: TrialOutcome) -> dict:
-    return {
-        "trial": o.number,
-        "status": o.status,
-        "objective": o.objective,
-        "values": o.values,
-        "runs": o.runs,
-        "metrics": o.metrics,
-        "error": o.error,
-        "stop_reason": o.stop_reason,
-        "penalized": o.penalized,
-        "progress": o.progress,
-        "started": o.started,
-        "ended": o.ended,
-        "record": o.record,
-        "attempt": o.attempt,
-        "earlier_runs": o.earlier_runs,
-    }
 
 
 def log_tune_scalars(

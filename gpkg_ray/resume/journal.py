@@ -19,6 +19,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
+from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
 
 JOURNAL = "journal.jsonl"
@@ -59,8 +62,8 @@ def read_journal(run_dir: str) -> JournalState:
     return state
 
 
-class Journal:
-    """A TrialListener that appends each trial event to the journal."""
+class Journal(TuneListener):
+    """Appends each attempt, Ray start and trial event to the journal."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, JOURNAL)
@@ -69,10 +72,13 @@ class Journal:
     def attempt(self, number: int, **info: Any) -> None:
         self._append({"event": "attempt", "attempt": number, **info})
 
-    def ray_started(self, temp_dir: str, processes: list[list[float]]) -> None:
+    def ray_started(self, temp_dir: str, processes: list[psutil.Process]) -> None:
         """The embedded Ray of the current attempt: what a restart must end if
         this attempt is killed."""
-        self._append({"event": "ray", "ray_temp_dir": temp_dir, "processes": processes})
+        from gpkg_ray.resume.leftovers import attempt_processes
+
+        handles = attempt_processes(processes)
+        self._append({"event": "ray", "ray_temp_dir": temp_dir, "processes": handles})
 
     def trial_started(self, outcome: TrialOutcome) -> None:
         self._write_trial(outcome)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from guild import run as guild_run
 
 from gpkg_ray.resume.journal import read_journal
 from gpkg_ray.resume.leftovers import end_attempt, settle_runs
+from gpkg_ray.resume.warm_start import warm_trials
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.result import scalar_key
 from gpkg_ray.trial.scalars import ScalarWatcher
 from gpkg_ray.tuning_spec import TrialPlan
 
@@ -49,6 +52,13 @@ class Prior:
     def next_number(self) -> int:
         return max((o.number for o in self.finished + self.rerun), default=0) + 1
 
+    def merged(self, new: list[TrialOutcome]) -> list[TrialOutcome]:
+        """Every trial of the tune run, by number, with `new`, this attempt's
+        outcomes: a trial's outcome in this attempt wins over an earlier one."""
+        by_number = {o.number: o for o in self.finished + self.rerun}
+        by_number.update((o.number, o) for o in new)
+        return [by_number[n] for n in sorted(by_number)]
+
     def remaining(self, max_trials: int) -> int:
         """Trials still to run (interrupted ones included) for `max_trials`."""
         return max(0, max_trials - len(self.finished))
@@ -77,12 +87,24 @@ class Prior:
 
 
 def load_prior(
-    run_dir: str, run_id: str, plan: TrialPlan, guild_home: str, tag: str
+    run_dir: str,
+    run_id: str,
+    plan: TrialPlan,
+    guild_home: str,
+    tag: str,
+    warm_runs: Iterable[guild_run.Run] = (),
 ) -> Prior:
     """Reads the tune run's journal and ends what a killed attempt left (its
-    processes, runs without a status) before anything new starts."""
+    processes, runs without a status) before anything new starts; with the
+    trials of `warm_runs` (warm start)."""
     state = read_journal(run_dir)
-    prior = Prior(attempt=len(state.attempts) + 1, seed=state.seed)
+    warm_runs = list(warm_runs)
+    prior = Prior(
+        attempt=len(state.attempts) + 1,
+        seed=state.seed,
+        warm=warm_trials(warm_runs),
+        warm_runs=[r.id for r in warm_runs],
+    )
     if not state.attempts:  # a first attempt: nothing of this tune exists yet
         return prior
     prior.ended_processes = sum(end_attempt(a) for a in state.attempts)
@@ -117,9 +139,9 @@ def _close_killed(outcome: TrialOutcome, plan: TrialPlan, guild_home: str) -> No
     if done:
         for step, run in runs.items():
             for tag, scalar in ScalarWatcher(run.dir).latest_final().items():
-                outcome.metrics[f"{step}/{tag}"] = scalar.value
+                outcome.metrics[scalar_key(step, tag)] = scalar.value
         objective = plan.objective
-        value = outcome.metrics.get(f"{objective.step}/{objective.scalar}")
+        value = outcome.metrics.get(scalar_key(objective.step, objective.scalar))
         if value is not None:
             outcome.status, outcome.objective = "completed", value
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 Status = Literal["running", "completed", "failed", "stopped"]
 """`stopped`: ended early by a scheduler, a limit, the time budget or a stop of
@@ -58,40 +58,17 @@ class TrialOutcome:
         self.started, self.ended = time.time(), None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The trial as JSON, in the journal and in `trials.json` alike: its
+        number first, as `trial`."""
+        data = asdict(self)
+        return {"trial": data.pop("number"), **data}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrialOutcome:
+        data = dict(data)
+        if "trial" in data:  # earlier versions of the journal wrote `number`
+            data["number"] = data.pop("trial")
         known = {f.name for f in fields(cls)}
         outcome = cls(**{k: v for k, v in data.items() if k in known})
         outcome.earlier_runs = [tuple(pair) for pair in outcome.earlier_runs]
         return outcome
-
-
-class TrialListener(Protocol):
-    """Receives trial events on the driver, in order, for each trial."""
-
-    def trial_started(self, outcome: TrialOutcome) -> None: ...
-
-    def trial_updated(self, outcome: TrialOutcome) -> None: ...
-
-    def trial_ended(self, outcome: TrialOutcome) -> None: ...
-
-
-class Listeners:
-    """Forwards trial events to several listeners, in order."""
-
-    def __init__(self, *listeners):
-        self.listeners = listeners
-
-    def trial_started(self, outcome: TrialOutcome) -> None:
-        for listener in self.listeners:
-            listener.trial_started(outcome)
-
-    def trial_updated(self, outcome: TrialOutcome) -> None:
-        for listener in self.listeners:
-            listener.trial_updated(outcome)
-
-    def trial_ended(self, outcome: TrialOutcome) -> None:
-        for listener in self.listeners:
-            listener.trial_ended(outcome)

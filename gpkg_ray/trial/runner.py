@@ -1,20 +1,7 @@
 """A trial: its steps run in order as Guild runs, their scalars turned into results.
 
-`Trial` knows nothing of Ray: the engine pulls results with `next_result` and
-reports them, and calls `stop` to end the trial early. Each result holds:
-
-- `STEP/TAG`: the latest value of each scalar of each step so far; a result is
-  made per scalar step a run logs (`step: N`), in order;
-- `objective`: the objective's latest value, once its step has recorded it;
-- `guild_runs`: step name -> Guild run id, from the moment each step starts;
-- `trial_step`: the step running now;
-- `scheduler_metric` and `scheduler_time`, only in a result that carries a new
-  value of the plan's scheduler metric: that value, and the step it was logged
-  at (or the number of its values so far, when the run logs no `step`);
-- `trial_done` in the results made once every step ran (the last result always,
-  and what the last step logged as it ended), or `trial_stopped` (why) in the
-  last result when a limit stopped the trial and it ends with the limit penalty.
-
+`Trial` knows nothing of Ray: the engine pulls results (`trial.result.TrialResult`) with
+`next_result` and reports them, and calls `stop` to end the trial early.
 Results of the last step are held for one poll (see _hold_last_step_results).
 """
 
@@ -27,19 +14,12 @@ from typing import Any
 from gpkg_ray.errors import TrialFailed
 from gpkg_ray.trial.launcher import StepLauncher
 from gpkg_ray.trial.limits import Limits
+from gpkg_ray.trial.result import TrialResult, scalar_key, scheduler_time
 from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
 from gpkg_ray.tuning_spec import TrialPlan
 from gpkg_ray.tuning_spec.steps import Step
-
-OBJECTIVE = "objective"
-GUILD_RUNS = "guild_runs"
-TRIAL_STEP = "trial_step"
-SCHEDULER_METRIC = "scheduler_metric"
-SCHEDULER_TIME = "scheduler_time"
-TRIAL_DONE = "trial_done"
-TRIAL_STOPPED = "trial_stopped"
 
 POLL_SECONDS = 0.25
 HOLD_SECONDS = 0.1
@@ -66,15 +46,16 @@ class Trial:
         self.tags = tuple(tags)
         self.limits = limits
         self.runs: dict[str, str] = {}
-        self.metrics: dict[str, Any] = {GUILD_RUNS: self.runs}
+        self.latest = TrialResult(runs=self.runs)
+        """What the trial knows now: its runs, step, scalars and objective."""
         self.found: dict[str, list[str]] = {}
         self.finished = False
         self._todo = deque(plan.steps)
         self._step: Step | None = None
         self._run: StepRun | None = None
         self._watcher: ScalarWatcher | None = None
-        self._results: deque[dict[str, Any]] = deque()
-        self._held: list[dict[str, Any]] = []
+        self._results: deque[TrialResult] = deque()
+        self._held: list[TrialResult] = []
         self._progress = _Progress()
         self._started = time.monotonic()
 
@@ -88,7 +69,7 @@ class Trial:
         """Whether the last result has been taken."""
         return self.finished and not self._results
 
-    def next_result(self, timeout: float | None = None) -> dict[str, Any] | None:
+    def next_result(self, timeout: float | None = None) -> TrialResult | None:
         """The next result, or None when `timeout` seconds pass without one.
 
         Raises TrialFailed when a step fails.
@@ -102,10 +83,15 @@ class Trial:
                 break
         return self._results.popleft() if self._results else None
 
-    def snapshot(self) -> dict[str, Any]:
-        """The metrics so far, without a scheduler step."""
-        # Ray may hold a result after it is returned: give copies, not live dicts.
-        return {**self.metrics, GUILD_RUNS: dict(self.runs)}
+    def snapshot(self) -> TrialResult:
+        """What the trial knows now, without a scheduler step."""
+        latest = self.latest
+        return TrialResult(
+            runs=dict(self.runs),
+            step=latest.step,
+            scalars=dict(latest.scalars),
+            objective=latest.objective,
+        )
 
     def stop(self) -> None:
         """Stops the running step (Guild's stop: it ends `terminated`); later
@@ -137,7 +123,7 @@ class Trial:
         if reason is not None:
             self._stop_at_limit(reason)
 
-    def _hold_last_step_results(self, new: list[dict], running: bool) -> None:
+    def _hold_last_step_results(self, new: list[TrialResult], running: bool) -> None:
         """Results of the last step wait one poll before they are reported.
 
         A scheduler may stop a trial on any result. On a value the last step
@@ -162,7 +148,7 @@ class Trial:
         self._step, self._run = step, run
         self._watcher = ScalarWatcher(run.run_dir)
         self.runs[step.name] = run.run_id
-        self.metrics[TRIAL_STEP] = step.name
+        self.latest.step = step.name
         self._results.append(self.snapshot())
         run.start()
 
@@ -192,27 +178,26 @@ class Trial:
                 f"step {step.name} (run {run.run_id[:8]}) stopped: {reason} "
                 "(set limit-penalty to score such trials instead of failing them)"
             )
-        self.metrics[OBJECTIVE] = self.limits.penalty
+        self.latest.objective = self.limits.penalty
         self.finished = True
-        self._results.append(
-            {**self.snapshot(), **self._progress.metrics(), TRIAL_STOPPED: reason}
-        )
+        last = self._progress.applied(self.snapshot())
+        last.stopped = reason
+        self._results.append(last)
 
     def _finish(self) -> None:
         self._check_objective()
         self.finished = True
-        self._results.extend({**result, TRIAL_DONE: True} for result in self._held)
+        for result in [*self._held, self._progress.applied(self.snapshot())]:
+            result.done = True
+            self._results.append(result)
         self._held = []
-        self._results.append(
-            {**self.snapshot(), **self._progress.metrics(), TRIAL_DONE: True}
-        )
 
     def _close_run(self) -> None:
         if self._run is not None:
             self._run.close()
         self._run = None
 
-    def _record(self, step: Step, new: list[tuple[str, Scalar]]) -> list[dict]:
+    def _record(self, step: Step, new: list[tuple[str, Scalar]]) -> list[TrialResult]:
         """A result per scalar step, in order, so that each step a run logs
         reaches Ray even when several arrive in one poll."""
         results = []
@@ -220,21 +205,19 @@ class Trial:
         for scalars in _by_scalar_step(new):
             progressed = False
             for tag, scalar in scalars:
-                self.metrics[f"{step.name}/{tag}"] = scalar.value
+                self.latest.scalars[scalar_key(step.name, tag)] = scalar.value
                 if step.name == objective.step and tag == objective.scalar:
-                    self.metrics[OBJECTIVE] = scalar.value
+                    self.latest.objective = scalar.value
                 if step.name == watched.step and tag == watched.scalar:
                     self._progress.update(scalar)
                     progressed = True
             result = self.snapshot()
-            if progressed:
-                result.update(self._progress.metrics())
-            results.append(result)
+            results.append(self._progress.applied(result) if progressed else result)
         return results
 
     def _check_objective(self) -> None:
         objective = self.plan.objective
-        if OBJECTIVE in self.metrics:
+        if self.latest.objective is not None:
             return
         found = ", ".join(self.found.get(objective.step, [])) or "none"
         raise TrialFailed(
@@ -244,12 +227,7 @@ class Trial:
 
 
 class _Progress:
-    """The scheduler metric's latest value and the trial's time for schedulers.
-
-    Time is the `step` the run logged the value at, or the number of values so
-    far when that is larger: a run that logs no `step` (all at step 0), or logs
-    epochs from 0, still counts 1, 2, 3...
-    """
+    """The scheduler metric's latest value and the trial's scheduler time."""
 
     def __init__(self):
         self.value: float | None = None
@@ -259,12 +237,13 @@ class _Progress:
     def update(self, scalar: Scalar) -> None:
         self._count += 1
         self.value = scalar.value
-        self.time = max(scalar.step, self._count)
+        self.time = scheduler_time(scalar.step, self._count)
 
-    def metrics(self) -> dict[str, Any]:
-        if self.value is None:
-            return {}
-        return {SCHEDULER_METRIC: self.value, SCHEDULER_TIME: self.time}
+    def applied(self, result: TrialResult) -> TrialResult:
+        """`result` with the scheduler metric, once there is a value."""
+        if self.value is not None:
+            result.scheduler_metric, result.scheduler_time = self.value, self.time
+        return result
 
 
 def _by_scalar_step(new: list[tuple[str, Scalar]]) -> list[list[tuple[str, Scalar]]]:

@@ -5,11 +5,11 @@ turned into a checked, plain-data `TuneSpec`.
     space       space entries in Guild's flag syntax -> domains
     objective   `optimize:` and `scheduler-metric:`
     steps       the trial's steps, resolved against the project's Guild ops
-    plan        TrialPlan and TuneSpec, and `load_spec` that builds them
+    plan        TrialPlan and TuneSpec, and `read_spec` that builds them
 """
 
 from gpkg_ray.tuning_spec.objective import Objective, parse_objective
-from gpkg_ray.tuning_spec.plan import Param, TrialPlan, TuneSpec, load_spec
+from gpkg_ray.tuning_spec.plan import Param, TrialPlan, TuneSpec, load_spec, read_spec
 from gpkg_ray.tuning_spec.settings import Settings
 from gpkg_ray.tuning_spec.space import Choice, Domain, Fixed, Range
 from gpkg_ray.tuning_spec.steps import Step
@@ -27,4 +27,5 @@ __all__ = [
     "TuneSpec",
     "load_spec",
     "parse_objective",
+    "read_spec",
 ]

@@ -88,8 +88,14 @@ class TuneSpec:
 
 def load_spec(tune_opdef, settings: Settings) -> TuneSpec:
     """Spec of a tune op from its Guild op definition and run settings."""
+    return read_spec(tune_opdef, settings)[0]
+
+
+def read_spec(tune_opdef, settings: Settings) -> tuple[TuneSpec, tuple]:
+    """Spec of a tune op, and the Guild op definition of each of its steps
+    (what a cluster's nodes need of the project: see remote.source)."""
     config = _op_config(tune_opdef)
-    steps = resolve_steps(config.get("steps"), tune_opdef)
+    steps, step_opdefs = resolve_steps(config.get("steps"), tune_opdef)
     step_names = [s.name for s in steps]
     objective = parse_objective(config.get("optimize"), step_names)
     scheduler_metric = objective
@@ -101,7 +107,7 @@ def load_spec(tune_opdef, settings: Settings) -> TuneSpec:
     if settings.search == "grid":
         _check_grid(params)
     plan = TrialPlan(tuple(steps), tuple(params), objective, scheduler_metric)
-    return TuneSpec(plan, settings)
+    return TuneSpec(plan, settings), tuple(step_opdefs)
 
 
 def _op_config(opdef) -> dict[str, Any]:

@@ -1,16 +1,14 @@
 """Run settings of a tune: the flags of the `tune` operation.
 
-The fields below are the flags' single definition in Python: the tuner's argparse
-parser gets its arguments from them (`add_arguments`), so a project op with
-`main: gpkg_ray.tuner` and `flags-import: all` gets them from Guild, and the
-package's `tune` op in `guild.yml` declares the same flags (a test keeps the two
-equal).
+The fields below are the flags' single definition: the package's `tune` op in
+the installed `guild.yml` gets its `flags:` from them at build time (setup.py
+calls `guild_flagdefs`), and the tuner reads the run's flag values back into
+them (`Settings.from_flags`), as the Guild plugin does before the run exists.
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gpkg_ray.errors import SpecError
@@ -27,9 +25,25 @@ REFUSED_SCHEDULERS = {
 }
 
 
-def _flag(default: Any, help: str, type: Any = str, choices=None) -> Any:
+def _flag(
+    default: Any,
+    help: str,
+    guild_type: str | None = None,
+    minimum: float | None = None,
+    null_label: str | None = None,
+) -> Any:
+    """A setting and its Guild flag: `guild_type` is the flag's `type:` (none
+    lets Guild decode the value), `minimum` its `min:`, `null_label` what
+    Guild shows for a blank value. No `choices:`: Guild's own check of them
+    prints a multi-line error; the tuner's check prints one line."""
     return field(
-        default=default, metadata={"help": help, "type": type, "choices": choices}
+        default=default,
+        metadata={
+            "help": " ".join(help.split()),
+            "type": guild_type,
+            "min": minimum,
+            "null-label": null_label,
+        },
     )
 
 
@@ -38,49 +52,64 @@ class Settings:
     cluster: str = _flag(
         "local", "Ray cluster to run trials on (`local` or a ray-cluster remote)"
     )
-    max_trials: int = _flag(20, "Number of trials to run", int)
+    max_trials: int = _flag(20, "Number of trials to run", "int", 1)
     max_concurrent: int = _flag(
-        0, "Trials run at once (0 = as many as the cluster's CPUs allow)", int
+        0, "Trials run at once (0 = as many as the cluster's CPUs allow)", "int", 0
     )
-    search: str = _flag("random", "Search algorithm", str, SEARCH_ALGORITHMS)
-    seed: int | None = _flag(None, "Random seed of the search (blank = random)", int)
-    cpus: float = _flag(1.0, "CPUs reserved for each trial", float)
-    gpus: float = _flag(0.0, "GPUs reserved for each trial", float)
+    search: str = _flag(
+        "random",
+        """Search algorithm: random (random sampling), grid (every combination
+        of the listed values) or tpe (Tree-structured Parzen Estimator, Optuna)""",
+    )
+    seed: int | None = _flag(
+        None, "Random seed of the search (blank = random)", "int", None, "random"
+    )
+    cpus: float = _flag(1.0, "CPUs reserved for each trial", "float", 0)
+    gpus: float = _flag(0.0, "GPUs reserved for each trial", "float", 0)
     scheduler: str = _flag(
-        "fifo", "Trial scheduler: fifo runs every trial to its end", str, SCHEDULERS
+        "fifo",
+        """Trial scheduler: fifo runs every trial to its end; asha, hyperband
+        and median stop trials early on config `scheduler-metric` (default: the
+        objective)""",
     )
     grace_period: int = _flag(
-        1, "Steps a trial runs before a scheduler may stop it", int
+        1, "Steps a trial runs before a scheduler may stop it", "int", 1
     )
     reduction_factor: float = _flag(
-        3.0, "ASHA/hyperband keep the best 1/N of trials at each rung", float
+        3.0, "ASHA/hyperband keep the best 1/N of trials at each rung", "float"
     )
     max_t: int = _flag(
         100,
-        "ASHA/hyperband: the most steps a trial runs (places the rungs; a "
-        "trial is not cut there)",
-        int,
+        """ASHA/hyperband: the most steps a trial runs (places the rungs; a
+        trial is not cut there)""",
+        "int",
+        1,
     )
-    max_time: float = _flag(0.0, "Wall seconds a trial may run (0 = no limit)", float)
+    max_time: float = _flag(
+        0.0, "Wall seconds a trial may run (0 = no limit)", "float", 0
+    )
     max_memory: float = _flag(
-        0.0, "MB of memory a step's processes may use (0 = no limit)", float
+        0.0, "MB of memory a step's processes may use (0 = no limit)", "float", 0
     )
     limit_penalty: float | None = _flag(
         None,
-        "Objective of a trial stopped by max-time or max-memory (blank = the "
-        "trial fails)",
-        float,
+        """Objective of a trial stopped by max-time or max-memory (blank = the
+        trial fails)""",
+        "float",
+        None,
+        "fail",
     )
     time_budget: float = _flag(
-        0.0, "Wall seconds the whole search may run (0 = no limit)", float
+        0.0, "Wall seconds the whole search may run (0 = no limit)", "float", 0
     )
     max_failures: int = _flag(
-        0, "Times a failed trial is run again before it counts as failed", int
+        0, "Times a failed trial is run again before it counts as failed", "int", 0
     )
     warm_start: str = _flag(
         "no",
-        "Earlier trials told to the searcher first: no, operation (every other "
-        "run of this tune op) or run ids, comma-separated",
+        """Earlier trials told to the searcher first: no, operation (every other
+        run of this tune op) or run ids, comma-separated""",
+        "string",
     )
 
     @classmethod
@@ -97,11 +126,6 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Settings:
-        """Settings from arguments parsed by a parser set up with add_arguments."""
-        return cls.from_flags({flag_name(k): v for k, v in vars(args).items()})
 
     def validate(self) -> None:
         _check_int("max-trials", self.max_trials, minimum=1)
@@ -172,17 +196,17 @@ class Settings:
             )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds a `--flag-name` argument for each setting."""
+def guild_flagdefs() -> dict[str, dict[str, Any]]:
+    """The `flags:` of the package's `tune` op in guild.yml, one per setting."""
+    flagdefs = {}
     for f in fields(Settings):
-        default = None if f.default is MISSING else f.default
-        # No `choices` here: a bad value gets the tuner's own one-line error.
-        parser.add_argument(
-            f"--{flag_name(f.name)}",
-            default=default,
-            type=f.metadata["type"],
-            help=f.metadata["help"],
-        )
+        flagdef: dict[str, Any] = {"description": f.metadata["help"]}
+        for key in ("type", "min", "null-label"):
+            if f.metadata[key] is not None:
+                flagdef[key] = f.metadata[key]
+        flagdef["default"] = f.default
+        flagdefs[flag_name(f.name)] = flagdef
+    return flagdefs
 
 
 def _warm_start_value(value: Any) -> str:

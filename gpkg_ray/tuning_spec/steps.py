@@ -26,14 +26,16 @@ class Step:
     """Dependency flag (e.g. `operation:train`) -> the earlier step it names."""
 
 
-def resolve_steps(raw: Any, tune_opdef) -> list[Step]:
-    """Steps from op config `steps`, checked against the tune op's Guild model."""
-    names = _step_names(raw)
+def resolve_steps(raw: Any, tune_opdef) -> tuple[list[Step], list]:
+    """Steps from op config `steps`, checked against the tune op's Guild model,
+    and the Guild op definition of each."""
     steps: list[Step] = []
-    for name in names:
+    opdefs = []
+    for name in _step_names(raw):
         opdef = find_opdef(name, tune_opdef)
         steps.append(Step(name, _opspec(opdef), _flagdefs(opdef), _pins(opdef, steps)))
-    return steps
+        opdefs.append(opdef)
+    return steps, opdefs
 
 
 def _step_names(raw: Any) -> list[str]:

@@ -1,0 +1,177 @@
+"""Everything a tune needs, built once before any work starts.
+
+    check_tune      the tune op's config and flags -> CheckedTune: the spec
+                    (with the cluster's trial resources), the cluster's config
+                    (it must answer), the steps' Guild op definitions and the
+                    warm-start runs; raises GpkgRayError with one line
+    prepare_attempt a checked tune and its run -> PreparedTune: what earlier
+                    attempts left (ended before anything new starts), the
+                    seed, the search's inputs and where things go
+
+The Guild plugin calls `check_tune` before Guild creates the tune run, so a bad
+input stops with one line and leaves no run; the tuner calls it again in the
+run (the cluster may have changed since) and then `prepare_attempt`. The engine
+takes the PreparedTune; nothing flows back but trial outcomes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gpkg_ray.cluster import check_cluster, cluster_defaults, resolve_cluster
+from gpkg_ray.tuning_spec import Settings, TuneSpec, read_spec
+
+if TYPE_CHECKING:
+    from gpkg_ray.remote.config import ClusterConfig
+    from gpkg_ray.resume.prior import Prior
+    from gpkg_ray.trial.outcome import TrialOutcome
+
+SEED_STRIDE = 1_000_003
+"""A later attempt's searcher seed is the first one's plus this per attempt:
+the same seed would suggest the values of the first attempt's trials again."""
+
+
+@dataclass(frozen=True)
+class SearchInputs:
+    """What a search starts from, as plain data (all of it for a tune's first
+    attempt): the searchers take it as Ray's take `points_to_evaluate`."""
+
+    trials: int
+    """Trials to start (interrupted ones to run again included)."""
+    rerun: tuple[dict[str, Any], ...] = ()
+    """Values of interrupted trials, to run first (by space key)."""
+    ended: tuple[dict[str, Any], ...] = ()
+    """Values of trials that ended in earlier attempts: a grid skips them."""
+    told: tuple[TrialOutcome, ...] = ()
+    """Trials a model-based searcher learns from before it suggests any: those
+    that ended in earlier attempts, and warm-start trials."""
+
+
+@dataclass(frozen=True)
+class CheckedTune:
+    spec: TuneSpec
+    cluster: ClusterConfig | None
+    """The ray-cluster remote the trials run on; None for an embedded Ray."""
+    step_opdefs: tuple
+    """Guild op definitions of the steps, in order: their source goes to a
+    cluster's nodes."""
+    project_dir: str
+    """Where the steps' `guild run`s start: the tune op's project."""
+    warm_runs: tuple
+    """Earlier tune runs whose trials the searcher is told first."""
+
+
+def check_tune(
+    tune_opdef,
+    flags: dict[str, Any],
+    user_flags: Iterable[str],
+    opref,
+    guild_home: str,
+    tune_run_id: str | None = None,
+) -> CheckedTune:
+    """Checks a tune op with its flag values (`user_flags`: the names the user
+    set); `opref` and `tune_run_id` name the tune op's runs and this one, if it
+    exists yet. Raises GpkgRayError."""
+    from gpkg_ray.resume.warm_start import earlier_tune_runs
+
+    cluster = resolve_cluster(flags.get("cluster"))
+    settings = Settings.from_flags({**flags, **cluster_defaults(cluster, user_flags)})
+    spec, step_opdefs = read_spec(tune_opdef, settings)
+    check_cluster(cluster)
+    warm_runs = earlier_tune_runs(
+        settings.warm_start, opref, guild_home, exclude=tune_run_id
+    )
+    return CheckedTune(
+        spec, cluster, step_opdefs, tune_opdef.guildfile.dir, tuple(warm_runs)
+    )
+
+
+@dataclass(frozen=True)
+class PreparedTune:
+    """One attempt of a tune run, ready to search."""
+
+    checked: CheckedTune
+    run_id: str
+    run_dir: str
+    guild_home: str
+    prior: Prior
+    """What earlier attempts left, and the warm-start trials."""
+    seed: int
+    """The tune's seed: the flag's, else the first attempt's, else random."""
+
+    @property
+    def spec(self) -> TuneSpec:
+        return self.checked.spec
+
+    @property
+    def tag(self) -> str:
+        """The tag of the tune's runs: step runs and trial records."""
+        return f"tune-{self.run_id[:8]}"
+
+    @property
+    def ray_dir(self) -> str:
+        """Ray Tune's storage and the driver's Ray log, in the tune run."""
+        return os.path.join(self.run_dir, "ray")
+
+    @property
+    def search_seed(self) -> int:
+        """This attempt's searcher seed."""
+        return (self.seed + SEED_STRIDE * (self.prior.attempt - 1)) % 2**31
+
+    @property
+    def attempt(self) -> int:
+        return self.prior.attempt
+
+    @property
+    def next_number(self) -> int:
+        """The number of the first new trial of this attempt."""
+        return self.prior.next_number
+
+    @property
+    def rerun(self) -> list[TrialOutcome]:
+        """Interrupted trials of earlier attempts: run again first."""
+        return self.prior.rerun
+
+    @property
+    def trials_left(self) -> int:
+        return self.prior.remaining(self.spec.settings.max_trials)
+
+    def search_inputs(self) -> SearchInputs:
+        prior = self.prior
+        return SearchInputs(
+            trials=self.trials_left,
+            rerun=tuple(o.values for o in prior.rerun),
+            ended=tuple(o.values for o in prior.finished),
+            told=tuple(prior.told),
+        )
+
+
+def prepare_attempt(
+    checked: CheckedTune, run_id: str, run_dir: str, guild_home: str
+) -> PreparedTune:
+    """Reads what earlier attempts of the tune run left and ends what a killed
+    one left running (see resume.prior)."""
+    from gpkg_ray.resume.prior import load_prior
+
+    prior = load_prior(
+        run_dir,
+        run_id,
+        checked.spec.plan,
+        guild_home,
+        f"tune-{run_id[:8]}",
+        checked.warm_runs,
+    )
+    seed = _seed(checked.spec.settings, prior)
+    return PreparedTune(checked, run_id, run_dir, guild_home, prior, seed)
+
+
+def _seed(settings: Settings, prior: Prior) -> int:
+    if settings.seed is not None:
+        return settings.seed
+    if prior.seed is not None:
+        return prior.seed
+    return random.randrange(2**31)
