@@ -30,9 +30,9 @@ WIDTH = 80
 class SearchHeader(TuneListener):
     """Prints what the search does as it starts:
 
-        Tuning train, evaluate: max evaluate#acc_val
-        Search: tpe, seed 7, 8 trials on cluster=local
-        Scheduler: fifo (every trial runs to its end)
+    Tuning train, evaluate: max evaluate#acc_val
+    Search: tpe, seed 7, 8 trials on cluster=local
+    Scheduler: fifo (every trial runs to its end)
     """
 
     def __init__(self, spec: TuneSpec, out: TextIO = sys.stdout):
