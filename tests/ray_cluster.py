@@ -24,6 +24,8 @@ import shutil
 import sys
 import tempfile
 
+from gpkg_ray.remote.local_cluster_main import keep_ray_address_file_in
+
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 if os.getenv("GPKG_RAY_TEST_TOKEN"):
@@ -35,6 +37,7 @@ def main(worker_dir: str) -> None:
     # Ray's files go to a temp dir of the cluster's own, not the machine's
     # shared /tmp/ray; a short one, since Ray puts sockets in it.
     temp_dir = tempfile.mkdtemp(prefix="gpkg-ray-cluster-")
+    keep_ray_address_file_in(temp_dir)
     try:
         run_cluster(temp_dir, worker_dir)
     finally:

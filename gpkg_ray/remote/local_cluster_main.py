@@ -30,6 +30,7 @@ def main(state_file: str, spec: dict) -> int:
     # A temp dir of its own, not the machine's shared /tmp/ray; a short path,
     # since Ray puts sockets there.
     temp_dir = tempfile.mkdtemp(prefix="gpkg-ray-cluster-")
+    keep_ray_address_file_in(temp_dir)
     try:
         from ray.cluster_utils import Cluster
 
@@ -57,6 +58,15 @@ def main(state_file: str, spec: dict) -> int:
         if os.path.exists(state_file):
             os.remove(state_file)
     return 0
+
+
+def keep_ray_address_file_in(temp_dir: str) -> None:
+    """Ray's Cluster writes the address of the cluster it starts to
+    RAY_TMPDIR/ray/ray_current_cluster (by default /tmp/ray, shared by every Ray
+    on the machine: a plain `ray.init()` joins what it names, and the write
+    fails where /tmp/ray does not exist): keep it in this cluster's temp dir."""
+    os.makedirs(os.path.join(temp_dir, "ray"), exist_ok=True)
+    os.environ["RAY_TMPDIR"] = temp_dir
 
 
 def _write_state(state_file: str, address: str, temp_dir: str) -> None:
