@@ -10,7 +10,7 @@ turned into a checked, plain-data `TuneSpec`.
 
 from gpkg_ray.tuning_spec.objective import Objective, parse_objective
 from gpkg_ray.tuning_spec.plan import Param, TrialPlan, TuneSpec, load_spec, read_spec
-from gpkg_ray.tuning_spec.settings import Settings
+from gpkg_ray.tuning_spec.settings import Settings, flag_name
 from gpkg_ray.tuning_spec.space import Choice, Domain, Fixed, Range
 from gpkg_ray.tuning_spec.steps import Step
 
@@ -25,6 +25,7 @@ __all__ = [
     "Step",
     "TrialPlan",
     "TuneSpec",
+    "flag_name",
     "load_spec",
     "parse_objective",
     "read_spec",
