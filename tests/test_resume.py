@@ -47,7 +47,7 @@ def _journal(run_dir: str) -> tuple[list[dict], dict[int, dict]]:
             elif entry["event"] == "ray":
                 attempts[-1].update(entry)
             elif entry["event"] == "trial":
-                trials[entry["outcome"]["number"]] = entry["outcome"]
+                trials[entry["outcome"]["trial"]] = entry["outcome"]
     return attempts, trials
 
 
@@ -235,7 +235,7 @@ def test_a_tune_run_copied_to_another_guild_home_resumes_there(project, tmp_path
     trials = _assert_exact_trials(project, project.tune_run(), elsewhere)
     trials = {t["trial"]: t for t in trials}
     for before in ended_before:  # known from the journal, not run again
-        assert trials[before["number"]]["runs"] == before["runs"]
+        assert trials[before["trial"]]["runs"] == before["runs"]
     rows = project.compare("-Fo", "trial")
     assert len(rows) == MAX_TRIALS
 

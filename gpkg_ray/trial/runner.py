@@ -1,8 +1,9 @@
 """A trial: its steps run in order as Guild runs, their scalars turned into results.
 
-`Trial` knows nothing of Ray: the engine pulls results (`trial.result.TrialResult`) with
-`next_result` and reports them, and calls `stop` to end the trial early.
-Results of the last step are held for one poll (see _hold_last_step_results).
+`Trial` knows nothing of Ray: the engine pulls its results (TrialResult, see
+trial/result.py) with `next_result` and reports them, and calls `stop` to end
+the trial early. Results of the last step are held for one poll (see
+_hold_last_step_results).
 """
 
 from __future__ import annotations
