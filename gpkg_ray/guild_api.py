@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+# For annotations only (`guild_api.Run` elsewhere): nothing imports Guild here.
 if TYPE_CHECKING:
     from guild.opref import OpRef
     from guild.run import Run

@@ -31,12 +31,8 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from gpkg_ray import guild_api
-
-if TYPE_CHECKING:
-    from guild.run import Run
 
 REMOTE_LOCK = os.path.join(".guild", "LOCK.remote")
 SKIPPED = {os.path.join(".guild", "LOCK"), REMOTE_LOCK}
@@ -253,7 +249,7 @@ class RunCollector:
             for run_id in self.close_trial(trial_id, reason)
         ]
 
-    def _run(self, run_id: str) -> Run:
+    def _run(self, run_id: str) -> guild_api.Run:
         return guild_api.open_run(self.guild_home, run_id)
 
     def _write(self, trial_id: str, node: NodeInfo, changes: RunFiles) -> None:

@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import os
 from importlib import metadata
-from typing import TYPE_CHECKING
 
 from gpkg_ray import guild_api
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Objective
-
-if TYPE_CHECKING:
-    from guild.run import Run
 
 RECORD_OP = "trial"
 
@@ -64,10 +60,10 @@ class TrialRecords:
             return  # already as it ended
         self.trial_ended(outcome)
 
-    def _record(self, outcome: TrialOutcome) -> Run:
+    def _record(self, outcome: TrialOutcome) -> guild_api.Run:
         return guild_api.open_run(self.guild_home, outcome.record)
 
-    def _create(self, record: Run, outcome: TrialOutcome) -> None:
+    def _create(self, record: guild_api.Run, outcome: TrialOutcome) -> None:
         attrs = {
             "flags": outcome.values,
             "label": _label(self.tags, outcome.values),
@@ -105,7 +101,7 @@ class TrialRecords:
                 elif run.get("marked"):
                     run.del_attr("marked")
 
-    def _step_runs(self, outcome: TrialOutcome) -> list[Run]:
+    def _step_runs(self, outcome: TrialOutcome) -> list[guild_api.Run]:
         return [
             guild_api.open_run(self.guild_home, run_id)
             for run_id in outcome.runs.values()
@@ -113,7 +109,9 @@ class TrialRecords:
         ]
 
 
-def _link_step_runs(guild_home: str, record: Run, outcome: TrialOutcome) -> None:
+def _link_step_runs(
+    guild_home: str, record: guild_api.Run, outcome: TrialOutcome
+) -> None:
     """Links `STEP` to each step run of this attempt (before Guild creates it),
     and `STEP~N` to the runs of earlier attempts (N = 1, 2, ... in the order
     they ran) that exist."""

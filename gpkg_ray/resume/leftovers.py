@@ -19,16 +19,13 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
 from gpkg_ray import guild_api
 from gpkg_ray.environ import RAY_TEMP_PREFIX
 from gpkg_ray.processes import process_tree, stop_processes
-
-if TYPE_CHECKING:
-    from guild.run import Run
 
 
 def attempt_processes(procs: list[psutil.Process]) -> list[list[float]]:
@@ -97,7 +94,7 @@ def settle_runs(guild_home: str, tag: str, exclude: str, known: set[str]) -> lis
     return settled
 
 
-def _stop_op(run: Run) -> None:
+def _stop_op(run: guild_api.Run) -> None:
     """Stops the run's op as `guild stop` does, if it still runs."""
     op_pid = guild_api.live_op_pid(run)
     if op_pid is not None:

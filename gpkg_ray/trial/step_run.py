@@ -7,15 +7,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gpkg_ray import guild_api
 from gpkg_ray.processes import process_tree, stop_processes
 from gpkg_ray.trial.launcher import StepLauncher, StepProcess
 from gpkg_ray.trial.workspace import Workspace
-
-if TYPE_CHECKING:
-    from guild.run import Run
 
 # What `guild run` prints on stderr that is not an error.
 GUILD_NOTES = {"Refreshing flags..."}
@@ -99,7 +96,7 @@ class StepRun:
         as soon as it does, before `guild run` itself exits."""
         return guild_api.has_exit_status(self._guild_run())
 
-    def _guild_run(self) -> Run:
+    def _guild_run(self) -> guild_api.Run:
         return guild_api.open_run(self.workspace.guild_home, self.run_id)
 
     def stop(self) -> None:
