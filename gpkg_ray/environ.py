@@ -1,10 +1,16 @@
-"""Temporary changes to this process's environment, undone on exit."""
+"""This process's environment: temporary changes to it, undone on exit, and
+what gpkg.ray leaves in the machine's (names that a later process must find)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+
+RAY_TEMP_PREFIX = "gpkg-ray-"
+"""Prefix of an embedded Ray's temp dir (short: Ray puts sockets there). Here,
+not in the engine, since a restart finds and removes the dir of a killed
+attempt (resume.leftovers) without importing the engine."""
 
 
 @contextmanager

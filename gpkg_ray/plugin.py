@@ -26,19 +26,14 @@ class TunePlugin(pluginlib.Plugin):
         return False, "not a gpkg.ray tune operation"
 
     def apply_cmd_env(self, op, cmd_env):
-        from guild import cli, config
+        from guild import cli
 
+        from gpkg_ray import guild_api
         from gpkg_ray.errors import GpkgRayError
         from gpkg_ray.preparation import check_tune
 
-        opdef = op._opdef
+        opdef, flags, user_flags = guild_api.pending_op(op)
         try:
-            check_tune(
-                opdef,
-                op._op_flag_vals,
-                op._user_flag_vals,
-                opdef.opref,
-                config.guild_home(),
-            )
+            check_tune(opdef, flags, user_flags, opdef.opref, guild_api.guild_home())
         except GpkgRayError as e:
             cli.error(str(e))

@@ -52,8 +52,7 @@ def _error(e: GpkgRayError, exit_status: int) -> int:
 def _check():
     """The tune run and its checked tune (as the plugin checked it before the
     run existed: the cluster is asked again); raises GpkgRayError."""
-    from guild import _api, config, run_util
-
+    from gpkg_ray import guild_api
     from gpkg_ray.preparation import check_tune
 
     if not os.getenv("RUN_DIR"):
@@ -61,9 +60,9 @@ def _check():
     if os.getenv("CMD_DIR"):
         # The op runs in its run dir; Guild reads ./guild-config.yml (the
         # remotes) from where the user ran `guild run`, as the plugin did.
-        config.set_cwd(os.environ["CMD_DIR"])
-    tune_run = _api.current_run()
-    opdef = run_util.run_opdef(tune_run)
+        guild_api.set_cwd(os.environ["CMD_DIR"])
+    tune_run = guild_api.current_run()
+    opdef = guild_api.run_opdef(tune_run)
     if opdef is None:
         raise SpecError(f"cannot read the definition of op '{tune_run.opref.op_name}'")
     checked = check_tune(
@@ -71,15 +70,14 @@ def _check():
         tune_run.get("flags") or {},
         tune_run.get("user_flags") or {},
         tune_run.opref,
-        config.guild_home(),
+        guild_api.guild_home(),
         tune_run_id=tune_run.id,
     )
     return tune_run, checked
 
 
 def _tune(tune_run, checked, stop):
-    from guild import config
-
+    from gpkg_ray import guild_api
     from gpkg_ray.engine.driver import run_tune
     from gpkg_ray.listener import Listeners
     from gpkg_ray.preparation import prepare_attempt
@@ -90,7 +88,9 @@ def _tune(tune_run, checked, stop):
 
     started = time.time()
     # Before Ray starts: what a killed attempt left is ended first.
-    prepared = prepare_attempt(checked, tune_run.id, tune_run.dir, config.guild_home())
+    prepared = prepare_attempt(
+        checked, tune_run.id, tune_run.dir, guild_api.guild_home()
+    )
     spec, prior = prepared.spec, prepared.prior
     journal = Journal(tune_run.dir)
     records = TrialRecords(prepared.guild_home, spec.plan.objective, [prepared.tag])

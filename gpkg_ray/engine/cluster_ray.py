@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from gpkg_ray import guild_api
 from gpkg_ray.engine.local_ray import (
     check_ray_not_imported,
     ray_logs_to,
@@ -183,6 +184,6 @@ def _remove_node_home(tune_run_id: str) -> None:
     from gpkg_ray.remote.run_sync import node_home_name
 
     home = os.path.join(tempfile.gettempdir(), node_home_name(tune_run_id))
-    runs = os.path.join(home, "runs")
+    runs = guild_api.runs_dir(home)
     if not os.path.isdir(runs) or not os.listdir(runs):
         shutil.rmtree(home, ignore_errors=True)

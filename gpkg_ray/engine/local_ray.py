@@ -27,12 +27,9 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from gpkg_ray.environ import patched_environ
+from gpkg_ray.environ import RAY_TEMP_PREFIX, patched_environ
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.processes import descendants, stop_processes
-
-RAY_TEMP_PREFIX = "gpkg-ray-"
-"""Prefix of an embedded Ray's temp dir (short: Ray puts sockets there)."""
 
 # Smallest object store Ray accepts is 75 MB; trials pass only small configs.
 OBJECT_STORE_BYTES = 128 * 1024 * 1024

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gpkg_ray import guild_api
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.remote import local_cluster
 from gpkg_ray.remote.local_cluster import LocalSpec, local_spec
@@ -113,9 +114,7 @@ def _read_if_exists(path: str) -> str | None:
 
 
 def defined_remotes() -> dict[str, Any]:
-    from guild import config
-
-    return config.user_config().get("remotes") or {}
+    return guild_api.user_remotes()
 
 
 def cluster_for_name(name: str) -> ClusterConfig:

@@ -32,6 +32,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from gpkg_ray import guild_api
+
 REMOTE_LOCK = os.path.join(".guild", "LOCK.remote")
 SKIPPED = {os.path.join(".guild", "LOCK"), REMOTE_LOCK}
 """The node's run lock holds a pid of that node: meaningless here."""
@@ -142,7 +144,7 @@ class RunSender:
         )
 
     def _run_dir(self, run_id: str) -> str:
-        return os.path.join(self.guild_home, "runs", run_id)
+        return guild_api.run_dir(self.guild_home, run_id)
 
     def _changes(self, run_id: str, ended: bool) -> RunFiles:
         run_dir = self._run_dir(run_id)
@@ -230,17 +232,14 @@ class RunCollector:
         """Ends the runs of `trial_id` that never ended on their node; returns
         their ids."""
         closed = sorted(self._open.pop(trial_id, set()))
-        from guild import run as guild_run
-
         self._closed.update(closed)
         for run_id in closed:
-            run = self._run(run_id)
-            if run.get("exit_status") is None:
-                run.write_attr("exit_status", EXIT_STATUS_NODE_LOST)
-                run.write_attr("stopped", guild_run.timestamp())
-                run.write_attr("ray_node_lost", reason)
-            for name in ("LOCK.remote", "PENDING", "STAGED"):
-                _remove(run.guild_path(name))  # else Guild shows those first
+            guild_api.close_run(
+                self._run(run_id),
+                EXIT_STATUS_NODE_LOST,
+                keep_ended=True,
+                attrs={"ray_node_lost": reason},
+            )
         return closed
 
     def close_all(self, reason: str) -> list[str]:
@@ -250,10 +249,8 @@ class RunCollector:
             for run_id in self.close_trial(trial_id, reason)
         ]
 
-    def _run(self, run_id: str):
-        from guild import run as guild_run
-
-        return guild_run.Run(run_id, os.path.join(self.guild_home, "runs", run_id))
+    def _run(self, run_id: str) -> guild_api.Run:
+        return guild_api.open_run(self.guild_home, run_id)
 
     def _write(self, trial_id: str, node: NodeInfo, changes: RunFiles) -> None:
         if changes.run_id in self._closed:

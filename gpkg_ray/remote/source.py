@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterable
 
+from gpkg_ray import guild_api
 from gpkg_ray.errors import ClusterError
 
 MAX_SOURCE_MB = 100
@@ -20,23 +21,21 @@ MAX_SOURCE_MB = 100
 and every node downloads it: sourcecode bigger than this is a config mistake."""
 
 
-def stage_source(step_opdefs: Iterable, dest: str) -> int:
+def stage_source(step_opdefs: Iterable, dest: str) -> None:
     """Copies the steps' source code, as Guild selects it, into `dest`, laid out
-    as in the project (Guild file at the root). Returns the bytes staged."""
-    from guild import op_util
-
+    as in the project (Guild file at the root); raises ClusterError when it is
+    more than the nodes should be sent."""
     for opdef in step_opdefs:
         project_dir = opdef.guildfile.dir
-        root = op_util._sourcecode_root(opdef)
+        root = guild_api.sourcecode_root(opdef)
         rel_root = os.path.relpath(root, project_dir)
         if rel_root == os.pardir or rel_root.startswith(os.pardir + os.sep):
             raise ClusterError(
                 f"op '{opdef.name}': its sourcecode root {root} is outside the "
                 f"project {project_dir}, so it cannot be sent to the cluster's nodes"
             )
-        select = op_util.sourcecode_select_for_opdef(opdef)
-        op_util.copy_sourcecode(
-            root, select, os.path.normpath(os.path.join(dest, rel_root))
+        guild_api.copy_sourcecode(
+            opdef, root, os.path.normpath(os.path.join(dest, rel_root))
         )
         shutil.copy2(
             opdef.guildfile.src,
@@ -49,7 +48,6 @@ def stage_source(step_opdefs: Iterable, dest: str) -> int:
             f"{MAX_SOURCE_MB} MB: set `sourcecode` on the step ops so that data "
             "and outputs are not sent to every node"
         )
-    return size
 
 
 def _tree_size(path: str) -> int:

@@ -3,9 +3,9 @@ watched (by default the objective), read back from the trial's step run."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from gpkg_ray import guild_api
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import scheduler_time
 from gpkg_ray.trial.scalars import scalar_series
@@ -28,8 +28,7 @@ def learning_curves(
         run_id = outcome.runs.get(metric.step)
         if not run_id:
             continue
-        run_dir = os.path.join(guild_home, "runs", run_id)
-        series = scalar_series(run_dir, metric.scalar)
+        series = scalar_series(guild_api.run_dir(guild_home, run_id), metric.scalar)
         points = [(scheduler_time(s.step, i), s.value) for i, s in enumerate(series, 1)]
         if points:
             curves.append(Curve(outcome, points))

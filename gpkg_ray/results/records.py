@@ -15,15 +15,10 @@ tune process's pid), then `completed`, `terminated` (stopped early) or `error`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from importlib import metadata
 
-from guild import flag_util
-from guild import run as guild_run
-from guild.opref import OpRef
-from guild.summary import SummaryWriter
-
+from gpkg_ray import guild_api
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Objective
@@ -45,7 +40,7 @@ class TrialRecords(TuneListener):
         self.guild_home = guild_home
         self.objective = objective
         self.tags = list(tags)
-        self._opref = OpRef("package", "gpkg.ray", _package_version(), "", RECORD_OP)
+        self._opref = guild_api.package_opref("gpkg.ray", _package_version(), RECORD_OP)
 
     def trial_started(self, outcome: TrialOutcome) -> None:
         """Creates the trial's record, or reopens it for the trial's next
@@ -53,11 +48,8 @@ class TrialRecords(TuneListener):
         record = self._record(outcome)
         if not os.path.isdir(record.dir):
             self._create(record, outcome)
-        for name in ("exit_status", "stopped"):
-            _remove(record._attr_path(name))
-        with open(record.guild_path("LOCK"), "w") as f:
-            f.write(str(os.getpid()))
-        _link_step_runs(record, outcome)
+        guild_api.mark_running(record, os.getpid())
+        _link_step_runs(self.guild_home, record, outcome)
 
     def restore(self, outcome: TrialOutcome) -> None:
         """Writes the record of a trial that ended in an earlier attempt, as it
@@ -65,39 +57,33 @@ class TrialRecords(TuneListener):
         record = self._record(outcome)
         if not os.path.isdir(record.dir):
             self._create(record, outcome)
-        elif record.get("exit_status") == _EXIT_STATUS[outcome.status]:
+        elif guild_api.exit_status(record) == _EXIT_STATUS[outcome.status]:
             return  # already as it ended
         self.trial_ended(outcome)
 
-    def _record(self, outcome: TrialOutcome) -> guild_run.Run:
-        run_dir = os.path.join(self.guild_home, "runs", outcome.record)
-        return guild_run.Run(outcome.record, run_dir)
+    def _record(self, outcome: TrialOutcome) -> guild_api.Run:
+        return guild_api.open_run(self.guild_home, outcome.record)
 
-    def _create(self, record: guild_run.Run, outcome: TrialOutcome) -> None:
-        record.init_skel()
-        record.write_opref(self._opref)
-        now = guild_run.timestamp()
-        record.write_attr("id", record.id)
-        record.write_attr("initialized", now)
-        record.write_attr("started", now)
-        record.write_attr("flags", outcome.values)
-        record.write_attr("label", _label(self.tags, outcome.values))
-        record.write_attr("tags", self.tags)
+    def _create(self, record: guild_api.Run, outcome: TrialOutcome) -> None:
+        attrs = {
+            "flags": outcome.values,
+            "label": _label(self.tags, outcome.values),
+            "tags": self.tags,
+        }
+        guild_api.init_run(record, self._opref, attrs)
 
     def trial_updated(self, outcome: TrialOutcome) -> None:
-        _link_step_runs(self._record(outcome), outcome)
+        _link_step_runs(self.guild_home, self._record(outcome), outcome)
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
         record = self._record(outcome)
-        _link_step_runs(record, outcome)
+        _link_step_runs(self.guild_home, record, outcome)
         if outcome.objective is not None:
-            with SummaryWriter(record.guild_path()) as writer:
+            with guild_api.summary_writer(record.guild_path()) as writer:
                 writer.add_scalar(self.objective.scalar, outcome.objective, 0)
         with open(record.guild_path("output"), "w") as f:
             f.write(_output_text(outcome))
-        record.write_attr("exit_status", _EXIT_STATUS[outcome.status])
-        record.write_attr("stopped", guild_run.timestamp())
-        _remove(record.guild_path("LOCK"))
+        guild_api.close_run(record, _EXIT_STATUS[outcome.status])
 
     def mark_best(
         self, best: TrialOutcome | None, outcomes: list[TrialOutcome]
@@ -116,24 +102,24 @@ class TrialRecords(TuneListener):
                 elif run.get("marked"):
                     run.del_attr("marked")
 
-    def _step_runs(self, outcome: TrialOutcome) -> list[guild_run.Run]:
-        runs = []
-        for run_id in outcome.runs.values():
-            run_dir = os.path.join(self.guild_home, "runs", run_id)
-            if os.path.isdir(run_dir):
-                runs.append(guild_run.Run(run_id, run_dir))
-        return runs
+    def _step_runs(self, outcome: TrialOutcome) -> list[guild_api.Run]:
+        return [
+            guild_api.open_run(self.guild_home, run_id)
+            for run_id in outcome.runs.values()
+            if guild_api.run_exists(self.guild_home, run_id)
+        ]
 
 
-def _link_step_runs(record: guild_run.Run, outcome: TrialOutcome) -> None:
+def _link_step_runs(
+    guild_home: str, record: guild_api.Run, outcome: TrialOutcome
+) -> None:
     """Links `STEP` to each step run of this attempt (before Guild creates it),
     and `STEP~N` to the runs of earlier attempts (N = 1, 2, ... in the order
     they ran) that exist."""
     links = dict(outcome.runs)
-    runs_dir = os.path.dirname(record.dir)
     for i, (step, run_id) in enumerate(outcome.earlier_runs, 1):
         # Not to a run a kill cut before `guild run` created it.
-        if os.path.isdir(os.path.join(runs_dir, run_id)):
+        if guild_api.run_exists(guild_home, run_id):
             links[f"{step}~{i}"] = run_id
     for name, run_id in links.items():
         link = os.path.join(record.dir, name)
@@ -145,12 +131,12 @@ def _link_step_runs(record: guild_run.Run, outcome: TrialOutcome) -> None:
 
 
 # Guild shows a negative exit status as `terminated`, as for a run `guild stop` ends.
-_EXIT_STATUS = {"completed": 0, "failed": 1, "stopped": -15}
+_EXIT_STATUS = {"completed": 0, "failed": 1, "stopped": guild_api.TERMINATED}
 
 
 def _label(tags: list[str], values: dict) -> str:
     """Tags then flags, as Guild labels a tagged run."""
-    return " ".join([*tags, *flag_util.flag_assigns(values, truncate_floats=True)])
+    return " ".join([*tags, *guild_api.flag_assigns(values)])
 
 
 def _output_text(outcome: TrialOutcome) -> str:
@@ -171,8 +157,3 @@ def _output_text(outcome: TrialOutcome) -> str:
     if outcome.error:
         lines.append(f"error: {outcome.error}")
     return "\n".join(lines) + "\n"
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)

@@ -6,8 +6,7 @@ import csv
 import json
 import os
 
-from guild.summary import SummaryWriter
-
+from gpkg_ray import guild_api
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Objective
 
@@ -94,7 +93,7 @@ def log_tune_scalars(
 ) -> None:
     """Scalars of the tune run: the best objective and the trial counts."""
     best = best_trial(outcomes, objective)
-    with SummaryWriter(os.path.join(run_dir, ".guild")) as writer:
+    with guild_api.summary_writer(os.path.join(run_dir, ".guild")) as writer:
         if best is not None:
             writer.add_scalar(objective.scalar, best.objective, 0)
         writer.add_scalar("trials_completed", count_status(outcomes, "completed"), 0)

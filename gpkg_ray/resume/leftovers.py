@@ -19,20 +19,13 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 from typing import Any
 
 import psutil
-from guild import run as guild_run
-from guild import util as guild_util
 
-from gpkg_ray.engine.local_ray import RAY_TEMP_PREFIX
+from gpkg_ray import guild_api
+from gpkg_ray.environ import RAY_TEMP_PREFIX
 from gpkg_ray.processes import process_tree, stop_processes
-from gpkg_ray.resume.home import home_runs
-
-STOP_GRACE_SECONDS = 5.0
-TERMINATED = -15
-"""Exit status Guild shows as `terminated`, as for a run `guild stop` ended."""
 
 
 def attempt_processes(procs: list[psutil.Process]) -> list[list[float]]:
@@ -77,14 +70,12 @@ def settle_runs(guild_home: str, tag: str, exclude: str, known: set[str]) -> lis
     its run, or while the run is pending) is stopped first, found by the run id
     it was given: nothing else of the tune's would stop it.
     """
-    runs_dir = os.path.join(guild_home, "runs")
-    runs = {r.id: r for r in home_runs(guild_home) if tag in (r.get("tags") or [])}
-    runs.update(
-        (run_id, guild_run.Run(run_id, os.path.join(runs_dir, run_id)))
-        for run_id in known
-    )
+    runs = {
+        r.id: r for r in guild_api.home_runs(guild_home) if tag in (r.get("tags") or [])
+    }
+    runs.update((run_id, guild_api.open_run(guild_home, run_id)) for run_id in known)
     runs.pop(exclude, None)
-    open_runs = {i: r for i, r in runs.items() if r.get("exit_status") is None}
+    open_runs = {i: r for i, r in runs.items() if guild_api.exit_status(r) is None}
     if not open_runs:
         return []
     launchers = _launchers(set(open_runs))
@@ -94,32 +85,22 @@ def settle_runs(guild_home: str, tag: str, exclude: str, known: set[str]) -> lis
     settled = []
     for run in open_runs.values():
         if os.path.isdir(run.dir):
-            _mark_ended(run)
+            # Terminated unless Guild recorded how it ended meanwhile. Its markers
+            # go either way: LOCK.remote, say, on a run of a cluster's node that
+            # the killed tune was bringing home (Guild shows it `running`,
+            # whatever its attrs say).
+            guild_api.close_run(run, guild_api.TERMINATED, keep_ended=True)
             settled.append(run.id)
     return settled
 
 
-def _stop_op(run: guild_run.Run) -> None:
+def _stop_op(run: guild_api.Run) -> None:
     """Stops the run's op as `guild stop` does, if it still runs."""
-    op_pid = _live_op_pid(run)
+    op_pid = guild_api.live_op_pid(run)
     if op_pid is not None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            guild_util.kill_process_tree(
-                op_pid, timeout=STOP_GRACE_SECONDS, child_term_timeout=2.0
-            )
-        _wait_for_exit_status(run)  # an orphaned `guild run` records it itself
-
-
-def _mark_ended(run: guild_run.Run) -> None:
-    """Marks the run `terminated` if Guild did not record how it ended."""
-    if run.get("exit_status") is None:
-        run.write_attr("exit_status", TERMINATED)
-        run.write_attr("stopped", guild_run.timestamp())
-    # LOCK.remote: a run on a cluster's node that the killed tune was bringing
-    # home (Guild shows a run with it `running`, whatever its attrs say).
-    for marker in ("LOCK", "LOCK.remote", "PENDING"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(run.guild_path(marker))
+        guild_api.stop_op(op_pid)
+        # An orphaned `guild run` records the exit status itself.
+        guild_api.wait_for_exit_status(run)
 
 
 def _launchers(run_ids: set[str]) -> list[psutil.Process]:
@@ -131,22 +112,3 @@ def _launchers(run_ids: set[str]) -> list[psutil.Process]:
             if cmd[cmd.index("--run-id") + 1] in run_ids:
                 found.append(proc)
     return found
-
-
-def _live_op_pid(run: guild_run.Run) -> int | None:
-    """The pid in the run's LOCK, if that process is this run's op: Guild gives
-    the op RUN_ID in its environment; a pid reused since is another process."""
-    pid = run._get_pid()
-    if pid is None:
-        return None
-    try:
-        environ = psutil.Process(pid).environ()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-    return pid if environ.get("RUN_ID") == run.id else None
-
-
-def _wait_for_exit_status(run: guild_run.Run) -> None:
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while run.get("exit_status") is None and time.monotonic() < deadline:
-        time.sleep(0.1)

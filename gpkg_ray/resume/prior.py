@@ -8,13 +8,11 @@ attempt. Warm-start trials of other tune runs are told to the searcher only.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from guild import run as guild_run
-
+from gpkg_ray import guild_api
 from gpkg_ray.resume.journal import read_journal
 from gpkg_ray.resume.leftovers import end_attempt, settle_runs
 from gpkg_ray.resume.warm_start import warm_trials
@@ -92,7 +90,7 @@ def load_prior(
     plan: TrialPlan,
     guild_home: str,
     tag: str,
-    warm_runs: Iterable[guild_run.Run] = (),
+    warm_runs: Iterable[guild_api.Run] = (),
 ) -> Prior:
     """Reads the tune run's journal and ends what a killed attempt left (its
     processes, runs without a status) before anything new starts; with the
@@ -129,11 +127,11 @@ def _close_killed(outcome: TrialOutcome, plan: TrialPlan, guild_home: str) -> No
     interrupted."""
     outcome.ended = time.time()
     runs = {
-        step: guild_run.Run(run_id, os.path.join(guild_home, "runs", run_id))
+        step: guild_api.open_run(guild_home, run_id)
         for step, run_id in outcome.runs.items()
     }
     done = all(
-        step.name in runs and runs[step.name].get("exit_status") == 0
+        step.name in runs and guild_api.exit_status(runs[step.name]) == 0
         for step in plan.steps
     )
     if done:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 
-from guild import run as guild_run
-
+from gpkg_ray import guild_api
 from gpkg_ray.errors import SpecError
-from gpkg_ray.resume.home import home_runs
 from gpkg_ray.resume.journal import JOURNAL, read_journal
 from gpkg_ray.trial.outcome import TrialOutcome
 
@@ -23,13 +21,13 @@ SAME_OPERATION = "operation"
 
 def earlier_tune_runs(
     selector: str, opref, guild_home: str, exclude: str | None = None
-) -> list[guild_run.Run]:
+) -> list[guild_api.Run]:
     """The tune runs `selector` (the warm-start flag) names, oldest first;
     raises SpecError for a run that does not exist, is ambiguous or is not a
     run of this op."""
     if selector.strip() in ("", NONE):
         return []
-    runs = [r for r in home_runs(guild_home) if r.id != exclude]
+    runs = [r for r in guild_api.home_runs(guild_home) if r.id != exclude]
     this_op = _op_key(opref)
     if selector.strip() == SAME_OPERATION:
         chosen = [r for r in runs if _op_key(r.opref) == this_op and _has_journal(r)]
@@ -41,7 +39,7 @@ def earlier_tune_runs(
     return sorted(chosen, key=lambda r: r.get("started") or 0)
 
 
-def warm_trials(runs: list[guild_run.Run]) -> list[TrialOutcome]:
+def warm_trials(runs: list[guild_api.Run]) -> list[TrialOutcome]:
     """The trials of `runs` that ended on their own (not the interrupted ones)."""
     trials = []
     for run in runs:
@@ -54,7 +52,7 @@ def _ids(selector: str) -> list[str]:
     return [part.strip() for part in selector.split(",") if part.strip()]
 
 
-def _named_run(prefix: str, runs, op_name: str, this_op) -> guild_run.Run:
+def _named_run(prefix: str, runs, op_name: str, this_op) -> guild_api.Run:
     matches = [r for r in runs if r.id.startswith(prefix)]
     usage = (
         f"use warm-start={SAME_OPERATION}, or ids of earlier runs of '{op_name}' "
@@ -84,5 +82,5 @@ def _op_key(opref) -> tuple:
     return (opref.pkg_type, opref.pkg_name, opref.model_name, opref.op_name)
 
 
-def _has_journal(run: guild_run.Run) -> bool:
+def _has_journal(run: guild_api.Run) -> bool:
     return os.path.exists(os.path.join(run.dir, JOURNAL))

@@ -12,8 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 
-# Guild's own decoding of one summary value (simple value or float tensor).
-from guild.tfevent import _ensure_tb_logging_patched, _try_scalar_event
+from gpkg_ray import guild_api
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,8 @@ class _EventDir:
             if not event.HasField("summary"):
                 continue
             for value in event.summary.value:
-                scalar = _try_scalar_event(event, value)
+                # Guild's own decoding (a simple value or a float tensor).
+                scalar = guild_api.scalar_of_event(event, value)
                 if scalar is not None:
                     yield scalar
 
@@ -81,14 +81,14 @@ class ScalarWatcher:
 
     def _add_dir(self, path: str) -> None:
         if path not in self._dirs and _has_event_file(path):
-            _ensure_tb_logging_patched()
+            guild_api.patch_tensorboard_logging()
             self._dirs[path] = _EventDir(path)
 
 
 def scalar_series(run_dir: str, tag: str) -> list[Scalar]:
     """Every value of `tag` in an ended run, in the order written: its output
     scalars, or else the first event directory that has the tag."""
-    _ensure_tb_logging_patched()
+    guild_api.patch_tensorboard_logging()
     for path in sorted(_event_dirs(run_dir), key=lambda p: not p.endswith(".guild")):
         series = [
             Scalar(value, step)

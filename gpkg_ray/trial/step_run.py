@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import tempfile
@@ -10,11 +9,7 @@ import time
 import uuid
 from typing import Any
 
-import psutil
-from guild import flag_util
-from guild import run as guild_run
-from guild import util as guild_util
-
+from gpkg_ray import guild_api
 from gpkg_ray.processes import process_tree, stop_processes
 from gpkg_ray.trial.launcher import StepLauncher, StepProcess
 from gpkg_ray.trial.workspace import Workspace
@@ -22,11 +17,8 @@ from gpkg_ray.trial.workspace import Workspace
 # What `guild run` prints on stderr that is not an error.
 GUILD_NOTES = {"Refreshing flags..."}
 
-# Stopping a step: how long its op may take to exit on SIGTERM (its children get
-# SIGTERM after CHILD_GRACE_SECONDS, as `guild stop` does), and how long to wait
-# for Guild to start the op when a stop comes while `guild run` is starting up.
-STOP_GRACE_SECONDS = 5.0
-CHILD_GRACE_SECONDS = 2.0
+# Stopping a step while `guild run` is starting up: how long to wait for Guild to
+# start the op (the op is stopped as `guild stop` does, see guild_api.stop_op).
 START_WAIT_SECONDS = 5.0
 
 
@@ -73,7 +65,7 @@ class StepRun:
             cmd += ["--tag", tag]
         cmd.append(self.op)
         cmd += [
-            f"{name}={flag_util.encode_flag_val(val)}"
+            f"{name}={guild_api.encode_flag_val(val)}"
             for name, val in self.flags.items()
         ]
         return cmd
@@ -94,16 +86,18 @@ class StepRun:
             return None
 
     def op_pid(self) -> int | None:
-        """Pid of the step's op process, from its run's LOCK; None until Guild
-        has started it, and after it ended."""
-        return guild_run.Run(self.run_id, self.run_dir).pid
+        """Pid of the step's op process, from its run's LOCK (a pid that is not
+        this run's op is ignored); None until Guild has started it, and after
+        it ended."""
+        return guild_api.live_op_pid(self._guild_run())
 
     def op_ended(self) -> bool:
         """Whether the op process has ended: Guild writes the run's exit status
         as soon as it does, before `guild run` itself exits."""
-        return os.path.exists(
-            os.path.join(self.run_dir, ".guild", "attrs", "exit_status")
-        )
+        return guild_api.has_exit_status(self._guild_run())
+
+    def _guild_run(self) -> guild_api.Run:
+        return guild_api.open_run(self.workspace.guild_home, self.run_id)
 
     def stop(self) -> None:
         """Stops the step as `guild stop` does, if it still runs: SIGTERM to its op
@@ -113,14 +107,9 @@ class StepRun:
             return
         op_pid = self._wait_for_op_pid()
         if op_pid is not None:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                guild_util.kill_process_tree(
-                    op_pid,
-                    timeout=STOP_GRACE_SECONDS,
-                    child_term_timeout=CHILD_GRACE_SECONDS,
-                )
+            guild_api.stop_op(op_pid)
             # Guild's `guild run` process records the exit status, then exits.
-            self.wait(STOP_GRACE_SECONDS)
+            self.wait(guild_api.STOP_GRACE_SECONDS)
         stop_processes(process_tree(self._proc.pid))
         self._proc.wait()
 

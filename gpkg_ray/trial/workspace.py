@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gpkg_ray import guild_api
+
 # Variables Guild sets for the tune run itself. A step started from inside the tune
 # run must not inherit them: they describe the tune run, not the step.
 _TUNE_RUN_VARS = (
@@ -30,7 +32,7 @@ class Workspace:
     """Extra environment for every step run (e.g. NO_PIP_FREEZE=1)."""
 
     def run_dir(self, run_id: str) -> str:
-        return os.path.join(self.guild_home, "runs", run_id)
+        return guild_api.run_dir(self.guild_home, run_id)
 
     def step_env(self) -> dict[str, str]:
         env = {

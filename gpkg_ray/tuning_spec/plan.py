@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gpkg_ray import guild_api
 from gpkg_ray.errors import SpecError
 from gpkg_ray.tuning_spec.objective import Objective, parse_objective
 from gpkg_ray.tuning_spec.settings import Settings
@@ -111,7 +112,7 @@ def read_spec(tune_opdef, settings: Settings) -> tuple[TuneSpec, tuple]:
 
 
 def _op_config(opdef) -> dict[str, Any]:
-    config = opdef._data.get("config")
+    config = guild_api.op_config(opdef)
     if config is None:
         raise SpecError(
             f"op '{opdef.name}' has no 'config': add config with steps, optimize "

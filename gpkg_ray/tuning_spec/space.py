@@ -10,8 +10,9 @@ A space value is written as a Guild user writes flag values:
     activation: ~                 the flag's own `choices`, or `min`/`max`
                                   (with its `distribution`), from its Guild definition
 
-Guild's parser (`guild.flag_util`) decodes the values. Bounds that are both whole
-numbers give whole-number samples unless the flag is a float flag.
+Guild's parser (`guild.flag_util`, through `gpkg_ray.guild_api`) decodes the
+values. Bounds that are both whole numbers give whole-number samples unless the
+flag is a float flag.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from guild import flag_util
-
+from gpkg_ray import guild_api
 from gpkg_ray.errors import SpecError
 
 # `[a:b]` is Guild's anonymous uniform. Guild's own decoder misses float bounds
@@ -37,7 +37,7 @@ class Fixed:
     value: Any
 
     def describe(self) -> str:
-        return flag_util.encode_flag_val(self.value)
+        return guild_api.encode_flag_val(self.value)
 
     def contains(self, value: Any) -> bool:
         return value == self.value
@@ -48,7 +48,7 @@ class Choice:
     values: tuple[Any, ...]
 
     def describe(self) -> str:
-        return flag_util.encode_flag_val(list(self.values))
+        return guild_api.encode_flag_val(list(self.values))
 
     def contains(self, value: Any) -> bool:
         return value in self.values
@@ -112,9 +112,9 @@ def _parse_string(key: str, raw: str) -> Domain:
     if anonymous:
         return _range(key, "uniform", [_number(key, x) for x in anonymous.groups()])
     try:
-        name, args = flag_util.decode_flag_function(text)
+        name, args = guild_api.decode_flag_function(text)
     except ValueError:
-        decoded = flag_util.decode_flag_val(text)
+        decoded = guild_api.decode_flag_val(text)
         return _choice(key, decoded) if isinstance(decoded, list) else Fixed(decoded)
     if name in _SEQUENCES:
         return _choice(key, _expand_sequence(key, text))
@@ -128,7 +128,7 @@ def _parse_string(key: str, raw: str) -> Domain:
 
 def _expand_sequence(key: str, text: str) -> list[Any]:
     try:
-        values = flag_util.decode_flag_val(text)
+        values = guild_api.decode_flag_val(text)
     except (TypeError, ValueError) as e:
         raise SpecError(f"space entry '{key}': invalid {text}: {e}") from None
     if not isinstance(values, list):
@@ -174,7 +174,7 @@ def _range(key: str, name: str, args: list[Any]) -> Range:
 
 def _number(key: str, value: Any) -> int | float:
     if isinstance(value, str):
-        value = flag_util.decode_flag_val(value.strip())
+        value = guild_api.decode_flag_val(value.strip())
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SpecError(f"space entry '{key}': bound {value!r} is not a number")
     if isinstance(value, float) and not math.isfinite(value):
@@ -247,4 +247,4 @@ def _check_bounds(key, values, target: str, flagdef: FlagDef) -> None:
 
 
 def _fmt(values) -> str:
-    return ", ".join(flag_util.encode_flag_val(v) for v in values)
+    return ", ".join(guild_api.encode_flag_val(v) for v in values)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpkg_ray import guild_api
 from gpkg_ray.errors import SpecError
 from gpkg_ray.tuning_spec.space import FlagDef
 
@@ -91,21 +92,11 @@ def _flagdef(flag) -> FlagDef:
 
 def _pins(opdef, earlier: list[Step]) -> dict[str, str]:
     """Dependency flags of `opdef` that require an op run by an earlier step."""
-    from guild import op_dep
-
     pins = {}
-    for depdef in opdef.dependencies:
-        try:
-            resdef, _ = op_dep.resource_def(depdef, {})
-        except Exception:  # a dependency Guild itself will report when it runs
-            continue
-        for source in resdef.sources:
-            if source.parsed_uri.scheme != "operation":
-                continue
-            upstream = _latest_matching(source.parsed_uri.path, earlier)
-            if upstream:
-                flag = op_dep.source_flag_name_candidates(source)[0]
-                pins[flag] = upstream.name
+    for op_pattern, flag in guild_api.operation_dependencies(opdef):
+        upstream = _latest_matching(op_pattern, earlier)
+        if upstream:
+            pins[flag] = upstream.name
     return pins
 
 

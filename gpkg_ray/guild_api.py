@@ -1,0 +1,356 @@
+"""gpkg.ray's one door into Guild: run state in a Guild home and every call into
+Guild's Python API, which is private and pinned to guildai 0.9.
+
+Run state is Guild's on-disk layout, which `guild runs`, `guild compare` and
+`guild stop` read:
+
+    GUILD_HOME/runs/RUN_ID/.guild/attrs/NAME    one YAML value per attr
+    GUILD_HOME/runs/RUN_ID/.guild/LOCK          pid of the op while it runs
+    GUILD_HOME/runs/RUN_ID/.guild/LOCK.remote   a remote's name: `running`
+    GUILD_HOME/runs/RUN_ID/.guild/PENDING       `pending` (STAGED: `staged`)
+
+Guild shows a run by its markers first (LOCK.remote, PENDING, STAGED), then by
+its `exit_status` attr (0 completed, negative terminated, positive error), then
+`running` while the pid in LOCK lives, else `error`.
+
+The rest of gpkg.ray imports no `guild` module but through here; the exceptions
+are the base classes a Guild plugin and a remote type must subclass (with
+`guild.cli` beside them) and the step launcher, which preloads Guild's modules
+by name. Guild is imported inside each function: Guild imports
+`gpkg_ray.plugin` for every `guild` command, and `guild.run` alone costs ~45 ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+# For annotations only (`guild_api.Run` elsewhere): nothing imports Guild here.
+if TYPE_CHECKING:
+    from guild.opref import OpRef
+    from guild.run import Run
+    from guild.summary import SummaryWriter
+
+TERMINATED = -15
+"""Exit status Guild shows as `terminated`, as for a run `guild stop` ended."""
+
+MARKERS = ("LOCK", "LOCK.remote", "PENDING", "STAGED")
+"""Files in a run's `.guild` that make Guild show it as other than its exit
+status says (see the module docstring); a closed run has none of them."""
+
+STOP_GRACE_SECONDS = 5.0
+"""How long an op stopped as `guild stop` does may take to exit, and then for
+its `guild run` to record the exit status."""
+
+CHILD_TERM_SECONDS = 2.0
+"""How long after the op its child processes get SIGTERM too (`guild stop`'s
+order: the op first, so that it can stop its children itself)."""
+
+
+# --- Runs in a Guild home -------------------------------------------------
+
+
+def runs_dir(guild_home: str) -> str:
+    return os.path.join(guild_home, "runs")
+
+
+def run_dir(guild_home: str, run_id: str) -> str:
+    """The directory of run `run_id` in `guild_home` (it may not exist yet)."""
+    return os.path.join(guild_home, "runs", run_id)
+
+
+def open_run(guild_home: str, run_id: str) -> Run:
+    """Run `run_id` of `guild_home`, whether or not Guild has made it yet."""
+    from guild import run as guild_run
+
+    return guild_run.Run(run_id, run_dir(guild_home, run_id))
+
+
+def run_exists(guild_home: str, run_id: str) -> bool:
+    return os.path.isdir(run_dir(guild_home, run_id))
+
+
+def home_runs(guild_home: str) -> Iterator[Run]:
+    """Every run in `guild_home` that has an opref, in run id order: read as
+    Guild does, but without its run filters (`guild runs` hides some)."""
+    with contextlib.suppress(FileNotFoundError):
+        for run_id in sorted(os.listdir(runs_dir(guild_home))):
+            run = open_run(guild_home, run_id)
+            if os.path.exists(run.guild_path("opref")):
+                yield run
+
+
+def exit_status(run: Run) -> int | None:
+    """The run's exit status; None while it runs, or if it ended unrecorded."""
+    return run.get("exit_status")
+
+
+def has_exit_status(run: Run) -> bool:
+    """Whether Guild has recorded how the run's op ended: its `guild run`
+    writes the attr as soon as the op exits, before it exits itself. Checks the
+    file only, so it is cheap enough to poll."""
+    return os.path.exists(run._attr_path("exit_status"))
+
+
+def run_status(run: Run) -> str:
+    """The status Guild shows: running, pending, staged, completed,
+    terminated or error."""
+    return run.status
+
+
+def timestamp() -> int:
+    """Now, as Guild stamps `started` and `stopped` (microseconds)."""
+    from guild import run as guild_run
+
+    return guild_run.timestamp()
+
+
+def package_opref(pkg_name: str, version: str, op_name: str) -> OpRef:
+    """The opref of op `op_name` of Guild package `pkg_name`."""
+    from guild.opref import OpRef
+
+    return OpRef("package", pkg_name, version, "", op_name)
+
+
+def init_run(run: Run, opref: OpRef, attrs: dict[str, Any]) -> None:
+    """Makes `run` a run of `opref` started now, with `attrs` (a run that
+    gpkg.ray writes itself, not one Guild runs)."""
+    run.init_skel()
+    run.write_opref(opref)
+    now = timestamp()
+    run.write_attr("id", run.id)
+    run.write_attr("initialized", now)
+    run.write_attr("started", now)
+    for name, value in attrs.items():
+        run.write_attr(name, value)
+
+
+def mark_running(run: Run, pid: int) -> None:
+    """Reopens `run` as running in process `pid`: no exit status or stopped
+    time, and `pid` in its LOCK (Guild shows it `running` while `pid` lives,
+    and `error` if it dies with the run still open)."""
+    for name in ("exit_status", "stopped"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(run._attr_path(name))
+    with open(run.guild_path("LOCK"), "w") as f:
+        f.write(str(pid))
+
+
+def close_run(
+    run: Run,
+    status: int,
+    *,
+    keep_ended: bool = False,
+    attrs: dict[str, Any] | None = None,
+) -> bool:
+    """Closes `run` as ended with exit status `status` (a `stopped` time with
+    it, and `attrs` if given) and removes its MARKERS, so that Guild shows the
+    status. With `keep_ended`, a run that already has an exit status keeps it
+    (and its stopped time); its markers still go. Returns whether the status
+    was written."""
+    written = not (keep_ended and exit_status(run) is not None)
+    if written:
+        for name, value in (attrs or {}).items():
+            run.write_attr(name, value)
+        run.write_attr("exit_status", status)
+        run.write_attr("stopped", timestamp())
+    for marker in MARKERS:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(run.guild_path(marker))
+    return written
+
+
+# --- A run's op process ---------------------------------------------------
+
+
+def live_op_pid(run: Run) -> int | None:
+    """The pid in the run's LOCK, if that process is this run's op: Guild gives
+    the op RUN_ID in its environment; a pid reused since is another process.
+    None before Guild started the op, and after it ended."""
+    pid = run._get_pid()  # read from the LOCK now: Run.pid is cached
+    if pid is None:
+        return None
+    try:
+        environ = psutil.Process(pid).environ()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return pid if environ.get("RUN_ID") == run.id else None
+
+
+def stop_op(pid: int) -> None:
+    """Stops the op process `pid` as `guild stop` does: SIGTERM to it, then
+    after CHILD_TERM_SECONDS to its children; waits up to STOP_GRACE_SECONDS
+    for them to exit. Its `guild run` then records the run as `terminated`."""
+    from guild import util as guild_util
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        guild_util.kill_process_tree(
+            pid, timeout=STOP_GRACE_SECONDS, child_term_timeout=CHILD_TERM_SECONDS
+        )
+
+
+def wait_for_exit_status(run: Run, timeout: float = STOP_GRACE_SECONDS) -> bool:
+    """Waits up to `timeout` seconds for Guild to record the run's exit status;
+    returns whether it did."""
+    deadline = time.monotonic() + timeout
+    while exit_status(run) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+# --- Flags, as Guild writes and reads them --------------------------------
+
+
+def encode_flag_val(value: Any) -> str:
+    """`value` as written on a `guild run` command line."""
+    from guild import flag_util
+
+    return flag_util.encode_flag_val(value)
+
+
+def decode_flag_val(text: str) -> Any:
+    """A flag value written as on a `guild run` command line: `[1, 2]` and
+    sequences such as `range[1:4]` come back as lists."""
+    from guild import flag_util
+
+    return flag_util.decode_flag_val(text)
+
+
+def decode_flag_function(text: str) -> tuple[str | None, tuple]:
+    """(name, args) of a flag function, e.g. `loguniform[1e-5:1e-1]` ->
+    ('loguniform', (1e-05, 0.1)); raises ValueError for anything else."""
+    from guild import flag_util
+
+    return flag_util.decode_flag_function(text)
+
+
+def flag_assigns(values: dict[str, Any]) -> list[str]:
+    """`name=value` for each flag, floats shortened, as Guild labels a run."""
+    from guild import flag_util
+
+    return flag_util.flag_assigns(values, truncate_floats=True)
+
+
+# --- Op definitions -------------------------------------------------------
+
+
+def op_config(opdef) -> Any:
+    """The op definition's `config` entry as written (Guild keeps keys it does
+    not know, but gives no accessor for them)."""
+    return opdef._data.get("config")
+
+
+def operation_dependencies(opdef) -> list[tuple[str, str]]:
+    """(op pattern, dependency flag) of each `operation:` source the op
+    requires, e.g. ('train', 'operation:train'). A dependency Guild cannot
+    resolve is left out: Guild itself reports it when the op runs."""
+    from guild import op_dep
+
+    found = []
+    for depdef in opdef.dependencies:
+        try:
+            resdef, _ = op_dep.resource_def(depdef, {})
+        except Exception:
+            continue
+        for source in resdef.sources:
+            if source.parsed_uri.scheme == "operation":
+                flag = op_dep.source_flag_name_candidates(source)[0]
+                found.append((source.parsed_uri.path, flag))
+    return found
+
+
+def sourcecode_root(opdef) -> str:
+    """The directory Guild copies the op's source code from."""
+    from guild import op_util
+
+    return op_util._sourcecode_root(opdef)
+
+
+def copy_sourcecode(opdef, root: str, dest: str) -> None:
+    """Copies the files of `root` that the op's sourcecode rules select (its
+    `sourcecode` config, else the project's git files or Guild's defaults)
+    into `dest`, as Guild copies them into a run."""
+    from guild import op_util
+
+    select = op_util.sourcecode_select_for_opdef(opdef)
+    op_util.copy_sourcecode(root, select, dest)
+
+
+def pending_op(op) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(op definition, resolved flag values, flag values the user gave) of the
+    op Guild hands a plugin's `apply_cmd_env`, before the run exists."""
+    return op._opdef, op._op_flag_vals, op._user_flag_vals
+
+
+# --- The running op and Guild's config ------------------------------------
+
+
+def current_run() -> Run:
+    """The run of this process's op (from RUN_DIR and RUN_ID)."""
+    from guild import _api
+
+    return _api.current_run()
+
+
+def run_opdef(run: Run):
+    """The op definition `run` ran, read from its Guild file; None if gone."""
+    from guild import run_util
+
+    return run_util.run_opdef(run)
+
+
+def guild_home() -> str:
+    """The Guild home in effect (GUILD_HOME, else Guild's default)."""
+    from guild import config
+
+    return config.guild_home()
+
+
+def set_cwd(path: str) -> None:
+    """Makes Guild read its config (`./guild-config.yml`) relative to `path`:
+    an op runs in its run dir, not where `guild run` was typed."""
+    from guild import config
+
+    config.set_cwd(path)
+
+
+def user_remotes() -> dict[str, Any]:
+    """The `remotes` of the user's Guild config (GUILD_CONFIG,
+    ./guild-config.yml or ~/.guild/config.yml)."""
+    from guild import config
+
+    return config.user_config().get("remotes") or {}
+
+
+# --- Scalars ---------------------------------------------------------------
+
+
+def summary_writer(logdir: str) -> SummaryWriter:
+    """A context manager that writes TF event files in `logdir` as Guild writes
+    a run's scalars (`add_scalar(tag, value, step)`); `logdir` is the run's
+    `.guild` dir for scalars Guild shows as the run's own."""
+    from guild.summary import SummaryWriter
+
+    return SummaryWriter(logdir)
+
+
+def patch_tensorboard_logging() -> None:
+    """Quiets TensorBoard's event loader as Guild does before reading scalars."""
+    from guild.tfevent import _ensure_tb_logging_patched
+
+    _ensure_tb_logging_patched()
+
+
+def scalar_of_event(event, value) -> tuple[str, float, int] | None:
+    """(tag, value, step) of one summary value of a TF event, decoded as Guild
+    decodes scalars (a simple value or a float tensor); None for others."""
+    from guild.tfevent import _try_scalar_event
+
+    return _try_scalar_event(event, value)

@@ -1,0 +1,205 @@
+"""gpkg_ray.guild_api: run state in a Guild home, as Guild itself then reads it.
+
+In-process and cheap: a temp Guild home, runs written by hand, and Guild's own
+`guild.run.Run` to read them back; `sleep` processes stand in for a run's op.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from guild import run as guild_run
+
+from gpkg_ray import guild_api
+
+
+def _guild_status(guild_home, run_id: str) -> str:
+    """The status Guild shows, from a Run of Guild's own (nothing cached)."""
+    run_dir = os.path.join(guild_home, "runs", run_id)
+    return guild_run.Run(run_id, run_dir).status
+
+
+def _new_run(guild_home, run_id: str = "a" * 32):
+    run = guild_api.open_run(str(guild_home), run_id)
+    opref = guild_api.package_opref("gpkg.ray", "0", "trial")
+    guild_api.init_run(run, opref, {"flags": {"x": 1}, "tags": ["t"]})
+    return run
+
+
+def _touch(path: str, text: str = "") -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _sleep(run_id: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop("RUN_ID", None)
+    if run_id is not None:
+        env["RUN_ID"] = run_id
+    return subprocess.Popen(["sleep", "60"], env=env)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_run_dir_is_guilds_layout(tmp_path):
+    assert guild_api.run_dir("/h", "abc") == os.path.join("/h", "runs", "abc")
+    assert guild_api.runs_dir("/h") == os.path.join("/h", "runs")
+    run = guild_api.open_run(str(tmp_path), "abc")
+    assert (run.id, run.dir) == ("abc", os.path.join(str(tmp_path), "runs", "abc"))
+    assert not guild_api.run_exists(str(tmp_path), "abc")
+
+
+def test_an_initialized_run_reads_back_in_guild(tmp_path):
+    run = _new_run(tmp_path)
+    read = guild_run.Run(run.id, run.dir)
+    assert read.opref.pkg_name == "gpkg.ray"
+    assert read.opref.op_name == "trial"
+    assert read.get("id") == run.id
+    assert read.get("flags") == {"x": 1}
+    assert read.get("started") == read.get("initialized")
+    assert guild_api.run_exists(str(tmp_path), run.id)
+
+
+def test_home_runs_lists_runs_with_an_opref_in_id_order(tmp_path):
+    assert list(guild_api.home_runs(str(tmp_path / "nowhere"))) == []
+    _new_run(tmp_path, "b" * 32)
+    _new_run(tmp_path, "a" * 32)
+    os.makedirs(guild_api.run_dir(str(tmp_path), "c" * 32))  # not a run yet
+    assert [r.id for r in guild_api.home_runs(str(tmp_path))] == ["a" * 32, "b" * 32]
+
+
+def test_close_run_ends_it_and_removes_its_markers(tmp_path):
+    run = _new_run(tmp_path)
+    guild_api.mark_running(run, os.getpid())
+    assert _guild_status(tmp_path, run.id) == "running"
+    for marker in ("LOCK.remote", "PENDING", "STAGED"):
+        _touch(run.guild_path(marker))
+
+    assert guild_api.close_run(run, guild_api.TERMINATED) is True
+
+    assert _guild_status(tmp_path, run.id) == "terminated"
+    assert not any(os.path.exists(run.guild_path(m)) for m in guild_api.MARKERS)
+    assert guild_api.exit_status(run) == guild_api.TERMINATED
+    assert guild_api.has_exit_status(run)
+    assert run.get("stopped") >= run.get("started")
+
+
+def test_close_run_keep_ended_keeps_a_recorded_status(tmp_path):
+    run = _new_run(tmp_path)
+    guild_api.close_run(run, 0)
+    stopped = run.get("stopped")
+    _touch(run.guild_path("LOCK.remote"), "cluster")
+    assert _guild_status(tmp_path, run.id) == "running"  # the marker wins
+
+    assert guild_api.close_run(run, 1, keep_ended=True, attrs={"why": "x"}) is False
+
+    assert _guild_status(tmp_path, run.id) == "completed"
+    assert run.get("stopped") == stopped
+    assert run.get("why") is None
+
+
+def test_close_run_keep_ended_closes_an_open_run_with_attrs(tmp_path):
+    run = _new_run(tmp_path)
+    assert guild_api.close_run(run, 1, keep_ended=True, attrs={"why": "lost"})
+    assert _guild_status(tmp_path, run.id) == "error"
+    assert run.get("why") == "lost"
+
+
+def test_mark_running_reopens_an_ended_run(tmp_path):
+    run = _new_run(tmp_path)
+    guild_api.close_run(run, guild_api.TERMINATED)
+    guild_api.mark_running(run, os.getpid())
+    assert _guild_status(tmp_path, run.id) == "running"
+    assert not guild_api.has_exit_status(run)
+    assert run.get("stopped") is None
+
+
+def test_live_op_pid_is_the_lock_pid_of_this_runs_op_only(tmp_path):
+    run = _new_run(tmp_path)
+    assert guild_api.live_op_pid(run) is None  # no LOCK: not started
+    own, other = _sleep(run.id), _sleep("f" * 32)
+    try:
+        guild_api.mark_running(run, own.pid)
+        assert guild_api.live_op_pid(run) == own.pid
+        # A pid reused by another process (another run's op, say) is not ours.
+        guild_api.mark_running(run, other.pid)
+        assert guild_api.live_op_pid(run) is None
+    finally:
+        for proc in (own, other):
+            proc.kill()
+            proc.wait()
+    guild_api.mark_running(run, own.pid)  # a LOCK left by a dead op
+    assert guild_api.live_op_pid(run) is None
+
+
+def test_stop_op_ends_the_op_then_its_children():
+    # The op (a shell) and its children, as `guild stop` finds them.
+    op = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
+    deadline = time.monotonic() + 10
+    while len(psutil.Process(op.pid).children()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    children = [p.pid for p in psutil.Process(op.pid).children()]
+
+    started = time.monotonic()
+    guild_api.stop_op(op.pid)
+    took = time.monotonic() - started
+
+    # psutil reaps the op (our child here): Popen cannot see its status.
+    op.wait(timeout=1)
+    assert not any(_alive(pid) for pid in [op.pid, *children])
+    # SIGTERM to the op first; its children only CHILD_TERM_SECONDS later.
+    assert took >= guild_api.CHILD_TERM_SECONDS - 0.1
+    guild_api.stop_op(op.pid)  # gone already: nothing to do
+
+
+def test_wait_for_exit_status(tmp_path):
+    run = _new_run(tmp_path)
+    started = time.monotonic()
+    assert guild_api.wait_for_exit_status(run, timeout=0.3) is False
+    assert time.monotonic() - started >= 0.3
+    guild_api.close_run(run, 0)
+    assert guild_api.wait_for_exit_status(run, timeout=0) is True
+
+
+def test_flags_as_guild_writes_them():
+    assert guild_api.encode_flag_val(0.5) == "0.5"
+    assert guild_api.decode_flag_val("[1, 2]") == [1, 2]
+    assert guild_api.decode_flag_function("loguniform[1e-5:1e-1]") == (
+        "loguniform",
+        (1e-05, 0.1),
+    )
+    with pytest.raises(ValueError):
+        guild_api.decode_flag_function("3")
+    assert guild_api.flag_assigns({"lr": 0.1, "n": 2}) == ["lr=0.1", "n=2"]
+
+
+def test_summary_writer_writes_scalars_guild_reads(tmp_path):
+    from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
+
+    run = _new_run(tmp_path)
+    with guild_api.summary_writer(run.guild_path()) as writer:
+        writer.add_scalar("loss", 0.5, 3)
+    assert ScalarWatcher(run.dir).latest_final() == {"loss": Scalar(0.5, 3)}
+
+
+def test_importing_it_imports_no_guild_module():
+    # Guild imports the plugin in every `guild` command: the door must be cheap.
+    code = (
+        "import sys, gpkg_ray.guild_api; "
+        "print([m for m in sys.modules if m.split('.')[0] == 'guild'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
