@@ -2,6 +2,12 @@
 
 Every test gets its own HOME and GUILD_HOME, so a test can check that nothing was
 written to the user's home (e.g. ~/.ray) and that only the runs it expects exist.
+A module whose tests only read what one tune left shares one project (see
+`module_project`).
+
+A test that starts a `guild` process or Ray is marked `e2e`; the others make the
+fast layer, `pytest -m "not e2e"`. A `guild` command of a test not marked e2e
+fails (see `_require_e2e`).
 """
 
 from __future__ import annotations
@@ -42,6 +48,20 @@ class Watched:
     """(ip, port, process name) of every listening socket seen in the tree."""
 
 
+_current_test: dict[str, bool] = {"e2e": True}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Notes whether the test about to run (and its fixtures) may start `guild`."""
+    _current_test["e2e"] = item.get_closest_marker("e2e") is not None
+
+
+def _require_e2e() -> None:
+    if not _current_test["e2e"]:
+        pytest.fail("this test starts `guild`: mark it e2e (pytest.mark.e2e)")
+
+
 class Project:
     def __init__(self, path: Path, env: dict[str, str]):
         self.path = path
@@ -58,6 +78,7 @@ class Project:
     def guild(
         self, *args: str, timeout: float = TUNE_TIMEOUT
     ) -> subprocess.CompletedProcess:
+        _require_e2e()
         return subprocess.run(
             [GUILD, *args],
             cwd=self.path,
@@ -94,6 +115,7 @@ class Project:
         during: Callable[[subprocess.Popen], None] | None = None,
     ) -> Watched:
         """`guild run -y ARGS`, watched: see watch_tune."""
+        _require_e2e()
         log = self.path.parent / f"run-{time.monotonic_ns()}-output.txt"
         with open(log, "w") as out:
             proc = subprocess.Popen(

@@ -11,6 +11,7 @@ custom `output-scalars` patterns, and TF event files the script writes itself.
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 
@@ -154,3 +155,48 @@ def write_project(project, tune_config: str = TUNE_CONFIG) -> None:
     project.write("evaluate.py", EVALUATE)
     project.write("evaluate_custom.py", EVALUATE_CUSTOM)
     project.write("evaluate_tb.py", EVALUATE_TB)
+
+
+def tune_check_error(project, *flags: str, op: str = "tune") -> str | None:
+    """What `guild run OP FLAGS` in `project` stops with before Guild creates any
+    run, checked in this process: the one error line (less its `guild: `), or
+    None when the tune would start.
+
+    The same two checks in the same order as the CLI: Guild's own flag checks
+    (the package's flag definitions: type, choices, min/max), then the check
+    gpkg.ray's Guild plugin makes (`TunePlugin.apply_cmd_env`), with the
+    project's cwd (its guild-config.yml), HOME and GUILD_HOME.
+    """
+    from unittest import mock
+
+    from guild import config, op_util
+
+    from gpkg_ray.errors import GpkgRayError
+
+    with (
+        mock.patch.dict(os.environ, project.env, clear=True),
+        config.SetCwd(str(project.path)),
+        config.SetGuildHome(str(project.guild_home)),
+    ):
+        opdef = op_util.opdef_for_opspec(op)
+        user_flags, parse_errors = op_util.parse_flag_assigns(list(flags), opdef)
+        assert not parse_errors, parse_errors
+        try:
+            flag_vals = op_util.flag_vals_for_opdef(opdef, user_flags)
+        except op_util.InvalidFlagValue as e:  # as guild's run command words it
+            return f"invalid value {e.value} for {e.flag.name}: {e.msg}"
+        try:
+            plugin_check(opdef, flag_vals)
+        except GpkgRayError as e:
+            return str(e)
+    return None
+
+
+def plugin_check(opdef, flag_vals: dict) -> None:
+    """The check gpkg.ray's Guild plugin makes of a tune op and its resolved
+    flags before Guild creates the run; raises GpkgRayError. The one place the
+    tests call it (its entry point may be renamed)."""
+    from gpkg_ray.tuner import checked_spec
+    from gpkg_ray.tuning_spec import Settings
+
+    checked_spec(opdef, Settings.from_flags(flag_vals), opdef.opref)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
 
 
 def _run_quick(script: str, guild_env) -> list[str]:

@@ -18,6 +18,8 @@ from projects import tune_config, write_project
 
 from gpkg_ray.processes import process_tree
 
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
+
 HERE = Path(__file__).parent
 SPACE = "lr: loguniform[1e-3:1e-1]\n"
 

@@ -17,6 +17,8 @@ from projects import tune_config, write_project
 
 from gpkg_ray.trial.scalars import ScalarWatcher
 
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
+
 EPOCHS = 6
 GOOD_TO_BAD = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032]
 # Trials each scheduler must stop (see test_scheduler_stops_worse_trials_early).

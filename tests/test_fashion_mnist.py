@@ -10,11 +10,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import importlib.util
 import random
 import re
 import shutil
 import struct
-import sys
 import threading
 from pathlib import Path
 
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(
     reason="the example needs PyTorch in .torch/: pip install --no-deps "
     "--target .torch torch",
 )
+e2e = pytest.mark.e2e  # real `guild` runs (and Ray for the tune)
 
 EXAMPLE = REPO / "examples" / "fashion_mnist"
 FILE_NAMES = (
@@ -97,13 +98,16 @@ def mirror(data_dir: Path):
 
 
 @pytest.fixture
-def fashion_data(monkeypatch):
-    """The example's data module, imported in this process."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    import fashion_data
-
-    yield fashion_data
-    sys.modules.pop("fashion_data", None)
+def fashion_data():
+    """The example's data module, imported in this process from its file (once
+    guild.model is imported, Guild's path hook claims every directory with a
+    guild.yml, the example's too, and a plain import from it fails)."""
+    spec = importlib.util.spec_from_file_location(
+        "fashion_data", EXAMPLE / "fashion_data.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _closed_port_url() -> str:
@@ -115,6 +119,7 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+@e2e
 def test_prepare_offline_says_where_to_put_the_files(example):
     cache = example.home / ".cache" / "fashion-mnist"
 
@@ -128,6 +133,7 @@ def test_prepare_offline_says_where_to_put_the_files(example):
     assert not cache.exists() or not any(cache.iterdir()), "nothing partial is kept"
 
 
+@e2e
 def test_prepare_download_rejects_files_that_are_not_the_published_ones(
     example, mirror
 ):
@@ -156,6 +162,7 @@ def test_download_checks_md5_and_lands_the_file(
     assert sorted(p.name for p in target.iterdir()) == [name]
 
 
+@e2e
 def test_prepare_checks_a_data_dir_it_is_given(example, data_dir, tmp_path):
     result = example.guild("run", "-y", "prepare", f"data-dir={data_dir}")
 
@@ -173,6 +180,7 @@ def test_prepare_checks_a_data_dir_it_is_given(example, data_dir, tmp_path):
     assert "t10k-labels-idx1-ubyte.gz is not an IDX file" in result.stderr
 
 
+@e2e
 def test_train_without_data_says_how_to_get_it(example):
     result = example.guild("run", "-y", "train", "epochs=1")
 
@@ -182,6 +190,7 @@ def test_train_without_data_says_how_to_get_it(example):
     assert "run `guild run prepare` to download it" in result.stderr
 
 
+@e2e
 def test_train_then_evaluate_log_scalars_and_share_the_model(example, data_dir):
     train = example.guild("run", "-y", "train", "epochs=2", f"data-dir={data_dir}")
     assert train.returncode == 0, train.stdout + train.stderr
@@ -203,6 +212,7 @@ def test_train_then_evaluate_log_scalars_and_share_the_model(example, data_dir):
     assert 0.1 < float(row["test_acc"]) <= 1  # better than chance on 10 classes
 
 
+@e2e
 def test_example_tune_prints_progress_and_writes_its_report(example, data_dir):
     """The example's own tune, shortened to 3 trials of 2 epochs."""
     config = example.path / "guild.yml"

@@ -22,6 +22,8 @@ from gpkg_ray.trial.launcher import (
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
 
+pytestmark = pytest.mark.e2e  # real `guild` runs
+
 LAUNCHERS = {"fork": ForkLauncher, "fresh": SubprocessLauncher}
 
 

@@ -19,6 +19,8 @@ from projects import tune_config, write_project
 
 from gpkg_ray.processes import process_tree
 
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
+
 MAX_TRIALS = 4
 FLAGS = (f"max-trials={MAX_TRIALS}", "max-concurrent=2", "search=random", "seed=5")
 SPACE = """

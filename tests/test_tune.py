@@ -9,8 +9,11 @@ import json
 import os
 import tempfile
 
+import pytest
 from conftest import still_running
 from projects import tune_config, write_project
+
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
