@@ -35,6 +35,11 @@ def main(worker_dir: str) -> None:
     # Ray's files go to a temp dir of the cluster's own, not the machine's
     # shared /tmp/ray; a short one, since Ray puts sockets in it.
     temp_dir = tempfile.mkdtemp(prefix="gpkg-ray-cluster-")
+    # Ray also writes the head's address to RAY_TMPDIR/ray/ray_current_cluster
+    # (by default the machine's /tmp/ray, which may not exist): to the
+    # cluster's own temp dir instead.
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.mkdir(os.path.join(temp_dir, "ray"))
     try:
         run_cluster(temp_dir, worker_dir)
     finally:

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Project, check_report, error_lines
+from conftest import REPO, Project, check_report, closed_address, error_lines
 
 # PyTorch lives in .torch/, on the PYTHONPATH of this file's Guild runs only
 # (see the README's test command, and tests/requirements.txt for why).
@@ -110,20 +110,11 @@ def fashion_data():
     return module
 
 
-def _closed_port_url() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
 @e2e
 def test_prepare_offline_says_where_to_put_the_files(example):
     cache = example.home / ".cache" / "fashion-mnist"
 
-    result = example.guild("run", "-y", "prepare", f"mirror={_closed_port_url()}")
+    result = example.guild("run", "-y", "prepare", f"mirror=http://{closed_address()}/")
 
     assert result.returncode != 0
     (line,) = [ln for ln in error_lines(result) if ln.startswith("prepare:")]
