@@ -50,6 +50,18 @@ class Watched:
     """(ip, port, process name) of every listening socket seen in the tree."""
 
 
+E2E_WORKERS = 2
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for `-n auto` (pyproject.toml): the end-to-end tests wait on
+    processes most of the time, so two run at once; the fast layer (`-m "not
+    e2e"`) runs in this process, quicker than workers start."""
+    if "not e2e" in (config.option.markexpr or ""):
+        return 0
+    return min(E2E_WORKERS, os.cpu_count() or 1)
+
+
 _current_test: dict[str, bool] = {"e2e": True}
 
 

@@ -1,6 +1,8 @@
 """A small Guild project for the end-to-end tests.
 
-`train` prints `step` and `loss` per epoch and saves a model. Its `mode`: `crash`
+`train` prints `step` and `loss` per epoch and saves a model. With `hold` set to
+a path, it waits after its first epoch until that file exists (a test releases
+it on an event, instead of a long `sleep`). Its `mode`: `crash`
 exits non-zero, `silent` makes the evaluation record no `acc_val`, `hog` takes
 20 MB more memory each epoch, `flaky` crashes the first time it runs with its
 `lr` in the project (a marker file says it ran). Its loss is `lr` times the
@@ -41,6 +43,7 @@ GUILD_YML = """
           choices: [16, 32, 64]
         epochs: 2
         sleep: 0.0
+        hold: ''
         mode:
           default: ok
           choices: [ok, crash, silent, hog, flaky]
@@ -97,10 +100,15 @@ lr = 0.01
 batch_size = 32
 epochs = 2
 sleep = 0.0
+hold = ""
 mode = "ok"
 
 hogged = []
 for step in range(epochs):
+    if step == 1 and hold:
+        deadline = time.time() + 120  # a test that fails does not hang here
+        while not os.path.exists(hold) and time.time() < deadline:
+            time.sleep(0.05)
     time.sleep(sleep)
     if mode == "hog":
         hogged.append(b"x" * (20 * 1024 * 1024))  # written: resident

@@ -249,8 +249,10 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
     second_dir = tmp_path / "worker2"
     second_dir.mkdir()
     workers = {cluster.worker_node_id, cluster.command(f"add {second_dir}")["worker"]}
-    # train takes 6 epochs of 2 s: long enough to be caught on its node.
-    space = SPACE + "train:sleep: 2\ntrain:epochs: 6\n"
+    # train holds after its first epoch until the test has caught it on its
+    # node; its next attempt runs through.
+    release = tmp_path / "release"
+    space = SPACE + f"train:epochs: 3\ntrain:hold: {release}\n"
     write_project(project, tune_config(space))
     write_guild_config(project, {"geronimo": {"address": cluster.address}})
     seen: dict = {}
@@ -262,6 +264,7 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
                 seen["lock"] = Path(run.guild_path("LOCK.remote")).read_text()
                 node = run.get("ray_node")["node_id"]
                 seen["killed"] = cluster.command(f"kill {node}")["killed"]
+                release.touch()
 
     watched = project.watch_tune(
         "cluster=geronimo",
