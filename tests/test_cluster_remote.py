@@ -199,8 +199,10 @@ def test_a_tune_on_a_cluster_runs_its_steps_on_the_worker_and_brings_runs_home(
     project, shared_cluster
 ):
     cluster = shared_cluster
-    # Each train run lasts past a sync period: it comes home in parts.
-    write_project(project, tune_config(SPACE + "train:sleep: 3\n"))
+    # The first train run holds after its first epoch until it came home in
+    # part, as it does every sync period while it runs.
+    release = project.path.parent / "release"
+    write_project(project, tune_config(SPACE + f"train:hold: {release}\n"))
     geronimo = _remote(
         cluster,
         env={"GPKG_RAY_TEST_VAR": "from the remote"},
@@ -208,10 +210,23 @@ def test_a_tune_on_a_cluster_runs_its_steps_on_the_worker_and_brings_runs_home(
     )
     write_guild_config(project, {"geronimo": geronimo})
 
-    result = project.tune("cluster=geronimo", "max-trials=2")
+    came_home_in_part = []
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 trials on cluster=geronimo" in result.stdout
+    def release_once_a_step_came_home_in_part(proc):
+        for run in [] if came_home_in_part else project.runs_of("train"):
+            if run.status == "running" and "step: 0" in project.output(run):
+                came_home_in_part.append(run.id)
+                release.touch()
+
+    watched = project.watch_tune(
+        "cluster=geronimo",
+        "max-trials=2",
+        during=release_once_a_step_came_home_in_part,
+    )
+
+    assert watched.returncode == 0, watched.output
+    assert came_home_in_part, "no step run was seen at home while it ran"
+    assert "2 trials on cluster=geronimo" in watched.output
     steps = project.runs_of("train") + project.runs_of("evaluate")
     assert len(steps) == 4
     first, second = sorted(project.runs_of("train"), key=lambda r: r.get("started"))
