@@ -179,24 +179,21 @@ def _assert_one_line_with(message: str, line: str | None) -> None:
 # definitions refuse, a flag the plugin refuses, and a cluster from the cwd's
 # guild-config.yml.
 E2E_CASES = {
-    "bad config": ("unknown op in steps", ()),
-    "guild's flag check": (None, ("max-trials=0",)),
-    "plugin's flag check": (None, ("scheduler=pbt",)),
-    "cluster from guild-config.yml": ("remotes", ("cluster=geronimo",)),
+    # (tune config, flags, with guild-config.yml's remotes)
+    "bad config": (BAD_CONFIGS["unknown op in steps"][0], (), False),
+    "guild's flag check": (TUNE_CONFIG, ("max-trials=0",), False),
+    "plugin's flag check": (TUNE_CONFIG, ("scheduler=pbt",), False),
+    "cluster from guild-config.yml": (TUNE_CONFIG, ("cluster=geronimo",), True),
 }
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(E2E_CASES))
 def test_guild_run_stops_with_that_one_line_and_no_runs(project, case):
-    config_case, flags = E2E_CASES[case]
-    if config_case == "remotes":
-        write_project(project)
+    config, flags, with_remotes = E2E_CASES[case]
+    write_project(project, config)
+    if with_remotes:
         _write_remotes(project)
-    elif config_case:
-        write_project(project, BAD_CONFIGS[config_case][0])
-    else:
-        write_project(project)
     expected = tune_check_error(project, *flags)
     assert expected is not None
 
