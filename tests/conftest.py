@@ -51,6 +51,7 @@ class Watched:
 
 
 E2E_WORKERS = 2
+"""Test workers for a run with e2e tests; GPKG_RAY_TEST_WORKERS overrides it."""
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -59,7 +60,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     e2e"`) runs in this process, quicker than workers start."""
     if "not e2e" in (config.option.markexpr or ""):
         return 0
-    return min(E2E_WORKERS, os.cpu_count() or 1)
+    return int(os.getenv("GPKG_RAY_TEST_WORKERS", E2E_WORKERS))
 
 
 _current_test: dict[str, bool] = {"e2e": True}
