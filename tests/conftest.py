@@ -2,14 +2,22 @@
 
 Every test gets its own HOME and GUILD_HOME, so a test can check that nothing was
 written to the user's home (e.g. ~/.ray) and that only the runs it expects exist.
+A module whose tests only read what one tune left shares one project (see
+`module_project`).
+
+A test that starts a `guild` process or Ray is marked `e2e`; the others make the
+fast layer, `pytest -m "not e2e"`. A `guild` command of a test not marked e2e
+fails (see `_require_e2e`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -42,6 +50,33 @@ class Watched:
     """(ip, port, process name) of every listening socket seen in the tree."""
 
 
+E2E_WORKERS = 2
+"""Test workers for a run with e2e tests; GPKG_RAY_TEST_WORKERS overrides it."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for `-n auto` (pyproject.toml): the end-to-end tests wait on
+    processes most of the time, so two run at once; the fast layer (`-m "not
+    e2e"`) runs in this process, quicker than workers start."""
+    if "not e2e" in (config.option.markexpr or ""):
+        return 0
+    return int(os.getenv("GPKG_RAY_TEST_WORKERS", E2E_WORKERS))
+
+
+_current_test: dict[str, bool] = {"e2e": True}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Notes whether the test about to run (and its fixtures) may start `guild`."""
+    _current_test["e2e"] = item.get_closest_marker("e2e") is not None
+
+
+def _require_e2e() -> None:
+    if not _current_test["e2e"]:
+        pytest.fail("this test starts `guild`: mark it e2e (pytest.mark.e2e)")
+
+
 class Project:
     def __init__(self, path: Path, env: dict[str, str]):
         self.path = path
@@ -58,6 +93,7 @@ class Project:
     def guild(
         self, *args: str, timeout: float = TUNE_TIMEOUT
     ) -> subprocess.CompletedProcess:
+        _require_e2e()
         return subprocess.run(
             [GUILD, *args],
             cwd=self.path,
@@ -94,6 +130,7 @@ class Project:
         during: Callable[[subprocess.Popen], None] | None = None,
     ) -> Watched:
         """`guild run -y ARGS`, watched: see watch_tune."""
+        _require_e2e()
         log = self.path.parent / f"run-{time.monotonic_ns()}-output.txt"
         with open(log, "w") as out:
             proc = subprocess.Popen(
@@ -149,6 +186,37 @@ class Project:
         (tune_run,) = self.runs_of(op)
         return tune_run
 
+    def trials(self, tune_run=None) -> list[dict]:
+        """The trials a tune run (by default the one tune run) wrote to its
+        trials.json."""
+        tune_run = tune_run or self.tune_run()
+        with open(os.path.join(tune_run.dir, "trials.json")) as f:
+            return json.load(f)["trials"]
+
+    def record_links(self, record) -> dict[str, str]:
+        """Step name (`STEP~N` for an earlier attempt's) -> run id, from the
+        links a trial record run keeps to its step runs."""
+        return {
+            name: os.path.basename(os.readlink(os.path.join(record.dir, name)))
+            for name in os.listdir(record.dir)
+            if os.path.islink(os.path.join(record.dir, name))
+        }
+
+    def record_of(self, trial: dict):
+        """The trial record run that links to the train run of `trial` (an
+        entry of trials.json)."""
+        (record,) = [
+            r
+            for r in self.runs_of("trial")
+            if self.record_links(r).get("train") == trial["runs"]["train"]
+        ]
+        return record
+
+    def output(self, run) -> str:
+        """What a run printed so far (Guild's output log)."""
+        path = Path(run.guild_path("output"))
+        return path.read_text() if path.exists() else ""
+
 
 def _listening(proc: psutil.Process):
     try:
@@ -171,6 +239,22 @@ def still_running(procs: list[psutil.Process]) -> list[str]:
     return alive
 
 
+def closed_address() -> str:
+    """127.0.0.1:PORT where nothing listens (a port just freed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
+    """Waits until `condition()` is true; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {condition}")
+        time.sleep(0.05)
+
+
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     """Lines a failed `guild run` printed, less Guild's own progress notes."""
     text = result.stdout + result.stderr
@@ -188,10 +272,11 @@ def matplotlib_config(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("matplotlib")
 
 
-@pytest.fixture
-def guild_env(tmp_path: Path, matplotlib_config: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    guild_home = tmp_path / "guild-home"
+def make_guild_env(base: Path, matplotlib_config: Path) -> dict[str, str]:
+    """The environment of a test's `guild` commands: this one, less Ray's, Guild's
+    and a run's variables, with its own HOME and GUILD_HOME under `base`."""
+    home = base / "home"
+    guild_home = base / "guild-home"
     home.mkdir()
     guild_home.mkdir()
     env = {
@@ -213,11 +298,36 @@ def guild_env(tmp_path: Path, matplotlib_config: Path) -> dict[str, str]:
     return env
 
 
+def make_project(base: Path, matplotlib_config: Path) -> Project:
+    """A project in `base`/project, with its own HOME and GUILD_HOME in `base`."""
+    path = base / "project"
+    path.mkdir()
+    return Project(path, make_guild_env(base, matplotlib_config))
+
+
+@pytest.fixture
+def guild_env(tmp_path: Path, matplotlib_config: Path) -> dict[str, str]:
+    return make_guild_env(tmp_path, matplotlib_config)
+
+
 @pytest.fixture
 def project(tmp_path: Path, guild_env: dict[str, str]) -> Project:
     path = tmp_path / "project"
     path.mkdir()
     return Project(path, guild_env)
+
+
+@pytest.fixture(scope="module")
+def new_project(
+    tmp_path_factory: pytest.TempPathFactory, matplotlib_config: Path
+) -> Callable[[], Project]:
+    """Makes projects for module-scoped fixtures: one tune that several tests
+    read, each test checking one thing of it, is run once per module."""
+
+    def new() -> Project:
+        return make_project(tmp_path_factory.mktemp("shared"), matplotlib_config)
+
+    return new
 
 
 def check_report(run_dir: Path, expect_curves: bool) -> None:
@@ -247,3 +357,29 @@ def write_guild_config(project: Project, clusters: dict[str, dict]) -> None:
 
     remotes = {name: {"type": "ray-cluster", **c} for name, c in clusters.items()}
     (project.path / "guild-config.yml").write_text(yaml.safe_dump({"remotes": remotes}))
+
+
+def remote_status_error(project: Project, name: str) -> str | None:
+    """What `guild remote status NAME` in `project` stops with on a remote whose
+    config is bad, checked in this process through Guild's remote API (as the
+    CLI: the cwd's guild-config.yml, the project's HOME): its one error line
+    (less `guild: `), or None when the config passes and the status is asked
+    of the cluster (do not call it then for a cluster that is up: this process
+    would ask)."""
+    from unittest import mock
+
+    from guild import config
+    from guild import remote as remotelib
+
+    with (
+        mock.patch.dict(os.environ, project.env, clear=True),
+        config.SetCwd(str(project.path)),
+    ):
+        remote = remotelib.for_name(name)
+        try:
+            remote.status()
+        except remotelib.Down:
+            return None
+        except remotelib.OperationError as e:
+            return str(e)
+    return None

@@ -1,6 +1,8 @@
 """A small Guild project for the end-to-end tests.
 
-`train` prints `step` and `loss` per epoch and saves a model. Its `mode`: `crash`
+`train` prints `step` and `loss` per epoch and saves a model. With `hold` set to
+a path, it waits after its first epoch until that file exists (a test releases
+it on an event, instead of a long `sleep`). Its `mode`: `crash`
 exits non-zero, `silent` makes the evaluation record no `acc_val`, `hog` takes
 20 MB more memory each epoch, `flaky` crashes the first time it runs with its
 `lr` in the project (a marker file says it ran). Its loss is `lr` times the
@@ -11,6 +13,7 @@ custom `output-scalars` patterns, and TF event files the script writes itself.
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 
@@ -40,6 +43,7 @@ GUILD_YML = """
           choices: [16, 32, 64]
         epochs: 2
         sleep: 0.0
+        hold: ''
         mode:
           default: ok
           choices: [ok, crash, silent, hog, flaky]
@@ -96,10 +100,15 @@ lr = 0.01
 batch_size = 32
 epochs = 2
 sleep = 0.0
+hold = ""
 mode = "ok"
 
 hogged = []
 for step in range(epochs):
+    if step == 1 and hold:
+        deadline = time.time() + 120  # a test that fails does not hang here
+        while not os.path.exists(hold) and time.time() < deadline:
+            time.sleep(0.05)
     time.sleep(sleep)
     if mode == "hog":
         hogged.append(b"x" * (20 * 1024 * 1024))  # written: resident
@@ -154,3 +163,48 @@ def write_project(project, tune_config: str = TUNE_CONFIG) -> None:
     project.write("evaluate.py", EVALUATE)
     project.write("evaluate_custom.py", EVALUATE_CUSTOM)
     project.write("evaluate_tb.py", EVALUATE_TB)
+
+
+def tune_check_error(project, *flags: str, op: str = "tune") -> str | None:
+    """What `guild run OP FLAGS` in `project` stops with before Guild creates any
+    run, checked in this process: the one error line (less its `guild: `), or
+    None when the tune would start.
+
+    The same two checks in the same order as the CLI: Guild's own flag checks
+    (the package's flag definitions: type, choices, min/max), then the check
+    gpkg.ray's Guild plugin makes (`TunePlugin.apply_cmd_env`), with the
+    project's cwd (its guild-config.yml), HOME and GUILD_HOME.
+    """
+    from unittest import mock
+
+    from guild import config, op_util
+
+    from gpkg_ray.errors import GpkgRayError
+
+    with (
+        mock.patch.dict(os.environ, project.env, clear=True),
+        config.SetCwd(str(project.path)),
+        config.SetGuildHome(str(project.guild_home)),
+    ):
+        opdef = op_util.opdef_for_opspec(op)
+        user_flags, parse_errors = op_util.parse_flag_assigns(list(flags), opdef)
+        assert not parse_errors, parse_errors
+        try:
+            flag_vals = op_util.flag_vals_for_opdef(opdef, user_flags)
+        except op_util.InvalidFlagValue as e:  # as guild's run command words it
+            return f"invalid value {e.value} for {e.flag.name}: {e.msg}"
+        try:
+            plugin_check(opdef, flag_vals, user_flags)
+        except GpkgRayError as e:
+            return str(e)
+    return None
+
+
+def plugin_check(opdef, flag_vals: dict, user_flags: dict) -> None:
+    """The check gpkg.ray's Guild plugin makes of a tune op and its resolved
+    flags before Guild creates the run; raises GpkgRayError."""
+    from guild import config
+
+    from gpkg_ray.preparation import check_tune
+
+    check_tune(opdef, flag_vals, user_flags, opdef.opref, config.guild_home())

@@ -6,12 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
 
-def _run_quick(script: str, guild_env) -> list[str]:
+
+def _run_quick(script: str, guild_env, *args: str) -> list[str]:
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), "--quick"],
+        [sys.executable, str(REPO / "benchmarks" / script), "--quick", *args],
         env=guild_env,
         capture_output=True,
         text=True,
@@ -21,24 +24,31 @@ def _run_quick(script: str, guild_env) -> list[str]:
     return result.stdout.splitlines()
 
 
+# Fewer trials than --quick's where the script takes --trials: the tables are
+# checked, not the figures.
+EARLY_STOPPING_TRIALS = 4
+OVERHEAD_TRIALS = 2
+
+
 def test_early_stopping_benchmark_quick(guild_env):
-    lines = _run_quick("early_stopping.py", guild_env)
+    trials = EARLY_STOPPING_TRIALS
+    lines = _run_quick("early_stopping.py", guild_env, f"--trials={trials}")
 
     header = next(i for i, line in enumerate(lines) if line.startswith("scheduler"))
     fifo, asha = (lines[header + 1].split(), lines[header + 2].split())
     assert fifo[0] == "fifo" and asha[0] == "asha"
-    assert fifo[1] == asha[1] == "8"  # the same number of trials
-    assert int(fifo[2]) == 8 and int(fifo[3]) == 0  # fifo stops nothing
-    assert int(fifo[4]) == 8 * 9  # every trial ran its 9 epochs
+    assert fifo[1] == asha[1] == str(trials)  # the same number of trials
+    assert int(fifo[2]) == trials and int(fifo[3]) == 0  # fifo stops nothing
+    assert int(fifo[4]) == trials * 9  # every trial ran its 9 epochs
     assert int(asha[4]) <= int(fifo[4])
     assert any(line.startswith("asha/fifo epochs") for line in lines)
     assert any(line.startswith("best gap") for line in lines)
 
 
 def test_overhead_benchmark_quick(guild_env):
-    lines = _run_quick("overhead.py", guild_env)
+    lines = _run_quick("overhead.py", guild_env, f"--trials={OVERHEAD_TRIALS}")
 
-    header = lines.index(f"{'per trial (3 trials)':<28}{'wall s':>8}")
+    header = lines.index(f"{f'per trial ({OVERHEAD_TRIALS} trials)':<28}{'wall s':>8}")
     rows = [line.rsplit(None, 1) for line in lines[header + 1 : header + 5]]
     assert [name for name, _ in rows] == [
         "direct",

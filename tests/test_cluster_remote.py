@@ -7,16 +7,23 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import error_lines, still_running, write_guild_config
+from conftest import (
+    closed_address,
+    error_lines,
+    remote_status_error,
+    still_running,
+    write_guild_config,
+)
 from projects import tune_config, write_project
 
 from gpkg_ray.processes import process_tree
+
+e2e = pytest.mark.e2e  # real `guild` runs and Ray clusters
 
 HERE = Path(__file__).parent
 SPACE = "lr: loguniform[1e-3:1e-1]\n"
@@ -74,6 +81,7 @@ class RunningCluster:
 
 @pytest.fixture
 def cluster(tmp_path):
+    """A cluster of the test's own: for a test that kills or adds nodes."""
     running = RunningCluster(tmp_path)
     try:
         yield running
@@ -82,33 +90,42 @@ def cluster(tmp_path):
         assert still_running(running.processes) == []
 
 
-def test_status_of_a_cluster_with_token_auth_needs_its_token(
-    project, tmp_path, guild_env
-):
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory):
+    """One cluster with token auth for the tests that only use it: a head and a
+    worker with 2 CPUs; its token is in `token_file`. A test that runs trials
+    on it leaves nothing on it."""
+    base = tmp_path_factory.mktemp("shared-cluster")
     token = secrets.token_hex(16)
-    cluster = RunningCluster(tmp_path, token=token)
+    running = RunningCluster(base, token=token)
+    running.token_file = base / "cluster.token"
+    running.token_file.write_text(token + "\n")
     try:
-        token_file = tmp_path / "geronimo.token"
-        token_file.write_text(token + "\n")
-        write_guild_config(
-            project,
-            {
-                "geronimo": {
-                    "address": cluster.address,
-                    "auth-token-file": str(token_file),
-                },
-                "nokey": {"address": cluster.address},
-                "wrongkey": {"address": cluster.address, "auth-token-env": "TOKEN"},
-            },
-        )
-        project.env["TOKEN"] = secrets.token_hex(16)
-
-        with_token = project.guild("remote", "status", "geronimo")
-        without = project.guild("remote", "status", "nokey")
-        wrong = project.guild("remote", "status", "wrongkey")
+        yield running
     finally:
-        cluster.shutdown()
-    assert still_running(cluster.processes) == []
+        running.shutdown()
+        assert still_running(running.processes) == []
+
+
+@e2e
+def test_status_of_a_cluster_with_token_auth_needs_its_token(project, shared_cluster):
+    cluster = shared_cluster
+    write_guild_config(
+        project,
+        {
+            "geronimo": {
+                "address": cluster.address,
+                "auth-token-file": str(cluster.token_file),
+            },
+            "nokey": {"address": cluster.address},
+            "wrongkey": {"address": cluster.address, "auth-token-env": "TOKEN"},
+        },
+    )
+    project.env["TOKEN"] = secrets.token_hex(16)
+
+    with_token = project.guild("remote", "status", "geronimo")
+    without = project.guild("remote", "status", "nokey")
+    wrong = project.guild("remote", "status", "wrongkey")
 
     assert with_token.returncode == 0, with_token.stdout + with_token.stderr
     assert "2 nodes up, 2/2 CPUs free" in with_token.stdout
@@ -124,14 +141,19 @@ def test_status_of_a_cluster_with_token_auth_needs_its_token(
     assert not (project.home / ".ray").exists(), "the token is written nowhere"
 
 
-def _closed_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+def _remote(cluster, **keys) -> dict:
+    """A ray-cluster remote for the shared cluster, with its token."""
+    return {
+        "address": cluster.address,
+        "auth-token-file": str(cluster.token_file),
+        **keys,
+    }
 
 
-def test_status_lists_the_nodes_then_says_when_the_cluster_is_down(project, cluster):
-    write_guild_config(project, {"geronimo": {"address": cluster.address}})
+@e2e
+def test_status_lists_the_nodes(project, shared_cluster):
+    cluster = shared_cluster
+    write_guild_config(project, {"geronimo": _remote(cluster)})
 
     up = project.guild("remote", "status", "geronimo")
 
@@ -155,19 +177,11 @@ def test_status_lists_the_nodes_then_says_when_the_cluster_is_down(project, clus
     assert head[1:2] + head[3:] == ["127.0.0.1", "0", "0", "0", "0", "head"]
     assert worker[1:2] + worker[3:] == ["127.0.0.1", "2", "2", "0", "0", "worker"]
 
-    cluster.shutdown()
-    down = project.guild("remote", "status", "geronimo")
 
-    assert down.returncode == 2
-    assert error_lines(down) == [
-        f"guild: remote geronimo is not available (cannot reach {cluster.address} "
-        "(Connection refused): is the cluster's head node running there?)"
-    ]
-
-
+@e2e
 def test_a_tune_on_a_cluster_that_is_down_stops_before_any_run(project):
     write_project(project)
-    address = _closed_address()
+    address = closed_address()
     write_guild_config(project, {"geronimo": {"address": address}})
 
     result = project.tune("cluster=geronimo")
@@ -180,22 +194,39 @@ def test_a_tune_on_a_cluster_that_is_down_stops_before_any_run(project):
     assert project.run_ids() == []
 
 
+@e2e
 def test_a_tune_on_a_cluster_runs_its_steps_on_the_worker_and_brings_runs_home(
-    project, cluster
+    project, shared_cluster
 ):
-    # Each train run lasts past a sync period: it comes home in parts.
-    write_project(project, tune_config(SPACE + "train:sleep: 3\n"))
-    geronimo = {
-        "address": cluster.address,
-        "env": {"GPKG_RAY_TEST_VAR": "from the remote"},
-        "trial-cpus": 2,  # the worker's 2 CPUs: one trial at a time
-    }
+    cluster = shared_cluster
+    # The first train run holds after its first epoch until it came home in
+    # part, as it does every sync period while it runs.
+    release = project.path.parent / "release"
+    write_project(project, tune_config(SPACE + f"train:hold: {release}\n"))
+    geronimo = _remote(
+        cluster,
+        env={"GPKG_RAY_TEST_VAR": "from the remote"},
+        **{"trial-cpus": 2},  # the worker's 2 CPUs: one trial at a time
+    )
     write_guild_config(project, {"geronimo": geronimo})
 
-    result = project.tune("cluster=geronimo", "max-trials=2")
+    came_home_in_part = []
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 trials on cluster=geronimo" in result.stdout
+    def release_once_a_step_came_home_in_part(proc):
+        for run in [] if came_home_in_part else project.runs_of("train"):
+            if run.status == "running" and "step: 0" in project.output(run):
+                came_home_in_part.append(run.id)
+                release.touch()
+
+    watched = project.watch_tune(
+        "cluster=geronimo",
+        "max-trials=2",
+        during=release_once_a_step_came_home_in_part,
+    )
+
+    assert watched.returncode == 0, watched.output
+    assert came_home_in_part, "no step run was seen at home while it ran"
+    assert "2 trials on cluster=geronimo" in watched.output
     steps = project.runs_of("train") + project.runs_of("evaluate")
     assert len(steps) == 4
     first, second = sorted(project.runs_of("train"), key=lambda r: r.get("started"))
@@ -228,23 +259,27 @@ def test_a_tune_on_a_cluster_runs_its_steps_on_the_worker_and_brings_runs_home(
     assert list(cluster.worker_dir.glob("gpkg-ray-runs-*")) == []
 
 
+@e2e
 def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tmp_path):
     second_dir = tmp_path / "worker2"
     second_dir.mkdir()
     workers = {cluster.worker_node_id, cluster.command(f"add {second_dir}")["worker"]}
-    # train takes 6 epochs of 2 s: long enough to be caught on its node.
-    space = SPACE + "train:sleep: 2\ntrain:epochs: 6\n"
+    # train holds after its first epoch until the test has caught it on its
+    # node; its next attempt runs through.
+    release = tmp_path / "release"
+    space = SPACE + f"train:epochs: 3\ntrain:hold: {release}\n"
     write_project(project, tune_config(space))
     write_guild_config(project, {"geronimo": {"address": cluster.address}})
     seen: dict = {}
 
     def kill_its_node_once_the_step_came_home_in_part(proc):
         for run in [] if seen else project.runs_of("train"):
-            if run.status == "running" and "step: 0" in _output(run):
+            if run.status == "running" and "step: 0" in project.output(run):
                 seen["run"] = run.id
                 seen["lock"] = Path(run.guild_path("LOCK.remote")).read_text()
                 node = run.get("ray_node")["node_id"]
                 seen["killed"] = cluster.command(f"kill {node}")["killed"]
+                release.touch()
 
     watched = project.watch_tune(
         "cluster=geronimo",
@@ -260,7 +295,7 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
     assert lost.status == "error"
     assert lost.get("ray_node")["node_id"] == seen["killed"]
     assert lost.get("ray_node_lost")
-    assert "step: 0" in _output(lost), "what came home before is kept"
+    assert "step: 0" in project.output(lost), "what came home before is kept"
     assert not os.path.exists(lost.guild_path("LOCK.remote"))
     again = [r for r in project.runs_of("train") if r.id != lost.id]
     assert len(again) == 1
@@ -273,11 +308,6 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
     )
     assert "1 trials: 1 completed" in watched.output
     assert "Raylet" not in watched.output, "Ray's messages go to its log"
-
-
-def _output(run) -> str:
-    path = Path(run.guild_path("output"))
-    return path.read_text() if path.exists() else ""
 
 
 @pytest.mark.parametrize(
@@ -348,15 +378,27 @@ def _output(run) -> str:
 def test_bad_remote_config_is_one_line(project, remote, message):
     write_guild_config(project, {"geronimo": remote})
 
+    line = remote_status_error(project, "geronimo")
+
+    assert line is not None and "\n" not in line
+    assert line.startswith(message), line
+
+
+@e2e
+def test_guild_remote_status_of_a_bad_remote_config_is_that_one_line(project):
+    write_guild_config(project, {"geronimo": {"address": "127.0.0.1:1", "adress": "x"}})
+    expected = remote_status_error(project, "geronimo")
+    assert expected is not None
+
     result = project.guild("remote", "status", "geronimo")
 
     assert result.returncode != 0
-    (line,) = error_lines(result)
-    assert line.startswith(f"guild: {message}"), line
+    assert error_lines(result) == [f"guild: {expected}"]
 
 
+@e2e
 def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
-    address = _closed_address()
+    address = closed_address()
     write_project(project)
     local = {"workers": 1, "cpus": 2}
     # Files of a run over 10 bytes stay on the node: model.json, say.
@@ -428,6 +470,7 @@ def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
     assert not (project.home / ".ray").exists(), "the token is written nowhere else"
 
 
+@e2e
 def test_start_and_stop_say_where_a_cluster_started_outside_guild_is_managed(project):
     write_guild_config(project, {"geronimo": {"address": "127.0.0.1:6379"}})
 
@@ -437,3 +480,19 @@ def test_start_and_stop_say_where_a_cluster_started_outside_guild_is_managed(pro
     assert "geronimo is a cluster started outside Guild: start it with `ray start " in (
         result.stderr
     )
+
+
+# Last of the tests on the shared cluster: it shuts it down.
+@e2e
+def test_status_says_when_the_cluster_is_down(project, shared_cluster):
+    cluster = shared_cluster
+    write_guild_config(project, {"geronimo": _remote(cluster)})
+
+    cluster.shutdown()
+    down = project.guild("remote", "status", "geronimo")
+
+    assert down.returncode == 2
+    assert error_lines(down) == [
+        f"guild: remote geronimo is not available (cannot reach {cluster.address} "
+        "(Connection refused): is the cluster's head node running there?)"
+    ]

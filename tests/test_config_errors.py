@@ -1,11 +1,16 @@
 """Every bad config, flag or cluster stops `guild run tune` with one line, and no
-run of any kind is created (the check runs before Guild creates the tune run)."""
+run of any kind is created (the check runs before Guild creates the tune run).
+
+Each case is checked in this process, with the checks the CLI makes in its
+order (projects.tune_check_error); a few run the real `guild run` too, which
+prints that same line and creates no run.
+"""
 
 from __future__ import annotations
 
 import pytest
 from conftest import error_lines
-from projects import TUNE_CONFIG, write_project
+from projects import TUNE_CONFIG, tune_check_error, write_project
 
 BAD_CONFIGS = {
     "unknown op in steps": (
@@ -69,16 +74,11 @@ BAD_CONFIGS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_bad_config_stops_with_one_line_and_no_runs(project, case):
+def test_bad_config_is_one_line(project, case):
     config, message = BAD_CONFIGS[case]
     write_project(project, config)
 
-    result = project.tune()
-
-    assert result.returncode != 0
-    assert error_lines(result) == [f"guild: {_line_with(message, result)}"]
-    assert "Traceback" not in result.stderr
-    assert project.run_ids() == []
+    _assert_one_line_with(message, tune_check_error(project))
 
 
 BAD_FLAGS = {
@@ -125,19 +125,22 @@ BAD_FLAGS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FLAGS))
-def test_bad_flag_stops_with_one_line_and_no_runs(project, case):
+def test_bad_flag_is_one_line(project, case):
     flags, message = BAD_FLAGS[case]
     write_project(project)
 
-    result = project.tune(*flags)
-
-    assert result.returncode != 0
-    assert error_lines(result) == [f"guild: {_line_with(message, result)}"]
-    assert project.run_ids() == []
+    _assert_one_line_with(message, tune_check_error(project, *flags))
 
 
-def test_cluster_that_is_not_a_ray_cluster_remote(project):
+def test_the_test_project_passes_the_checks(project):
     write_project(project)
+
+    assert tune_check_error(project) is None
+    for op in ("tune-custom", "tune-tb"):
+        assert tune_check_error(project, op=op) is None
+
+
+def _write_remotes(project) -> None:
     project.write(
         "guild-config.yml",
         """
@@ -151,20 +154,52 @@ def test_cluster_that_is_not_a_ray_cluster_remote(project):
         """,
     )
 
-    result = project.tune("cluster=geronimo")
 
-    assert error_lines(result) == [
-        "guild: remote 'geronimo' is of type 'ssh', not ray-cluster: use "
-        "cluster=local or a ray-cluster remote"
-    ]
+NOT_A_RAY_CLUSTER = (
+    "remote 'geronimo' is of type 'ssh', not ray-cluster: use cluster=local or a "
+    "ray-cluster remote"
+)
+
+
+def test_cluster_that_is_not_a_ray_cluster_remote(project):
+    write_project(project)
+    _write_remotes(project)
+
+    assert tune_check_error(project, "cluster=geronimo") == NOT_A_RAY_CLUSTER
+
+
+def _assert_one_line_with(message: str, line: str | None) -> None:
+    """`line` is one line that contains `message` (which may be its start only)."""
+    assert line is not None, f"no error, expected {message!r}"
+    assert message in line and "\n" not in line, line
+
+
+# End to end: the real `guild run` prints the line the check above gives, once,
+# with no traceback, and creates no run: a bad config, a flag Guild's own flag
+# definitions refuse, a flag the plugin refuses, and a cluster from the cwd's
+# guild-config.yml.
+E2E_CASES = {
+    # (tune config, flags, with guild-config.yml's remotes)
+    "bad config": (BAD_CONFIGS["unknown op in steps"][0], (), False),
+    "guild's flag check": (TUNE_CONFIG, ("max-trials=0",), False),
+    "plugin's flag check": (TUNE_CONFIG, ("scheduler=pbt",), False),
+    "cluster from guild-config.yml": (TUNE_CONFIG, ("cluster=geronimo",), True),
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", sorted(E2E_CASES))
+def test_guild_run_stops_with_that_one_line_and_no_runs(project, case):
+    config, flags, with_remotes = E2E_CASES[case]
+    write_project(project, config)
+    if with_remotes:
+        _write_remotes(project)
+    expected = tune_check_error(project, *flags)
+    assert expected is not None
+
+    result = project.tune(*flags)
+
+    assert result.returncode != 0
+    assert error_lines(result) == [f"guild: {expected}"]
+    assert "Traceback" not in result.stdout + result.stderr
     assert project.run_ids() == []
-
-
-def _line_with(message: str, result) -> str:
-    """The error line that contains `message` (which may be its start only)."""
-    for line in error_lines(result):
-        if message in line:
-            return line.removeprefix("guild: ")
-    raise AssertionError(
-        f"no line with {message!r} in:\n{result.stdout}{result.stderr}"
-    )

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import dataclass
 
 import pytest
-from conftest import still_running
+from conftest import Project, Watched, still_running
 from projects import tune_config, write_project
 
 from gpkg_ray.trial.scalars import ScalarWatcher
+
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
 
 EPOCHS = 6
 GOOD_TO_BAD = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032]
@@ -30,31 +33,9 @@ SCHEDULER_FLAGS = (
 )
 
 
-def _trials(tune_run) -> list[dict]:
-    with open(os.path.join(tune_run.dir, "trials.json")) as f:
-        return json.load(f)["trials"]
-
-
-def _trials_by(tune_run, key: str) -> dict:
-    """Trials by their value of `key` (trials that run at once start in any
-    order)."""
-    return {t["values"][key]: t for t in _trials(tune_run)}
-
-
 def _values(run, tag: str) -> list[float]:
     """Every value of a scalar a run logged, in order."""
     return [s.value for t, s in ScalarWatcher(run.dir).poll(final=True) if t == tag]
-
-
-def _record_of(project, trial: dict):
-    (record,) = [
-        r
-        for r in project.runs_of("trial")
-        if os.path.islink(os.path.join(r.dir, "train"))
-        and os.path.basename(os.readlink(os.path.join(r.dir, "train")))
-        == trial["runs"]["train"]
-    ]
-    return record
 
 
 def _assert_nothing_left(project, watched) -> None:
@@ -81,7 +62,7 @@ def test_scheduler_stops_worse_trials_early(project, scheduler):
 
     assert watched.returncode == 0, watched.output
     assert f"Scheduler: {scheduler} on min train#loss" in watched.output
-    trials = _trials(project.tune_run())
+    trials = project.trials()
     assert [t["values"]["lr"] for t in trials] == GOOD_TO_BAD
     assert trials[0]["status"] == "completed"
     stopped = [t for t in trials if t["status"] == "stopped"]
@@ -99,7 +80,7 @@ def test_scheduler_stops_worse_trials_early(project, scheduler):
         assert trial["metrics"]["train/loss"] == pytest.approx(
             losses[trial["progress"] - 1]
         )
-        assert _record_of(project, trial).status == "terminated"
+        assert project.record_of(trial).status == "terminated"
         assert f"trial {trial['trial']}/6 stopped: stopped early" in watched.output
     # One train run per trial: no trial was paused and restarted.
     assert len(project.runs_of("train")) == len(GOOD_TO_BAD)
@@ -127,7 +108,7 @@ def test_asha_counts_reports_when_a_run_logs_no_step(project):
     watched = project.watch_tune("scheduler=asha", *SCHEDULER_FLAGS)
 
     assert watched.returncode == 0, watched.output
-    trials = _trials(project.tune_run())
+    trials = project.trials()
     assert [t["status"] for t in trials] == ["completed", "stopped", "stopped"]
     assert trials[0]["progress"] == EPOCHS
     assert trials[1]["stop_reason"] == "stopped early by asha at step 1"
@@ -162,7 +143,7 @@ def _assert_penalized(project, trial: dict, reason: str) -> None:
     train = project.run(trial["runs"]["train"])
     assert train.status == "terminated"
     assert _values(train, "loss")  # what it logged before it was stopped
-    record = _record_of(project, trial)
+    record = project.record_of(trial)
     assert record.status == "terminated"
     (row,) = [r for r in project.compare("-Fo", "trial") if r["run"] == record.short_id]
     assert float(row["acc_val"]) == -1
@@ -179,39 +160,26 @@ def _ray_results(tune_run, trial: dict) -> list[dict]:
     raise AssertionError(f"no Ray results for trial {trial['trial']}")
 
 
-def test_max_time_stops_a_runaway_trial_with_the_penalty(project):
-    _runaway_project(
-        project,
-        """
-        lr: 0.01
-        train:epochs: [1000, 2]
-        train:sleep: 0.2
-        """,
-    )
-
-    watched = project.watch_tune(
-        "search=grid", "max-time=10", "limit-penalty=-1", "max-concurrent=2"
-    )
-
-    assert watched.returncode == 0, watched.output
-    tune_run = project.tune_run()
-    by_epochs = _trials_by(tune_run, "train:epochs")
-    runaway, finished = by_epochs[1000], by_epochs[2]
-    _assert_penalized(project, runaway, "max-time=10 s reached")
-    assert 9 < runaway["ended"] - runaway["started"] < 25
-    assert finished["status"] == "completed"
-    # The searcher was given the penalty as the trial's objective.
-    assert _ray_results(tune_run, runaway)[-1]["objective"] == -1
-    _assert_nothing_left(project, watched)
+@dataclass
+class LimitedTune:
+    project: Project
+    watched: Watched
+    trials: dict[tuple[str, int], dict]
+    """By (train:mode, train:epochs)."""
 
 
-def test_max_memory_stops_a_runaway_step_with_the_penalty(project):
+@pytest.fixture(scope="module")
+def limited_tune(new_project) -> LimitedTune:
+    """Both per-trial limits with a penalty, in one grid run two at a time: a
+    runaway (`ok` for 1000 epochs) for max-time, a step whose memory grows
+    (`hog`) for max-memory, and a short trial of each mode that completes."""
+    project = new_project()
     _runaway_project(
         project,
         """
         lr: 0.01
         train:mode: [hog, ok]
-        train:epochs: 30
+        train:epochs: [1000, 2]
         train:sleep: 0.1
         """,
     )
@@ -220,16 +188,40 @@ def test_max_memory_stops_a_runaway_step_with_the_penalty(project):
         # The `ok` step's op alone once measured 162 MB here (with PyTorch
         # installed for the example's tests): 150 MB was too close.
         "search=grid",
+        "max-time=10",
         "max-memory=300",
         "limit-penalty=-1",
         "max-concurrent=2",
     )
 
+    trials = {
+        (t["values"]["train:mode"], t["values"]["train:epochs"]): t
+        for t in project.trials()
+    }
+    return LimitedTune(project, watched, trials)
+
+
+def test_max_time_stops_a_runaway_trial_with_the_penalty(limited_tune):
+    project, watched = limited_tune.project, limited_tune.watched
+
     assert watched.returncode == 0, watched.output
-    by_mode = _trials_by(project.tune_run(), "train:mode")
-    hog, ok = by_mode["hog"], by_mode["ok"]
-    _assert_penalized(project, hog, "max-memory=300 MB exceeded")
-    assert ok["status"] == "completed"
+    runaway = limited_tune.trials["ok", 1000]
+    _assert_penalized(project, runaway, "max-time=10 s reached")
+    assert 9 < runaway["ended"] - runaway["started"] < 25
+    assert limited_tune.trials["ok", 2]["status"] == "completed"
+    # The searcher was given the penalty as the trial's objective.
+    assert _ray_results(project.tune_run(), runaway)[-1]["objective"] == -1
+    _assert_nothing_left(project, watched)
+
+
+def test_max_memory_stops_a_runaway_step_with_the_penalty(limited_tune):
+    project, watched = limited_tune.project, limited_tune.watched
+
+    assert watched.returncode == 0, watched.output
+    _assert_penalized(
+        project, limited_tune.trials["hog", 1000], "max-memory=300 MB exceeded"
+    )
+    assert limited_tune.trials["hog", 2]["status"] == "completed"
     _assert_nothing_left(project, watched)
 
 
@@ -246,7 +238,7 @@ def test_a_limit_without_penalty_fails_the_trial(project):
     watched = project.watch_tune("search=grid", "max-time=4", "max-concurrent=2")
 
     assert watched.returncode == 1, watched.output
-    for trial in _trials(project.tune_run()):
+    for trial in project.trials():
         assert trial["status"] == "failed"
         assert "stopped: max-time=4 s reached (set limit-penalty" in trial["error"]
         assert project.run(trial["runs"]["train"]).status == "terminated"
@@ -266,7 +258,7 @@ def test_time_budget_stops_the_search_and_saves_its_results(project):
     watched = project.watch_tune("search=grid", "time-budget=15", "max-concurrent=2")
 
     assert watched.returncode == 0, watched.output
-    trials = _trials(project.tune_run())
+    trials = project.trials()
     (done,) = [t for t in trials if t["values"]["train:epochs"] == 2]
     stopped = [t for t in trials if t is not done]
     assert len(stopped) == 2
@@ -275,7 +267,7 @@ def test_time_budget_stops_the_search_and_saves_its_results(project):
         assert trial["status"] == "stopped"
         assert trial["stop_reason"] == "time-budget=15 s reached"
         assert project.run(trial["runs"]["train"]).status == "terminated"
-        assert _record_of(project, trial).status == "terminated"
+        assert project.record_of(trial).status == "terminated"
     assert "3 trials: 1 completed, 2 stopped, 0 failed" in watched.output
     _assert_nothing_left(project, watched)
 
@@ -332,12 +324,12 @@ def test_stopping_the_tune_stops_its_trials_and_saves_results(project, how):
 
     tune_run = project.tune_run()
     assert tune_run.status == "terminated", watched.output
-    trials = _trials(tune_run)
+    trials = project.trials(tune_run)
     assert len(trials) == 2, trials  # the other two never started
     for trial in trials:
         assert trial["status"] == "stopped"
         assert trial["stop_reason"] == reason
         assert project.run(trial["runs"]["train"]).status == "terminated"
-        assert _record_of(project, trial).status == "terminated"
+        assert project.record_of(trial).status == "terminated"
     assert "2 trials: 0 completed, 2 stopped, 0 failed" in watched.output
     _assert_nothing_left(project, watched)

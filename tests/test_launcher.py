@@ -5,11 +5,10 @@ running. Real `guild run`s, no Ray."""
 from __future__ import annotations
 
 import os
-import time
 
 import psutil
 import pytest
-from conftest import still_running
+from conftest import still_running, wait_for
 from projects import write_project
 
 from gpkg_ray.processes import process_tree
@@ -21,6 +20,8 @@ from gpkg_ray.trial.launcher import (
 )
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
+
+pytestmark = pytest.mark.e2e  # real `guild` runs
 
 LAUNCHERS = {"fork": ForkLauncher, "fresh": SubprocessLauncher}
 
@@ -97,7 +98,7 @@ def test_a_guild_error_reaches_the_step(workspace, launcher):
 
 def test_a_stopped_step_ends_terminated_with_nothing_left(project, workspace, launcher):
     step = _step(workspace, launcher, epochs=100, sleep=0.2)
-    _wait_for(lambda: step.op_pid() is not None)
+    wait_for(lambda: step.op_pid() is not None)
     tree = process_tree(step._proc.pid)
     step.close()
     assert project.run(step.run_id).status == "terminated"
@@ -107,7 +108,7 @@ def test_a_stopped_step_ends_terminated_with_nothing_left(project, workspace, la
 def test_closing_the_fork_launcher_stops_a_running_step(project, workspace):
     launcher = ForkLauncher(str(project.path), project.env)
     step = _step(workspace, launcher, epochs=100, sleep=0.2)
-    _wait_for(lambda: step.op_pid() is not None)
+    wait_for(lambda: step.op_pid() is not None)
     tree = process_tree(launcher._proc.pid)
     assert len(tree) >= 3  # the launcher, `guild run`, the op
     launcher.close()
@@ -119,14 +120,7 @@ def test_closing_the_fork_launcher_stops_a_running_step(project, workspace):
 def test_a_killed_fork_launcher_is_gone(project, workspace):
     launcher = ForkLauncher(str(project.path), project.env)
     launcher._proc.kill()
-    _wait_for(lambda: launcher.gone)
+    wait_for(lambda: launcher.gone)
     with pytest.raises(LauncherGone):
         _step(workspace, launcher)
     launcher.close()
-
-
-def _wait_for(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)

@@ -27,10 +27,15 @@ def test_a_users_auth_mode_stands(monkeypatch):
     assert "RAY_AUTH_MODE" not in env and "RAY_AUTH_TOKEN" not in env
 
 
-def test_refuses_to_start_if_ray_was_imported_to_listen_everywhere(monkeypatch):
+def test_refuses_to_start_if_ray_was_imported_to_listen_everywhere(
+    monkeypatch, tmp_path
+):
     from ray._private import ray_constants
 
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    # A temp dir of the test's own: other processes' gpkg-ray-* dirs come and
+    # go in /tmp meanwhile.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     environ_before = dict(os.environ)
     temp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "gpkg-ray-*")))
 

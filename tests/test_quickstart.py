@@ -5,7 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import REPO, Project, check_report
+
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
 
 
 def test_quickstart_example_runs_as_documented(tmp_path, guild_env):

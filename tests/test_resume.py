@@ -9,15 +9,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import time
 
 import psutil
 import pytest
-from conftest import GUILD, still_running
+from conftest import Watched, still_running
 from projects import tune_config, write_project
 
 from gpkg_ray.processes import process_tree
+
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
 
 MAX_TRIALS = 4
 FLAGS = (f"max-trials={MAX_TRIALS}", "max-concurrent=2", "search=random", "seed=5")
@@ -26,7 +26,6 @@ SPACE = """
     train:epochs: 4
     train:sleep: 0.5
     """
-KILL_WAIT = 120
 FINAL = {"completed", "terminated"}
 
 
@@ -93,41 +92,35 @@ def _victims(driver: psutil.Process, what: str) -> list[psutil.Process]:
 
 
 class KilledTune:
-    """A tune started, watched, and killed with SIGKILL at a kill point."""
+    """A tune, watched (Project.watch_tune) and killed with SIGKILL at a kill
+    point: the watch's callback reads the journal at each sample."""
 
     def __init__(self, project, *flags: str):
         self.project = project
-        log = project.path.parent / "killed-tune-output.txt"
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(
-                [GUILD, "run", "-y", "tune", *flags],
-                cwd=project.path,
-                env=project.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.log = log
-        self.seen: dict[int, psutil.Process] = {}
+        self.flags = flags
         self.trials_at_kill: dict[int, dict] = {}
+        self.watched: Watched | None = None
 
     def kill_when(self, point: str, what: str) -> None:
-        deadline = time.monotonic() + KILL_WAIT
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            driver = self._driver()
-            if driver is not None:
-                for p in process_tree(driver.pid):
-                    self.seen.setdefault(p.pid, p)
-                _, trials = _journal(self.run.dir)
-                if KILL_POINTS[point](trials):
-                    self.trials_at_kill = trials
-                    for victim in _victims(driver, what):
-                        victim.send_signal(signal.SIGKILL)
-                    self.proc.wait(30)  # Guild's parent records the exit
-                    return
-            time.sleep(0.1)
-        pytest.fail(f"the tune never reached '{point}': {self.log.read_text()}")
+        def kill_at_point(_proc) -> None:
+            driver = None if self.trials_at_kill else self._driver()
+            if driver is None:
+                return
+            _, trials = _journal(self.run.dir)
+            if KILL_POINTS[point](trials):
+                self.trials_at_kill = trials
+                for victim in _victims(driver, what):
+                    victim.send_signal(signal.SIGKILL)
+
+        # Guild's parent records the exit of the killed driver, then ends.
+        self.watched = self.project.watch_tune(*self.flags, during=kill_at_point)
+        if not self.trials_at_kill:
+            pytest.fail(f"the tune never reached '{point}': {self.watched.output}")
+
+    @property
+    def seen(self) -> list[psutil.Process]:
+        """The processes of the killed tune."""
+        return self.watched.processes
 
     @property
     def run(self):
@@ -143,16 +136,11 @@ class KilledTune:
             return None
 
 
-def _trials(tune_run) -> list[dict]:
-    with open(os.path.join(tune_run.dir, "trials.json")) as f:
-        return json.load(f)["trials"]
-
-
 def _assert_exact_trials(project, tune_run, elsewhere=frozenset()) -> list[dict]:
     """max-trials trials, each completed once: every completed `evaluate` run (a
     trial's last step) is the one run of exactly one trial. Runs in `elsewhere`
     live in another Guild home."""
-    trials = _trials(tune_run)
+    trials = project.trials(tune_run)
     assert [t["trial"] for t in trials] == list(range(1, MAX_TRIALS + 1))
     assert {t["status"] for t in trials} == {"completed"}, trials
     statuses = project.statuses("evaluate")
@@ -212,7 +200,7 @@ def test_a_killed_tune_restarts_and_runs_only_what_is_missing(project, point, wh
     statuses = project.statuses()
     assert set(statuses.values()) <= FINAL, statuses
     assert project.run(tune_id).status == "completed"
-    assert still_running(list(killed.seen.values()) + watched.processes) == []
+    assert still_running(killed.seen + watched.processes) == []
     attempts, _ = _journal(killed.run.dir)
     assert len(attempts) == 2
     assert not os.path.exists(attempts[0]["ray_temp_dir"])
@@ -250,7 +238,7 @@ def test_warm_start_tells_the_searcher_earlier_trials(project):
     earlier = project.tune("search=random", "max-trials=12", "seed=1")
     assert earlier.returncode == 0, earlier.stderr
     (earlier_run,) = project.runs_of("tune")
-    told = sorted(t["values"]["lr"] for t in _trials(earlier_run))
+    told = sorted(t["values"]["lr"] for t in project.trials(earlier_run))
     tpe = ("search=tpe", "max-trials=2", "max-concurrent=1", "seed=2")
 
     warm = project.tune(*tpe, "warm-start=operation")
@@ -269,8 +257,8 @@ def test_warm_start_tells_the_searcher_earlier_trials(project):
         assert json.load(f)["warm_start"] == {"runs": [earlier_run.id], "trials": 12}
     # The loss is lr: told the earlier trials, TPE suggests next to the best
     # of them from its first trial; cold, with the same seed, it does not.
-    warm_lrs = [t["values"]["lr"] for t in _trials(warm_run)]
-    cold_lrs = [t["values"]["lr"] for t in _trials(cold_run)]
+    warm_lrs = [t["values"]["lr"] for t in project.trials(warm_run)]
+    cold_lrs = [t["values"]["lr"] for t in project.trials(cold_run)]
     assert max(warm_lrs) < told[1], (warm_lrs, told)
     assert max(cold_lrs) > told[1], (cold_lrs, told)
 
@@ -281,7 +269,7 @@ def test_a_failed_trial_runs_again_up_to_max_failures(project):
     watched = project.watch_tune("search=grid", "max-failures=1", "max-concurrent=2")
 
     assert watched.returncode == 0, watched.output
-    trials = {t["values"]["train:mode"]: t for t in _trials(project.tune_run())}
+    trials = {t["values"]["train:mode"]: t for t in project.trials()}
     flaky, crash = trials["flaky"], trials["crash"]
     assert (flaky["status"], flaky["attempt"]) == ("completed", 2)
     assert (crash["status"], crash["attempt"]) == ("failed", 2)

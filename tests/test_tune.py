@@ -7,10 +7,17 @@ import glob
 import ipaddress
 import json
 import os
+import shutil
+import subprocess
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from conftest import still_running
+import pytest
+from conftest import Project, Watched, still_running
 from projects import tune_config, write_project
+
+pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
@@ -22,16 +29,27 @@ def _is_loopback(ip: str) -> bool:
     return address in LOOPBACK or address == ipaddress.ip_address("::1")
 
 
-def _record_links(project, record):
-    """Step name -> run id, from the links a trial record keeps to its runs."""
-    return {
-        name: os.path.basename(os.readlink(os.path.join(record.dir, name)))
-        for name in os.listdir(record.dir)
-        if os.path.islink(os.path.join(record.dir, name))
-    }
+@dataclass
+class MainTune:
+    """A tune of 4 random trials on the embedded Ray, and what it left."""
+
+    project: Project
+    watched: Watched
+    left_running: list[str]
+    new_temp_dirs: set[str]
+
+    @property
+    def run(self):
+        return self.project.tune_run()
+
+    def trial_rows(self) -> list[dict[str, str]]:
+        rows = self.project.compare()
+        return [row for row in rows if row["operation"] == "gpkg.ray/trial"]
 
 
-def test_trials_run_as_guild_runs_on_embedded_ray(project):
+@pytest.fixture(scope="module")
+def main_tune(new_project) -> Iterator[MainTune]:
+    project = new_project()
     write_project(
         project,
         tune_config(
@@ -42,17 +60,32 @@ def test_trials_run_as_guild_runs_on_embedded_ray(project):
             """
         ),
     )
-    temp_dirs_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "gpkg-ray-*")))
+    # A temp dir of the tune's own (short: Ray puts sockets in it), so that what
+    # it leaves there is told apart from what other processes leave in /tmp.
+    temp_dir = tempfile.mkdtemp(prefix="gt-")
+    project.env["TMPDIR"] = temp_dir
+    try:
+        watched = project.watch_tune("max-trials=4", "seed=7")
 
-    watched = project.watch_tune("max-trials=4", "seed=7")
+        # What the tune left, seen as it ends.
+        yield MainTune(
+            project,
+            watched,
+            still_running(watched.processes),
+            set(glob.glob(os.path.join(temp_dir, "gpkg-ray-*"))),
+        )
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
-    assert watched.returncode == 0, watched.output
-    tune_run = project.tune_run()
-    tag = f"tune-{tune_run.short_id}"
 
-    # One compare row per trial, with its sampled flags and its objective.
-    all_rows = project.compare()
-    rows = [row for row in all_rows if row["operation"] == "gpkg.ray/trial"]
+def test_trials_run_as_guild_runs_on_embedded_ray(main_tune):
+    assert main_tune.watched.returncode == 0, main_tune.watched.output
+    assert "Traceback" not in main_tune.watched.output
+
+
+def test_one_compare_row_per_trial_with_its_values_and_objective(main_tune):
+    project = main_tune.project
+    rows = main_tune.trial_rows()
     assert len(rows) == 4
     assert sorted(r["run"] for r in project.compare("-Fo", "trial")) == sorted(
         r["run"] for r in rows
@@ -63,13 +96,16 @@ def test_trials_run_as_guild_runs_on_embedded_ray(project):
         assert row["batch-size"] in {"16", "32", "64"}
         assert abs(float(row["acc_val"]) - (1 - float(row["lr"]))) < 1e-5
 
-    # Each trial ran train then evaluate; evaluate used its own trial's train run.
+
+def test_each_trial_ran_train_then_evaluate_on_its_own_train_run(main_tune):
+    project = main_tune.project
+    tag = f"tune-{main_tune.run.short_id}"
     records = project.runs_of("trial")
     assert len(records) == 4
     train_ids, evaluate_ids = set(), set()
     for record in records:
         assert tag in record.get("tags")
-        links = _record_links(project, record)
+        links = project.record_links(record)
         assert set(links) == {"train", "evaluate"}
         train, evaluate = project.run(links["train"]), project.run(links["evaluate"])
         assert train.opref.op_name == "train" and evaluate.opref.op_name == "evaluate"
@@ -85,27 +121,37 @@ def test_trials_run_as_guild_runs_on_embedded_ray(project):
     assert {r.id for r in project.runs_of("train")} == train_ids
     assert {r.id for r in project.runs_of("evaluate")} == evaluate_ids
 
-    # The best trial (and its runs) is marked, and only it.
+
+def test_only_the_best_trial_and_its_runs_are_marked(main_tune):
+    project = main_tune.project
+    records = project.runs_of("trial")
     best = min(records, key=lambda r: r.get("flags")["lr"])  # acc_val = 1 - lr
     marked = [r for r in map(project.run, project.run_ids()) if r.get("marked")]
-    assert {r.id for r in marked} == {best.id, *_record_links(project, best).values()}
+    assert {r.id for r in marked} == {best.id, *project.record_links(best).values()}
 
-    # The tune run records its own scalars and a table of all trials.
+
+def test_the_tune_run_records_its_scalars_and_a_table_of_all_trials(main_tune):
+    project = main_tune.project
+    rows = main_tune.trial_rows()
     (tune_row,) = project.compare(
         "-Fo", "tune", "-cc", "acc_val,trials_completed,trials_failed"
     )
     assert float(tune_row["acc_val"]) == max(float(r["acc_val"]) for r in rows)
     assert float(tune_row["trials_completed"]) == 4
     assert float(tune_row["trials_failed"]) == 0
-    with open(os.path.join(tune_run.dir, "trials.csv")) as f:
+    with open(os.path.join(main_tune.run.dir, "trials.csv")) as f:
         table = list(csv.DictReader(f))
     assert sorted(int(t["trial"]) for t in table) == [1, 2, 3, 4]
-    assert {t["train_run"] for t in table} == train_ids
-    with open(os.path.join(tune_run.dir, "trials.json")) as f:
+    assert {t["train_run"] for t in table} == {r.id for r in project.runs_of("train")}
+    with open(os.path.join(main_tune.run.dir, "trials.json")) as f:
         assert json.load(f)["seed"] == 7
 
-    # Scalars reached Ray while train ran: each epoch's loss in its own report.
-    results = glob.glob(os.path.join(tune_run.dir, "ray", "search", "*", "result.json"))
+
+def test_scalars_reached_ray_while_train_ran(main_tune):
+    """Each epoch's loss in its own report."""
+    results = glob.glob(
+        os.path.join(main_tune.run.dir, "ray", "search", "*", "result.json")
+    )
     assert len(results) == 4
     for path in results:
         with open(path) as f:
@@ -113,30 +159,49 @@ def test_trials_run_as_guild_runs_on_embedded_ray(project):
         losses = [r["train/loss"] for r in reports if "train/loss" in r]
         assert len(set(losses)) == 2, (path, losses)  # epochs 0 and 1
 
-    # Ray listened on loopback only, and left nothing behind.
+
+def test_ray_listened_on_loopback_only_and_left_nothing_behind(main_tune):
+    watched, project = main_tune.watched, main_tune.project
     assert watched.listeners, "no listening socket seen: the check saw no Ray"
     assert any(name == "gcs_server" for _, _, name in watched.listeners)
     remote = [entry for entry in watched.listeners if not _is_loopback(entry[0])]
     assert not remote, f"Ray listened beyond loopback: {remote}"
-    assert not still_running(watched.processes)
+    assert main_tune.left_running == []
     assert not (project.home / ".ray").exists()
     assert not (project.home / "ray_results").exists()
-    temp_dirs_after = set(glob.glob(os.path.join(tempfile.gettempdir(), "gpkg-ray-*")))
-    assert not temp_dirs_after - temp_dirs_before
-    assert "Traceback" not in watched.output
+    assert main_tune.new_temp_dirs == set()
 
 
-def test_objective_from_custom_output_scalars(project):
+@pytest.fixture(scope="module")
+def custom_tpe_tune(new_project) -> tuple[Project, subprocess.CompletedProcess]:
+    """A tune of the op whose objective comes from custom output scalars, with
+    TPE, one trial at a time."""
+    project = new_project()
     write_project(project)
+    result = project.tune(
+        "search=tpe", "max-trials=3", "seed=3", "max-concurrent=1", op="tune-custom"
+    )
+    return project, result
 
-    result = project.tune("max-trials=2", op="tune-custom")
+
+def test_objective_from_custom_output_scalars(custom_tpe_tune):
+    project, result = custom_tpe_tune
 
     assert result.returncode == 0, result.stdout + result.stderr
     rows = project.compare("-Fo", "trial")
-    assert len(rows) == 2
+    assert len(rows) == 3
     for row in rows:
         assert abs(float(row["acc_val"]) - (1 - float(row["lr"]))) < 1e-5
-    assert len(project.runs_of("evaluate-custom")) == 2
+    assert len(project.runs_of("evaluate-custom")) == 3
+
+
+def test_tpe_search_with_a_seed(custom_tpe_tune):
+    project, result = custom_tpe_tune
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = project.compare("-Fo", "trial")
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+    assert "Search: tpe, seed 3" in result.stdout
 
 
 def test_objective_from_tf_event_files_the_script_writes(project):
@@ -149,29 +214,35 @@ def test_objective_from_tf_event_files_the_script_writes(project):
     assert len(records) == 2
     best_record = min(records, key=lambda r: r.get("flags")["lr"])
     assert best_record.get("marked")  # min loss_val = 2 * lr
-    with open(os.path.join(project.tune_run("tune-tb").dir, "trials.json")) as f:
-        trials = json.load(f)["trials"]
+    trials = project.trials(project.tune_run("tune-tb"))
     for trial in trials:
         assert abs(trial["objective"] - trial["values"]["lr"] * 2) < 1e-6
 
 
-def test_a_failing_step_fails_only_its_trial(project):
+@pytest.fixture(scope="module")
+def grid_with_failures(new_project) -> tuple[Project, subprocess.CompletedProcess]:
+    """A grid search where some trials' steps fail: `crash` fails train,
+    `silent` records no objective."""
+    project = new_project()
     write_project(
         project,
         tune_config(
             """
             lr: [0.01, 0.02]
             mode: [ok, crash, silent]
+            train:epochs: 1
             """
         ),
     )
+    return project, project.tune("search=grid", "max-trials=6")
 
-    result = project.tune("search=grid", "max-trials=6")
+
+def test_a_failing_step_fails_only_its_trial(grid_with_failures):
+    project, result = grid_with_failures
 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    with open(os.path.join(project.tune_run().dir, "trials.json")) as f:
-        trials = json.load(f)["trials"]
+    trials = project.trials()
     by_mode = {}
     for trial in trials:
         by_mode.setdefault(trial["values"]["mode"], []).append(trial)
@@ -199,6 +270,20 @@ def test_a_failing_step_fails_only_its_trial(project):
     assert "Traceback" not in result.stdout
 
 
+def test_grid_search_runs_every_combination(grid_with_failures):
+    project, result = grid_with_failures
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    flags = sorted(
+        (r.get("flags")["lr"], r.get("flags")["mode"]) for r in project.runs_of("train")
+    )
+    assert flags == [
+        (lr, mode) for lr in (0.01, 0.02) for mode in ("crash", "ok", "silent")
+    ]
+    # A fixed value goes to every trial.
+    assert {r.get("flags")["epochs"] for r in project.runs_of("train")} == {1}
+
+
 def test_tune_fails_when_every_trial_fails(project):
     write_project(
         project,
@@ -216,37 +301,3 @@ def test_tune_fails_when_every_trial_fails(project):
     records = project.runs_of("trial")
     assert len(records) == 2 and all(r.status == "error" for r in records)
     assert "2 trials: 0 completed, 0 stopped, 2 failed" in result.stdout
-
-
-def test_grid_search_runs_every_combination(project):
-    write_project(
-        project,
-        tune_config(
-            """
-            lr: [0.01, 0.05]
-            batch-size: [16, 64]
-            train:epochs: 1
-            """
-        ),
-    )
-
-    result = project.tune("search=grid")
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    flags = sorted(
-        (r.get("flags")["lr"], r.get("flags")["batch-size"])
-        for r in project.runs_of("train")
-    )
-    assert flags == [(0.01, 16), (0.01, 64), (0.05, 16), (0.05, 64)]
-    assert {r.get("flags")["epochs"] for r in project.runs_of("train")} == {1}
-
-
-def test_tpe_search_with_a_seed(project):
-    write_project(project)
-
-    result = project.tune("search=tpe", "max-trials=3", "seed=3", "max-concurrent=1")
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = project.compare("-Fo", "trial")
-    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
-    assert "Search: tpe, seed 3" in result.stdout

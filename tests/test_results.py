@@ -1,0 +1,387 @@
+"""What a tune leaves in Guild, from trial outcomes made here: the trial record
+runs, trials.csv/json and the tune run's scalars, the learning curves and the
+report (the tune tests check them on real tunes, end to end)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from conftest import check_report
+from guild import run as guild_run
+from guild.summary import SummaryWriter
+
+from gpkg_ray.results.curves import learning_curves
+from gpkg_ray.results.records import TrialRecords
+from gpkg_ray.results.report import write_report
+from gpkg_ray.results.trials import (
+    best_trial,
+    log_tune_scalars,
+    ranked_trials,
+    write_trials,
+)
+from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.scalars import scalar_series
+from gpkg_ray.tuning_spec import (
+    Choice,
+    Fixed,
+    Objective,
+    Param,
+    Range,
+    Settings,
+    Step,
+    TrialPlan,
+    TuneSpec,
+)
+
+OBJECTIVE = Objective("acc_val", "max", "evaluate")
+LOSS = Objective("loss", "min", "train")
+TAG = "tune-1234abcd"
+
+
+@pytest.fixture
+def guild_home(tmp_path: Path) -> Path:
+    home = tmp_path / "guild-home"
+    (home / "runs").mkdir(parents=True)
+    return home
+
+
+def _outcome(number: int, status: str = "running", objective=None, **fields):
+    outcome = TrialOutcome(
+        number, {"lr": 0.01 * number, "batch-size": 32, "train:epochs": 3}
+    )
+    outcome.status, outcome.objective = status, objective
+    for name, value in fields.items():
+        setattr(outcome, name, value)
+    return outcome
+
+
+def _run(guild_home: Path, run_id: str) -> guild_run.Run:
+    return guild_run.Run(run_id, str(guild_home / "runs" / run_id))
+
+
+def _step_run(guild_home: Path, run_id: str, scalars=()) -> guild_run.Run:
+    """A step run as Guild leaves it: its dir and the output scalars it logged,
+    as (tag, value, step)."""
+    run = _run(guild_home, run_id)
+    run.init_skel()
+    with SummaryWriter(run.guild_path()) as writer:
+        for tag, value, step in scalars:
+            writer.add_scalar(tag, value, step)
+    return run
+
+
+def _links(record: guild_run.Run) -> dict[str, str]:
+    return {
+        name: os.readlink(os.path.join(record.dir, name))
+        for name in os.listdir(record.dir)
+        if os.path.islink(os.path.join(record.dir, name))
+    }
+
+
+# Trial records
+
+
+def test_a_started_trial_is_a_running_trial_run_with_its_values(guild_home):
+    records = TrialRecords(str(guild_home), OBJECTIVE, [TAG])
+    outcome = _outcome(1, runs={"train": "a" * 32})
+
+    records.trial_started(outcome)
+
+    record = _run(guild_home, outcome.record)
+    assert record.opref.op_name == "trial"
+    assert (record.opref.pkg_type, record.opref.pkg_name) == ("package", "gpkg.ray")
+    assert record.status == "running"  # its LOCK holds this process's pid
+    assert record.get("flags") == outcome.values
+    assert record.get("tags") == [TAG]
+    assert record.get("label") == f"{TAG} batch-size=32 lr=0.01 train:epochs=3"
+    # Linked to its step run before Guild has created it.
+    assert _links(record) == {"train": f"../{'a' * 32}"}
+
+    outcome.runs["evaluate"] = "b" * 32
+    records.trial_updated(outcome)
+    assert _links(record) == {"train": f"../{'a' * 32}", "evaluate": f"../{'b' * 32}"}
+
+
+@pytest.mark.parametrize(
+    ("status", "guild_status", "exit_status"),
+    [
+        ("completed", "completed", 0),
+        ("failed", "error", 1),
+        ("stopped", "terminated", -15),
+    ],
+)
+def test_an_ended_trial_has_its_status_objective_and_output(
+    guild_home, status, guild_status, exit_status
+):
+    records = TrialRecords(str(guild_home), OBJECTIVE, [TAG])
+    outcome = _outcome(2, runs={"train": "a" * 32, "evaluate": "b" * 32})
+    records.trial_started(outcome)
+    outcome.status, outcome.objective = status, 0.75
+    outcome.metrics = {"train/loss": 0.5}
+    if status == "failed":
+        outcome.objective, outcome.error = None, "step evaluate failed"
+    if status == "stopped":
+        outcome.stop_reason = "stopped early by asha at step 1"
+
+    records.trial_ended(outcome)
+
+    record = _run(guild_home, outcome.record)
+    assert record.status == guild_status
+    assert record.get("exit_status") == exit_status
+    assert record.get("stopped")
+    assert not os.path.exists(record.guild_path("LOCK"))
+    output = Path(record.guild_path("output")).read_text().splitlines()
+    assert output[:3] == [
+        f"trial 2: {status}",
+        f"train run: {'a' * 32}",
+        f"evaluate run: {'b' * 32}",
+    ]
+    assert "train/loss: 0.5" in output
+    objective = [s.value for s in scalar_series(record.dir, "acc_val")]
+    if status == "failed":
+        assert objective == [] and output[-1] == "error: step evaluate failed"
+    else:
+        assert objective == [0.75] and "objective: 0.75" in output
+    if status == "stopped":
+        assert "stopped: stopped early by asha at step 1" in output
+
+
+def test_a_trials_next_attempt_reopens_its_record_and_links_earlier_runs(guild_home):
+    records = TrialRecords(str(guild_home), OBJECTIVE, [TAG])
+    outcome = _outcome(3, runs={"train": "a" * 32})
+    _step_run(guild_home, "a" * 32)
+    records.trial_started(outcome)
+    outcome.status, outcome.error = "failed", "train crashed"
+    records.trial_ended(outcome)
+    # A second failed attempt whose run a kill cut before Guild created it.
+    outcome.restart("attempt 1 failed: train crashed")
+    outcome.runs = {"train": "c" * 32}
+    records.trial_started(outcome)
+    outcome.restart("the tune was killed")
+
+    outcome.runs = {"train": "d" * 32}
+    records.trial_started(outcome)
+
+    record = _run(guild_home, outcome.record)
+    assert record.status == "running"
+    assert record.get("exit_status") is None
+    assert _links(record) == {"train": f"../{'d' * 32}", "train~1": f"../{'a' * 32}"}
+    outcome.status, outcome.objective = "completed", 0.5
+    records.trial_ended(outcome)
+    output = Path(record.guild_path("output")).read_text()
+    assert "attempt 3: the tune was killed" in output
+    assert f"train run of an earlier attempt: {'a' * 32}" in output
+
+
+def test_restore_writes_an_ended_trials_record_once(guild_home):
+    records = TrialRecords(str(guild_home), OBJECTIVE, [TAG])
+    outcome = _outcome(4, "completed", 0.9, runs={"train": "a" * 32})
+
+    records.restore(outcome)
+
+    record = _run(guild_home, outcome.record)
+    assert record.status == "completed"
+    assert record.get("flags") == outcome.values
+    assert [s.value for s in scalar_series(record.dir, "acc_val")] == [
+        pytest.approx(0.9)
+    ]
+    stopped = record.get("stopped")
+    records.restore(outcome)  # as it ended already: left alone
+    assert record.get("stopped") == stopped
+
+
+def test_mark_best_marks_the_best_trial_and_its_runs_and_unmarks_the_others(
+    guild_home,
+):
+    records = TrialRecords(str(guild_home), OBJECTIVE, [TAG])
+    first = _outcome(1, "completed", 0.8, runs={"train": "a" * 32})
+    second = _outcome(2, "completed", 0.9, runs={"train": "b" * 32})
+    for outcome in (first, second):
+        _step_run(guild_home, outcome.runs["train"])
+        records.restore(outcome)
+
+    records.mark_best(first, [first, second])
+    records.mark_best(second, [first, second])  # a resumed tune's new best
+
+    def marked(outcome):
+        runs = [outcome.record, outcome.runs["train"]]
+        return [bool(_run(guild_home, r).get("marked")) for r in runs]
+
+    assert marked(first) == [False, False]
+    assert marked(second) == [True, True]
+
+
+# The tune run's trials table and scalars
+
+
+def _ended_trials() -> list[TrialOutcome]:
+    return [
+        _outcome(1, "completed", 0.8, runs={"train": "a" * 32, "evaluate": "b" * 32}),
+        _outcome(2, "stopped", 0.95, runs={"train": "c" * 32}, progress=1,
+                 stop_reason="stopped early by asha at step 1"),
+        _outcome(3, "completed", 0.9, runs={"train": "d" * 32, "evaluate": "e" * 32},
+                 progress=3),
+        _outcome(4, "failed", runs={"train": "f" * 32}, error="train crashed"),
+    ]  # fmt: skip
+
+
+def test_best_and_ranked_trials_are_completed_ones():
+    outcomes = _ended_trials()
+    assert best_trial(outcomes, OBJECTIVE).number == 3  # not the stopped 0.95
+    assert [o.number for o in ranked_trials(outcomes, OBJECTIVE)] == [3, 1]
+    minimize = Objective("acc_val", "min", "evaluate")
+    assert [o.number for o in ranked_trials(outcomes, minimize)] == [1, 3]
+    assert best_trial([_outcome(1, "failed")], OBJECTIVE) is None
+
+
+def test_trials_csv_and_json_have_a_row_per_trial(tmp_path):
+    outcomes = _ended_trials()
+
+    write_trials(str(tmp_path), outcomes, OBJECTIVE, {"seed": 7})
+
+    with open(tmp_path / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [
+        "trial",
+        "status",
+        "acc_val",
+        "batch-size",
+        "lr",
+        "train:epochs",
+        "evaluate_run",
+        "train_run",
+        "progress",
+        "stopped",
+        "error",
+    ]
+    assert [(r["trial"], r["status"], r["acc_val"]) for r in rows] == [
+        ("1", "completed", "0.8"),
+        ("2", "stopped", "0.95"),
+        ("3", "completed", "0.9"),
+        ("4", "failed", ""),
+    ]
+    assert rows[1]["evaluate_run"] == "" and rows[1]["train_run"] == "c" * 32
+    assert rows[1]["stopped"] == "stopped early by asha at step 1"
+    assert (rows[2]["progress"], rows[3]["error"]) == ("3", "train crashed")
+    data = json.loads((tmp_path / "trials.json").read_text())
+    assert data["seed"] == 7
+    assert data["objective"] == {"scalar": "acc_val", "mode": "max", "step": "evaluate"}
+    assert [t["trial"] for t in data["trials"]] == [1, 2, 3, 4]
+    # The journal's form of a trial: one JSON form, read back whole.
+    first = data["trials"][0]
+    assert first == json.loads(json.dumps(outcomes[0].to_json()))
+    assert TrialOutcome.from_json(first) == outcomes[0]
+    assert data["trials"][3]["error"] == "train crashed"
+
+
+def test_tune_run_scalars_are_the_best_objective_and_the_counts(tmp_path):
+    (tmp_path / ".guild").mkdir()
+
+    log_tune_scalars(str(tmp_path), _ended_trials(), OBJECTIVE)
+
+    def scalar(tag):
+        return [s.value for s in scalar_series(str(tmp_path), tag)]
+
+    assert scalar("acc_val") == [pytest.approx(0.9)]
+    assert scalar("trials_completed") == [2]
+    assert scalar("trials_stopped") == [1]
+    assert scalar("trials_failed") == [1]
+
+
+# Learning curves and the report
+
+
+def _spec(scheduler_metric: Objective = LOSS) -> TuneSpec:
+    steps = (Step("train", "train"), Step("evaluate", "evaluate"))
+    params = (
+        Param("lr", Range(1e-3, 1e-1, log=True), (("train", "lr"),)),
+        Param("batch-size", Choice((16, 32, 64)), (("train", "batch-size"),)),
+        Param("train:epochs", Fixed(3), (("train", "epochs"),)),
+    )
+    return TuneSpec(TrialPlan(steps, params, OBJECTIVE, scheduler_metric), Settings())
+
+
+def _trials_with_runs(guild_home: Path) -> list[TrialOutcome]:
+    """Ended trials whose train runs logged `loss` each epoch (without `step:`
+    lines in the stopped one) and whose evaluate runs logged acc_val once."""
+    outcomes = _ended_trials()
+    losses = {
+        "a" * 32: [(0.75, 0), (0.5, 1), (0.25, 2)],
+        "c" * 32: [(0.875, 0)],
+        "d" * 32: [(0.5, 0), (0.25, 1), (0.125, 2)],
+        "f" * 32: [],
+    }
+    for run_id, values in losses.items():
+        _step_run(guild_home, run_id, [("loss", v, s) for v, s in values])
+    # (values exact in float32, as event files store them)
+    for run_id, acc in (("b" * 32, 0.75), ("e" * 32, 0.875)):
+        _step_run(guild_home, run_id, [("acc_val", acc, 0)])
+    return outcomes
+
+
+def test_learning_curves_read_each_trials_step_run(guild_home):
+    outcomes = _trials_with_runs(guild_home)
+
+    curves = learning_curves(outcomes, LOSS, str(guild_home))
+
+    # A run that logged no value makes no curve; time counts from 1.
+    assert [c.trial.number for c in curves] == [1, 2, 3]
+    assert curves[0].points == [(1, 0.75), (2, 0.5), (3, 0.25)]
+    assert curves[1].points == [(1, 0.875)]
+    evaluate = learning_curves(outcomes, OBJECTIVE, str(guild_home))
+    assert [(c.trial.number, c.points) for c in evaluate] == [
+        (1, [(1, 0.75)]),
+        (3, [(1, 0.875)]),
+    ]
+
+
+def test_report_shows_plots_and_every_trial_best_first(guild_home, tmp_path):
+    run_dir = tmp_path / "tune-run"
+    run_dir.mkdir()
+    outcomes = _trials_with_runs(guild_home)
+    write_trials(str(run_dir), outcomes, OBJECTIVE, {})
+
+    page = write_report(str(run_dir), outcomes, _spec(), str(guild_home))
+
+    assert page == str(run_dir / "report" / "index.html")
+    check_report(run_dir, expect_curves=True)
+    html = Path(page).read_text()
+    assert "<title>Tune: max evaluate#acc_val</title>" in html
+    assert "4 trials: 2 completed, 1 stopped, 1 failed" in html
+    headers = re.findall(r"<th>([^<]*)</th>", html)
+    assert headers == ["trial", "status", "acc_val", "lr", "batch-size", "runs", "note"]
+    rows = [
+        re.findall(r"<td>([^<]*)</td>", row)
+        for row in re.findall(r"<tr>(<td>.*?)</tr>", html)
+    ]
+    assert [row[:3] for row in rows] == [
+        ["3", "completed", "0.9"],
+        ["1", "completed", "0.8"],
+        ["2", "stopped", "0.95"],
+        ["4", "failed", ""],
+    ]
+    assert rows[0][5] == f"train {'d' * 8} evaluate {'e' * 8}"
+    assert rows[2][6] == "stopped early by asha at step 1"
+    assert rows[3][6] == "train crashed"
+    assert "No learning curves" not in html
+
+
+def test_report_without_curves_says_how_to_get_them(guild_home, tmp_path):
+    run_dir = tmp_path / "tune-run"
+    run_dir.mkdir()
+    outcomes = _trials_with_runs(guild_home)
+    write_trials(str(run_dir), outcomes, OBJECTIVE, {})
+
+    write_report(str(run_dir), outcomes, _spec(OBJECTIVE), str(guild_home))
+
+    check_report(run_dir, expect_curves=False)
+    html = (run_dir / "report" / "index.html").read_text()
+    assert (
+        "No learning curves: the watched metric (max evaluate#acc_val) has one "
+        "value per trial. Set <code>scheduler-metric</code>"
+    ) in html
