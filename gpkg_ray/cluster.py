@@ -10,7 +10,7 @@ the config.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gpkg_ray.errors import ClusterError
 
@@ -20,11 +20,10 @@ if TYPE_CHECKING:
 LOCAL = "local"
 
 
-def resolve_cluster(name: Any) -> ClusterConfig | None:
-    """The ray-cluster remote `name` (the `cluster` flag), None for `local` (or
-    a value that is no name: the settings' check reports it); raises
-    ClusterError for a remote that is not defined or is misconfigured."""
-    if name == LOCAL or not isinstance(name, str) or not name:
+def resolve_cluster(name: str) -> ClusterConfig | None:
+    """The ray-cluster remote `name` (the `cluster` flag), None for `local`;
+    raises ClusterError for a remote that is not defined or is misconfigured."""
+    if name == LOCAL:
         return None
     from gpkg_ray.remote.config import cluster_for_name
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpkg_ray.cluster import check_cluster, cluster_defaults, resolve_cluster
+from gpkg_ray.errors import SpecError
 from gpkg_ray.tuning_spec import Settings, TuneSpec, read_spec
 
 if TYPE_CHECKING:
+    from gpkg_ray.engine.search_inputs import SearchInputs
     from gpkg_ray.remote.config import ClusterConfig
     from gpkg_ray.resume.prior import Prior
     from gpkg_ray.trial.outcome import TrialOutcome
@@ -33,22 +35,6 @@ if TYPE_CHECKING:
 SEED_STRIDE = 1_000_003
 """A later attempt's searcher seed is the first one's plus this per attempt:
 the same seed would suggest the values of the first attempt's trials again."""
-
-
-@dataclass(frozen=True)
-class SearchInputs:
-    """What a search starts from, as plain data (all of it for a tune's first
-    attempt): the searchers take it as Ray's take `points_to_evaluate`."""
-
-    trials: int
-    """Trials to start (interrupted ones to run again included)."""
-    rerun: tuple[dict[str, Any], ...] = ()
-    """Values of interrupted trials, to run first (by space key)."""
-    ended: tuple[dict[str, Any], ...] = ()
-    """Values of trials that ended in earlier attempts: a grid skips them."""
-    told: tuple[TrialOutcome, ...] = ()
-    """Trials a model-based searcher learns from before it suggests any: those
-    that ended in earlier attempts, and warm-start trials."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +64,9 @@ def check_tune(
     exists yet. Raises GpkgRayError."""
     from gpkg_ray.resume.warm_start import earlier_tune_runs
 
-    cluster = resolve_cluster(flags.get("cluster"))
-    settings = Settings.from_flags({**flags, **cluster_defaults(cluster, user_flags)})
+    settings = Settings.from_flags(flags)
+    cluster = resolve_cluster(settings.cluster)
+    settings = _with_cluster_defaults(settings, flags, cluster, user_flags)
     spec, step_opdefs = read_spec(tune_opdef, settings)
     check_cluster(cluster)
     warm_runs = earlier_tune_runs(
@@ -88,6 +75,23 @@ def check_tune(
     return CheckedTune(
         spec, cluster, step_opdefs, tune_opdef.guildfile.dir, tuple(warm_runs)
     )
+
+
+def _with_cluster_defaults(
+    settings: Settings, flags: dict[str, Any], cluster, user_flags: Iterable[str]
+) -> Settings:
+    """`settings` with the remote's trial resources for the flags the user left
+    out, checked as the flags are."""
+    defaults = cluster_defaults(cluster, user_flags)
+    if not defaults:
+        return settings
+    try:
+        return Settings.from_flags({**flags, **defaults})
+    except SpecError as e:
+        raise SpecError(
+            f"{e} (from the trial-cpus/trial-gpus of remote '{cluster.name}': "
+            "set cpus or gpus, or fix the remote)"
+        ) from e
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class PreparedTune:
     @property
     def tag(self) -> str:
         """The tag of the tune's runs: step runs and trial records."""
-        return f"tune-{self.run_id[:8]}"
+        return tune_tag(self.run_id)
 
     @property
     def ray_dir(self) -> str:
@@ -141,6 +145,8 @@ class PreparedTune:
         return self.prior.remaining(self.spec.settings.max_trials)
 
     def search_inputs(self) -> SearchInputs:
+        from gpkg_ray.engine.search_inputs import SearchInputs
+
         prior = self.prior
         return SearchInputs(
             trials=self.trials_left,
@@ -162,11 +168,17 @@ def prepare_attempt(
         run_id,
         checked.spec.plan,
         guild_home,
-        f"tune-{run_id[:8]}",
+        tune_tag(run_id),
         checked.warm_runs,
     )
     seed = _seed(checked.spec.settings, prior)
     return PreparedTune(checked, run_id, run_dir, guild_home, prior, seed)
+
+
+def tune_tag(run_id: str) -> str:
+    """The tag of a tune's runs (step runs and trial records): `tune-` and the
+    tune run's short id."""
+    return f"tune-{run_id[:8]}"
 
 
 def _seed(settings: Settings, prior: Prior) -> int:

@@ -4,9 +4,9 @@
                   left; the seed (gpkg_ray.preparation)
     engine        the search on Ray, telling listeners what happens
                   (gpkg_ray.engine.driver)
-    results       journal, trial records and progress as listeners; at the end
-                  trials.csv/trials.json, the tune's scalars, the summary and
-                  the report
+    listeners     the journal (resume), trial records and progress (results)
+    results       at the end: trials.csv/trials.json, the tune's scalars, the
+                  summary and the report
 
 Nothing flows back from the engine but the trials' outcomes.
 """
@@ -19,29 +19,31 @@ import time
 
 from gpkg_ray.errors import GpkgRayError, SpecError
 
-EXIT_CONFIG_ERROR = 2
-EXIT_TUNE_FAILED = 1
+# Private names: Guild would read public module globals as flags if a project's
+# op imported the tuner's flags (`flags-import: all` without `flags-dest: args`).
+_EXIT_CONFIG_ERROR = 2
+_EXIT_TUNE_FAILED = 1
 
 
 def main() -> int:
     try:
         tune_run, checked = _check()
     except GpkgRayError as e:
-        return _error(e, EXIT_CONFIG_ERROR)
+        return _error(e, _EXIT_CONFIG_ERROR)
     from gpkg_ray.engine.interrupts import StopRequest, exit_by_signal
 
     stop = StopRequest()
     try:
         outcomes = _tune(tune_run, checked, stop)
     except GpkgRayError as e:
-        return _error(e, EXIT_TUNE_FAILED)
+        return _error(e, _EXIT_TUNE_FAILED)
     except KeyboardInterrupt:  # a second signal, or Ctrl-C before the search
         print("gpkg.ray: stopped", file=sys.stderr, flush=True)
-        return EXIT_TUNE_FAILED
+        return _EXIT_TUNE_FAILED
     if stop.signal is not None:
         exit_by_signal(stop.signal)  # the results so far are saved
     completed = [o for o in outcomes if o.status == "completed"]
-    return 0 if completed else EXIT_TUNE_FAILED
+    return 0 if completed else _EXIT_TUNE_FAILED
 
 
 def _error(e: GpkgRayError, exit_status: int) -> int:

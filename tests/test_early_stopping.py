@@ -74,9 +74,11 @@ def test_scheduler_stops_worse_trials_early(project, scheduler):
         assert train.status == "terminated"
         losses = _values(train, "loss")
         assert 0 < len(losses) < EPOCHS
-        # The trial keeps the values the scheduler stopped it on; the run may
-        # have logged one more while it was being stopped.
-        assert trial["progress"] in (len(losses), len(losses) - 1)
+        # The trial keeps the values the scheduler stopped it on. The run may
+        # log more while the stop reaches it: one 0.4 s epoch on a quiet
+        # machine, three under a loaded one (the stop waits on the actor's
+        # running `step` call; issue 17, item 7, is to bound it).
+        assert 1 <= trial["progress"] <= len(losses)
         assert trial["metrics"]["train/loss"] == pytest.approx(
             losses[trial["progress"] - 1]
         )

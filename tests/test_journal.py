@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psutil
 
 from gpkg_ray.resume.journal import JOURNAL, Journal, read_journal
@@ -70,3 +72,14 @@ def test_an_outcome_round_trips_with_its_earlier_attempts(tmp_path):
 def test_no_journal_means_a_first_attempt(tmp_path):
     state = read_journal(str(tmp_path))
     assert state.attempts == [] and state.outcomes == {} and state.seed is None
+
+
+def test_a_journal_of_an_earlier_form_reads_back(tmp_path):
+    # Before the journal and trials.json shared one form of a trial, the
+    # journal wrote its number as `number`.
+    old = TrialOutcome(number=3, values={"lr": 0.1}, status="completed")
+    line = {"event": "trial", "outcome": old.to_json()}
+    line["outcome"]["number"] = line["outcome"].pop("trial")
+    (tmp_path / JOURNAL).write_text(json.dumps(line) + "\n")
+
+    assert read_journal(str(tmp_path)).outcomes == {3: old}

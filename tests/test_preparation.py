@@ -72,8 +72,15 @@ def test_a_clusters_trial_resources_are_checked_as_flags(
     config.write_text(yaml.safe_dump({"remotes": {"lab": remote}}))
     monkeypatch.setenv("GUILD_CONFIG", str(config))
 
-    with pytest.raises(SpecError, match="cpus=0 and gpus=0"):
+    with pytest.raises(SpecError) as e:
         _check(tune_opdef, project, _flags(cluster="lab"))
+    assert "cpus=0 and gpus=0" in str(e.value)
+    assert "trial-cpus/trial-gpus of remote 'lab'" in str(e.value)
+
+
+def test_the_flags_are_checked_before_the_cluster_is_looked_up(tune_opdef, project):
+    with pytest.raises(SpecError, match="unknown search 'bogus'"):
+        _check(tune_opdef, project, _flags(cluster="no-such-remote", search="bogus"))
 
 
 def test_a_first_attempt_takes_the_seed_flag_and_its_searcher_seed(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ray.tune.search.sample import Categorical, Float, Integer
 
+from gpkg_ray.engine.search_inputs import SearchInputs
 from gpkg_ray.engine.searchers import build_search, grid_points, ray_domain
-from gpkg_ray.preparation import SearchInputs
 from gpkg_ray.tuning_spec import Choice, Param, Range, TuneSpec
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import time
@@ -36,7 +37,8 @@ class TrialEvents(Callback):
         self.outcomes: dict[str, TrialOutcome] = {}
         self._steps = {step.name for step in plan.steps}
         self._numbers = itertools.count(first_number)
-        self._rerun = list(rerun)
+        # Copies: a rerun restarts here, and its earlier outcome stays as it was.
+        self._rerun = copy.deepcopy(list(rerun))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.outcomes:  # a retry: on_trial_recover saw it

@@ -23,7 +23,7 @@ from gpkg_ray.remote.run_sync import RunSender, node_guild_home
 from gpkg_ray.trial.launcher import StepLauncher, step_launcher
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.trial.result import TRIAL_DONE
+from gpkg_ray.trial.result import TrialResult
 from gpkg_ray.trial.runner import Trial
 from gpkg_ray.trial.workspace import Workspace
 from gpkg_ray.tuning_spec import TrialPlan
@@ -172,7 +172,8 @@ class StopStepsOfStoppedTrials(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         actor = self._actors.pop(trial.trial_id, None)
-        if actor is not None and not (trial.last_result or {}).get(TRIAL_DONE):
+        ended = TrialResult.from_ray(trial.last_result or {}, ()).done
+        if actor is not None and not ended:
             actor.stop_trial.remote(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):

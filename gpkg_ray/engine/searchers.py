@@ -23,7 +23,7 @@ from typing import Any
 from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
-from gpkg_ray.preparation import SearchInputs
+from gpkg_ray.engine.search_inputs import SearchInputs
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import OBJECTIVE
 from gpkg_ray.tuning_spec import Choice, Param, Range, TuneSpec

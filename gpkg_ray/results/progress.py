@@ -35,9 +35,13 @@ class SearchHeader(TuneListener):
     Scheduler: fifo (every trial runs to its end)
     """
 
-    def __init__(self, spec: TuneSpec, out: TextIO = sys.stdout):
+    def __init__(self, spec: TuneSpec, out: TextIO | None = None):
         self.spec = spec
-        self.out = out
+        self._out = out
+
+    @property
+    def out(self) -> TextIO:
+        return self._out or sys.stdout
 
     def search_started(self, search: SearchStarted) -> None:
         plan, settings = self.spec.plan, self.spec.settings
@@ -53,11 +57,11 @@ class SearchHeader(TuneListener):
             print_note(search.note, self.out)
 
 
-def print_note(note: str, out: TextIO = sys.stdout) -> None:
+def print_note(note: str, out: TextIO | None = None) -> None:
     """A note, wrapped to 80 columns (the tune's output is read in terminals
     and in log files)."""
     text = textwrap.fill(f"Note: {note}", width=WIDTH, subsequent_indent="  ")
-    print(text, file=out, flush=True)
+    print(text, file=out or sys.stdout, flush=True)
 
 
 class ProgressPrinter(TuneListener):

@@ -66,7 +66,9 @@ class TrialOutcome:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrialOutcome:
         data = dict(data)
-        if "trial" in data:  # earlier versions of the journal wrote `number`
+        # The number is written as `trial`; journals of gpkg.ray before this
+        # form (one for the journal and trials.json) wrote `number`.
+        if "trial" in data:
             data["number"] = data.pop("trial")
         known = {f.name for f in fields(cls)}
         outcome = cls(**{k: v for k, v in data.items() if k in known})

@@ -12,7 +12,7 @@
         scheduler-metric:                # what schedulers and limits watch
           max: train#val_acc             # (default: the objective)
 
-`load_spec` checks everything before any work starts and raises `SpecError` with a
+`read_spec` checks everything before any work starts and raises `SpecError` with a
 one-line message. The resulting `TuneSpec` is plain data: it holds no Guild
 objects, so it can travel to Ray workers that do not share this filesystem.
 """

@@ -204,7 +204,9 @@ def guild_flagdefs() -> dict[str, dict[str, Any]]:
         for key in ("type", "min", "null-label"):
             if f.metadata[key] is not None:
                 flagdef[key] = f.metadata[key]
-        flagdef["default"] = f.default
+        # Guild shows a float flag's default as written: 1, not 1.0.
+        whole = isinstance(f.default, float) and f.default.is_integer()
+        flagdef["default"] = int(f.default) if whole else f.default
         flagdefs[flag_name(f.name)] = flagdef
     return flagdefs
 
