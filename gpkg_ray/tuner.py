@@ -31,6 +31,7 @@ def main() -> int:
     except GpkgRayError as e:
         return _error(e, _EXIT_CONFIG_ERROR)
     from gpkg_ray.engine.interrupts import StopRequest, exit_by_signal
+    from gpkg_ray.results.trials import no_objective_reason
 
     stop = StopRequest()
     try:
@@ -42,8 +43,11 @@ def main() -> int:
         return _EXIT_TUNE_FAILED
     if stop.signal is not None:
         exit_by_signal(stop.signal)  # the results so far are saved
-    completed = [o for o in outcomes if o.status == "completed"]
-    return 0 if completed else _EXIT_TUNE_FAILED
+    reason = no_objective_reason(outcomes, checked.spec.plan.objective)
+    if reason is not None:
+        print(f"gpkg.ray: {reason}", file=sys.stderr, flush=True)
+        return _EXIT_TUNE_FAILED
+    return 0
 
 
 def _error(e: GpkgRayError, exit_status: int) -> int:

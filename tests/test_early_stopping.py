@@ -335,3 +335,26 @@ def test_stopping_the_tune_stops_its_trials_and_saves_results(project, how):
         assert project.record_of(trial).status == "terminated"
     assert "2 trials: 0 completed, 2 stopped, 0 failed" in watched.output
     _assert_nothing_left(project, watched)
+
+
+def test_a_tune_whose_trials_all_end_at_a_limit_with_a_penalty_succeeds(project):
+    # Every trial is stopped by max-time and scored with limit-penalty=0: no
+    # trial failed, so the tune has results and ends completed.
+    write_project(
+        project,
+        tune_config(
+            """
+            lr: [0.01, 0.02]
+            train:epochs: 1000
+            train:sleep: 0.2
+            """
+        ),
+    )
+
+    result = project.tune("search=grid", "max-time=2", "limit-penalty=0")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert project.tune_run().status == "completed"
+    trials = project.trials()
+    assert [t["status"] for t in trials] == ["stopped", "stopped"]
+    assert all(t["penalized"] and t["objective"] == 0 for t in trials)

@@ -21,6 +21,7 @@ from gpkg_ray.results.report import write_report
 from gpkg_ray.results.trials import (
     best_trial,
     log_tune_scalars,
+    no_objective_reason,
     ranked_trials,
     write_trials,
 )
@@ -228,6 +229,21 @@ def _ended_trials() -> list[TrialOutcome]:
                  progress=3),
         _outcome(4, "failed", runs={"train": "f" * 32}, error="train crashed"),
     ]  # fmt: skip
+
+
+def test_a_tune_fails_only_when_no_trial_gave_an_objective():
+    penalized = _outcome(1, "stopped", 0.0, penalized=True, stop_reason="max-time")
+    stopped_early = _outcome(2, "stopped", 0.7, stop_reason="stopped early by asha")
+    no_value = _outcome(3, "stopped", stop_reason="stopped early by asha")
+    failed = _outcome(4, "failed", error="train crashed")
+
+    # Trials every one stopped at a limit, with its penalty, are results.
+    assert no_objective_reason([penalized, failed], OBJECTIVE) is None
+    assert no_objective_reason([stopped_early], OBJECTIVE) is None
+    assert no_objective_reason([no_value, failed], OBJECTIVE) == (
+        "no trial gave evaluate#acc_val: 1 failed, 1 stopped before it was recorded"
+    )
+    assert no_objective_reason([], OBJECTIVE) == "no trial ran"
 
 
 def test_best_and_ranked_trials_are_completed_ones():

@@ -301,3 +301,8 @@ def test_tune_fails_when_every_trial_fails(project):
     records = project.runs_of("trial")
     assert len(records) == 2 and all(r.status == "error" for r in records)
     assert "2 trials: 0 completed, 0 stopped, 2 failed" in result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last == "gpkg.ray: no trial gave evaluate#acc_val: 2 failed, 0 stopped "
+        "before it was recorded"
+    )

@@ -101,5 +101,24 @@ def log_tune_scalars(
         writer.add_scalar("trials_stopped", count_status(outcomes, "stopped"), 0)
 
 
+def no_objective_reason(
+    outcomes: list[TrialOutcome], objective: Objective
+) -> str | None:
+    """Why the tune failed, if no trial gave an objective (a completed trial,
+    or one stopped early with a value or the limit penalty); None when one did.
+    A tune fails only then: trials stopped by a scheduler or a limit are
+    results, not failures."""
+    if any(o.status != "failed" and o.objective is not None for o in outcomes):
+        return None
+    if not outcomes:
+        return "no trial ran"
+    failed = count_status(outcomes, "failed")
+    stopped = len(outcomes) - failed
+    return (
+        f"no trial gave {objective.step}#{objective.scalar}: {failed} failed, "
+        f"{stopped} stopped before it was recorded"
+    )
+
+
 def count_status(outcomes: list[TrialOutcome], status: str) -> int:
     return sum(1 for o in outcomes if o.status == status)
