@@ -165,6 +165,16 @@ def close_run(
     return written
 
 
+def set_tags(run: Run, add: list[str], remove: list[str]) -> None:
+    """Adds the tags `add` to `run` and removes `remove`, as `guild tag`
+    does (its label is left as it is); other tags stay, in their order."""
+    old = list(run.get("tags") or [])
+    new = [t for t in old if t not in remove]
+    new += [t for t in add if t not in new]
+    if new != old:
+        run.write_attr("tags", new)
+
+
 # --- A run's op process ---------------------------------------------------
 
 

@@ -97,6 +97,9 @@ def _tune(tune_run, checked, stop):
     prepared = prepare_attempt(
         checked, tune_run.id, tune_run.dir, guild_api.guild_home()
     )
+    # The tune run carries its runs' tag too, so that one filter finds the
+    # tune and everything it made: `guild runs rm -Ft tune-<id>` removes them.
+    guild_api.set_tags(tune_run, add=[prepared.tag], remove=[])
     spec, prior = prepared.spec, prepared.prior
     journal = Journal(tune_run.dir)
     records = TrialRecords(prepared.guild_home, spec.plan.objective, [prepared.tag])
@@ -130,7 +133,7 @@ def _tune(tune_run, checked, stop):
 
 
 def _report(tune_run, prepared, records, outcomes) -> None:
-    """The tune's results: the best trial marked, trials.csv/json, the tune's
+    """The tune's results: the best trial tagged, trials.csv/json, the tune's
     scalars, the summary and the report."""
     from gpkg_ray.engine.schedulers import unseen_progress_note
     from gpkg_ray.results.progress import print_note
@@ -139,7 +142,7 @@ def _report(tune_run, prepared, records, outcomes) -> None:
 
     spec, prior = prepared.spec, prepared.prior
     objective = spec.plan.objective
-    records.mark_best(best_trial(outcomes, objective), outcomes)
+    records.tag_best(best_trial(outcomes, objective), outcomes)
     meta: dict = {"seed": prepared.seed, "attempts": prior.attempt}
     if prior.warm_runs:
         meta["warm_start"] = {"runs": prior.warm_runs, "trials": len(prior.warm)}

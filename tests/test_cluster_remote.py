@@ -466,8 +466,28 @@ def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
     assert stopped_again.stdout.strip() == "lab: not running"
     assert still_running(processes) == []
     assert not state_file.exists() and not token_file.exists()
+    assert not state_file.with_suffix(".log").exists()
     assert not Path(state["temp_dir"]).exists()
     assert not (project.home / ".ray").exists(), "the token is written nowhere else"
+
+
+def test_stop_removes_every_file_of_the_cluster_its_log_too(tmp_path, monkeypatch):
+    """The guide says stop removes the cluster's files: NAME.log was left."""
+    from gpkg_ray.remote import local_cluster
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    state_dir = Path(local_cluster.state_dir())
+    state_dir.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a cluster whose processes already ended
+    state = {"pid": gone.pid, "processes": [], "address": "127.0.0.1:1",
+             "temp_dir": str(tmp_path / "ray-temp")}  # fmt: skip
+    (state_dir / "lab.json").write_text(json.dumps(state))
+    for suffix in (".token", ".log"):
+        (state_dir / f"lab{suffix}").write_text("x")
+
+    assert local_cluster.stop("lab")
+    assert list(state_dir.iterdir()) == []
 
 
 @e2e

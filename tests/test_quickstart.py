@@ -23,8 +23,10 @@ def test_quickstart_example_runs_as_documented(tmp_path, guild_env):
     rows = project.compare("-Fo", "trial")  # README: `guild compare -Fo trial`
     assert len(rows) == 8
     best = max(rows, key=lambda row: float(row["acc_val"]))
-    (marked,) = project.compare("-Fo", "trial", "-Fm")
-    assert marked["run"] == best["run"]
+    # README: `guild runs -Ft best`; nothing marked (issue 17 item 3)
+    (tagged,) = project.compare("-Fo", "trial", "-Ft", "best")
+    assert tagged["run"] == best["run"]
+    assert project.compare("-Fm") == []
     assert 0 < float(best["acc_val"]) < 1
     check_report(Path(project.tune_run().dir), expect_curves=True)
     assert "Report: report/index.html (guild open " in result.stdout

@@ -196,25 +196,29 @@ def test_restore_writes_an_ended_trials_record_once(guild_home):
     assert record.get("stopped") == stopped
 
 
-def test_mark_best_marks_the_best_trial_and_its_runs_and_unmarks_the_others(
-    guild_home,
-):
+def test_tag_best_tags_the_best_trial_and_its_runs_and_marks_nothing(guild_home):
+    """Guild resolves `operation:` dependencies to marked runs first, in every
+    project: finding the best must not mark anything (issue 17 item 3)."""
     records = TrialRecords(str(guild_home), OBJECTIVE, [TAG])
     first = _outcome(1, "completed", 0.8, runs={"train": "a" * 32})
     second = _outcome(2, "completed", 0.9, runs={"train": "b" * 32})
     for outcome in (first, second):
-        _step_run(guild_home, outcome.runs["train"])
+        _step_run(guild_home, outcome.runs["train"]).write_attr("tags", [TAG])
         records.restore(outcome)
 
-    records.mark_best(first, [first, second])
-    records.mark_best(second, [first, second])  # a resumed tune's new best
+    records.tag_best(first, [first, second])
+    records.tag_best(second, [first, second])  # a resumed tune's new best
 
-    def marked(outcome):
-        runs = [outcome.record, outcome.runs["train"]]
-        return [bool(_run(guild_home, r).get("marked")) for r in runs]
+    def runs(outcome):
+        return [_run(guild_home, r) for r in (outcome.record, outcome.runs["train"])]
 
-    assert marked(first) == [False, False]
-    assert marked(second) == [True, True]
+    best_tags = ["best", f"{TAG}-best"]
+    for run in runs(first):
+        assert run.get("tags") == [TAG]
+    for run in runs(second):
+        assert run.get("tags") == [TAG, *best_tags]
+    for run in runs(first) + runs(second):
+        assert run.get("marked") is None
 
 
 # The tune run's trials table and scalars

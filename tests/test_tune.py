@@ -122,12 +122,25 @@ def test_each_trial_ran_train_then_evaluate_on_its_own_train_run(main_tune):
     assert {r.id for r in project.runs_of("evaluate")} == evaluate_ids
 
 
-def test_only_the_best_trial_and_its_runs_are_marked(main_tune):
+def test_the_best_trial_and_its_runs_are_tagged_and_no_run_is_marked(main_tune):
+    """Guild resolves `operation:` dependencies to marked runs first, in every
+    project: a tune marks nothing, and its best is found by a tag."""
     project = main_tune.project
     records = project.runs_of("trial")
     best = min(records, key=lambda r: r.get("flags")["lr"])  # acc_val = 1 - lr
-    marked = [r for r in map(project.run, project.run_ids()) if r.get("marked")]
-    assert {r.id for r in marked} == {best.id, *project.record_links(best).values()}
+    best_runs = {best.id, *project.record_links(best).values()}
+    assert [r.id for r in map(project.run, project.run_ids()) if r.get("marked")] == []
+    assert _listed(project, "-Fm") == set()
+    tag = f"tune-{main_tune.run.short_id}"
+    assert _listed(project, "-Ft", f"{tag}-best") == best_runs
+    assert _listed(project, "-Ft", "best") == best_runs
+
+
+def _listed(project: Project, *filters: str) -> set[str]:
+    """The ids of the runs `guild select --all FILTERS` selects."""
+    listed = project.guild("select", "--all", *filters)
+    assert listed.returncode == 0, listed.stderr
+    return set(listed.stdout.split())
 
 
 def test_the_tune_run_records_its_scalars_and_a_table_of_all_trials(main_tune):
@@ -172,6 +185,18 @@ def test_ray_listened_on_loopback_only_and_left_nothing_behind(main_tune):
     assert main_tune.new_temp_dirs == set()
 
 
+# Last of the tests on the main tune: it removes the tune.
+def test_one_command_removes_a_tune_and_all_its_runs(main_tune):
+    project = main_tune.project
+    tag = f"tune-{main_tune.run.short_id}"
+    assert tag in main_tune.run.get("tags")
+
+    removed = project.guild("runs", "rm", "-y", "-Ft", tag)
+
+    assert removed.returncode == 0, removed.stderr
+    assert _listed(project) == set()
+
+
 @pytest.fixture(scope="module")
 def custom_tpe_tune(new_project) -> tuple[Project, subprocess.CompletedProcess]:
     """A tune of the op whose objective comes from custom output scalars, with
@@ -213,7 +238,7 @@ def test_objective_from_tf_event_files_the_script_writes(project):
     records = project.runs_of("trial")
     assert len(records) == 2
     best_record = min(records, key=lambda r: r.get("flags")["lr"])
-    assert best_record.get("marked")  # min loss_val = 2 * lr
+    assert "best" in best_record.get("tags")  # min loss_val = 2 * lr
     trials = project.trials(project.tune_run("tune-tb"))
     for trial in trials:
         assert abs(trial["objective"] - trial["values"]["lr"] * 2) < 1e-6

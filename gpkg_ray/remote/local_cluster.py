@@ -15,7 +15,7 @@ cluster until `guild remote stop lab`. State is files, per remote, in
 ~/.guild/ray-clusters: `NAME.json` (pids, address, temp dir), `NAME.token`
 (the cluster's auth token, readable by its owner only; the remote uses it
 without an auth-token key) and `NAME.log`. Stopping ends exactly the processes
-recorded there, by pid.
+recorded there, by pid, and removes the three files.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def stop(name: str) -> bool:
     """Stops the cluster's processes, by pid; False if it was not running."""
     state = _read_state(name)
     if state is None:
-        _remove_files(name)
+        _remove_files(name, with_log=True)
         return False
     recorded = _alive(state["processes"])
     supervisor = _alive([state["pid"]])
@@ -175,7 +175,7 @@ def stop(name: str) -> bool:
     psutil.wait_procs(supervisor, timeout=STOP_TIMEOUT)
     stop_processes(everything)
     shutil.rmtree(state["temp_dir"], ignore_errors=True)
-    _remove_files(name)
+    _remove_files(name, with_log=True)
     return True
 
 
@@ -211,8 +211,13 @@ def _is_ray_or_ours(proc: psutil.Process) -> bool:
     return MAIN_MODULE in cmdline or "ray" in cmdline
 
 
-def _remove_files(name: str) -> None:
-    for path in (_state_file(name), token_file(name)):
+def _remove_files(name: str, with_log: bool = False) -> None:
+    """The cluster's state files; its log too when it is stopped (a start
+    that failed keeps it: its error says to read it)."""
+    paths = [_state_file(name), token_file(name)]
+    if with_log:
+        paths.append(_log_file(name))
+    for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
 

@@ -10,7 +10,8 @@ tune process's pid), then `completed`, `terminated` (stopped early) or `error`.
 
     guild compare -Fo trial            one row per trial
     guild compare -Ft tune-<id>        the trials and step runs of one tune
-    guild runs -Fm                     the best trial and its step runs (marked)
+    guild runs -Ft tune-<id>-best      the best trial and its step runs
+    guild runs -Ft best                the best trials of every tune
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Objective
 
 RECORD_OP = "trial"
+BEST_TAG = "best"
 
 
 def _package_version() -> str:
@@ -85,22 +87,32 @@ class TrialRecords(TuneListener):
             f.write(_output_text(outcome))
         guild_api.close_run(record, _EXIT_STATUS[outcome.status])
 
-    def mark_best(
-        self, best: TrialOutcome | None, outcomes: list[TrialOutcome]
-    ) -> None:
-        """Marks the best trial's record and step runs, as `guild mark` does,
-        and unmarks the other trials' (a resumed tune may have a new best).
+    def tag_best(self, best: TrialOutcome | None, outcomes: list[TrialOutcome]) -> None:
+        """Tags the best trial's record and step runs `best` and
+        `tune-<id>-best`, and takes those tags off the other trials' runs (a
+        resumed tune may have a new best).
 
-        Guild prefers marked runs when it resolves an `operation:` dependency, so
-        a later `guild run evaluate` (say) picks the best trial's `train` run.
+        Not Guild's `marked` attr: Guild resolves an `operation:` dependency to
+        a marked run first, in every project with an op of that name, so a mark
+        made here changed what a plain `guild run evaluate` picked elsewhere.
+        A tag changes no resolution; pinning the best is the user's choice
+        (`guild run evaluate operation:train=RUN_ID`).
         """
+        tags = self.best_tags
         for outcome in outcomes:
-            marked = outcome is best
+            is_best = outcome is best
             for run in [self._record(outcome), *self._step_runs(outcome)]:
-                if marked:
-                    run.write_attr("marked", True)
-                elif run.get("marked"):
-                    run.del_attr("marked")
+                if is_best:
+                    guild_api.set_tags(run, add=tags, remove=[])
+                else:
+                    guild_api.set_tags(run, add=[], remove=tags)
+
+    @property
+    def best_tags(self) -> list[str]:
+        """`best` (the best trials of every tune: `guild runs -Ft best`), and
+        one per tune (`-Ft tune-<id>-best`): Guild ORs repeated `-Ft`s, so
+        `-Ft tune-<id> -Ft best` would list more than this tune's best."""
+        return [BEST_TAG, *(f"{tag}-{BEST_TAG}" for tag in self.tags)]
 
     def _step_runs(self, outcome: TrialOutcome) -> list[guild_api.Run]:
         return [
