@@ -299,6 +299,32 @@ def pending_op(op) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     return op._opdef, op._op_flag_vals, op._user_flag_vals
 
 
+def set_pending_label(op, label: str) -> None:
+    """Makes `label` the label of the run Guild is about to create for `op`
+    (from a plugin's `apply_cmd_env`, which Guild calls before it renders the
+    label). A `--label` of the user's stands; with `--tag`s, whose template
+    is `TAGS ${default_label}`, `label` takes the place of the flags."""
+    template = op._label_template
+    if template is None:
+        op._label_template = label
+    elif "${default_label}" in template:
+        op._label_template = template.replace("${default_label}", label)
+
+
+def run_will_prompt() -> bool:
+    """Whether the `guild run` in progress will ask `Continue?` (no `-y`, and
+    not one of the options that print and exit): read from its command line,
+    which Guild parses with click."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return False
+    params = ctx.params
+    printing = ("print_cmd", "print_env", "print_trials", "save_trials", "help_op")
+    return not params.get("yes", True) and not any(params.get(p) for p in printing)
+
+
 # --- The running op and Guild's config ------------------------------------
 
 

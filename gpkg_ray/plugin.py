@@ -31,9 +31,23 @@ class TunePlugin(pluginlib.Plugin):
         from gpkg_ray import guild_api
         from gpkg_ray.errors import GpkgRayError
         from gpkg_ray.preparation import check_tune
+        from gpkg_ray.tuning_spec.label import (
+            changed_flags,
+            space_preview,
+            tune_label,
+        )
 
         opdef, flags, user_flags = guild_api.pending_op(op)
         try:
-            check_tune(opdef, flags, user_flags, opdef.opref, guild_api.guild_home())
+            checked = check_tune(
+                opdef, flags, user_flags, opdef.opref, guild_api.guild_home()
+            )
         except GpkgRayError as e:
             cli.error(str(e))
+        # Guild's default label and its prompt list all the tune op's flags,
+        # and not the space (the op's `config:`).
+        label = tune_label(flags, user_flags, checked.spec.plan)
+        guild_api.set_pending_label(op, label)
+        if guild_api.run_will_prompt():
+            changed = changed_flags(flags, user_flags)
+            print(space_preview(checked.spec.plan, changed), end="", flush=True)

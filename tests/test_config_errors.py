@@ -8,8 +8,10 @@ prints that same line and creates no run.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
-from conftest import error_lines
+from conftest import GUILD, error_lines
 from projects import TUNE_CONFIG, tune_check_error, write_project
 
 BAD_CONFIGS = {
@@ -202,4 +204,50 @@ def test_guild_run_stops_with_that_one_line_and_no_runs(project, case):
     assert result.returncode != 0
     assert error_lines(result) == [f"guild: {expected}"]
     assert "Traceback" not in result.stdout + result.stderr
+    assert project.run_ids() == []
+
+
+# The label and prompt Guild shows for a tune the plugin let through: the flags
+# changed and the space, not the tune op's 17 flags (issue 17 item 12).
+SPACE_LABEL = "space: lr=loguniform[0.001:0.1] batch-size=[16,32,64]"
+
+
+@pytest.mark.e2e
+def test_guild_labels_a_tune_with_the_flags_changed_and_the_space(project):
+    write_project(project)
+
+    for args in (["max-trials=4", "seed=7"], ["--tag", "mine"], ["--label", "own"]):
+        staged = project.guild("run", "tune", "--stage", "-y", *args)
+        assert staged.returncode == 0, staged.stderr
+    listed = project.guild("runs", "-s")
+
+    labels = [line.split("  ")[-1] for line in listed.stdout.splitlines()]
+    assert labels == [
+        "own",
+        f"mine {SPACE_LABEL}",
+        f"max-trials=4 seed=7 {SPACE_LABEL}",
+    ]
+
+
+@pytest.mark.e2e
+def test_guild_shows_the_space_above_its_prompt(project):
+    write_project(project)
+
+    asked = subprocess.run(
+        [GUILD, "run", "tune", "max-trials=4"],
+        cwd=project.path,
+        env=project.env,
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    preview = asked.stdout.split("You are about to run tune")[0]
+    assert preview.endswith(
+        "Flags changed: max-trials=4\n"
+        "Search space of each trial:\n"
+        "  lr: loguniform[0.001:0.1]\n"
+        "  batch-size: [16, 32, 64]\n"
+    ), asked.stdout
     assert project.run_ids() == []

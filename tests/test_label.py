@@ -1,0 +1,52 @@
+"""The tune run's label and the lines above Guild's prompt: the flags the user
+changed and the space, not the tune op's 17 flags (issue 17 item 12)."""
+
+from __future__ import annotations
+
+from gpkg_ray.tuning_spec import Choice, Fixed, Objective, Param, Range, TrialPlan
+from gpkg_ray.tuning_spec.label import changed_flags, space_preview, tune_label
+from gpkg_ray.tuning_spec.settings import guild_flagdefs
+
+OBJECTIVE = Objective("acc_val", "max", "evaluate")
+PLAN = TrialPlan(
+    steps=(),
+    params=(
+        Param("lr", Range(1e-4, 0.1, log=True), (("train", "lr"),)),
+        Param("batch-size", Choice((32, 64, 128)), (("train", "batch-size"),)),
+        Param("train:epochs", Fixed(5), (("train", "epochs"),)),
+    ),
+    objective=OBJECTIVE,
+    scheduler_metric=OBJECTIVE,
+)
+DEFAULTS = {name: f.get("default") for name, f in guild_flagdefs().items()}
+
+
+def test_the_label_is_the_changed_flags_then_the_searched_space():
+    # max-trials set on the command line, search as the project's default,
+    # cluster given but left as it was, a project flag of its own not given.
+    flags = {**DEFAULTS, "max-trials": 4, "search": "tpe", "extra": 1}
+
+    label = tune_label(flags, ["max-trials", "cluster"], PLAN)
+
+    assert label == (
+        "cluster=local max-trials=4 search=tpe "
+        "space: lr=loguniform[0.0001:0.1] batch-size=[32,64,128]"
+    )
+
+
+def test_the_label_of_a_tune_with_every_default_is_its_space():
+    assert tune_label(dict(DEFAULTS), [], PLAN) == (
+        "space: lr=loguniform[0.0001:0.1] batch-size=[32,64,128]"
+    )
+
+
+def test_the_prompt_shows_the_changed_flags_and_the_whole_space():
+    changed = changed_flags({**DEFAULTS, "seed": 7}, ["seed"])
+
+    assert space_preview(PLAN, changed) == (
+        "Flags changed: seed=7\n"
+        "Search space of each trial:\n"
+        "  lr: loguniform[0.0001:0.1]\n"
+        "  batch-size: [32, 64, 128]\n"
+        "  train:epochs: 5 (every trial)\n"
+    )
