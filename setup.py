@@ -90,6 +90,8 @@ setup(
     install_requires=PKG["requires"],
     cmdclass={"build_py": BuildWithGuildfile},
     entry_points={
+        # Model '' of the package's guild.yml (its `- model: ''`): without that
+        # model Guild printed "undefined model ''" at every listing.
         "guild.models": ["__anonymous__ = guild.model:PackageModel"],
         "guild.plugins": ["gpkg-ray = gpkg_ray.plugin:TunePlugin"],
         "guild.remotetypes": [

@@ -257,6 +257,17 @@ def op_config(opdef) -> Any:
     return opdef._data.get("config")
 
 
+def is_package_op(opdef, pkg_name: str) -> bool:
+    """Whether `opdef` is an op of installed Guild package `pkg_name` itself
+    (`guild run PKG/OP`), not of a project's guildfile."""
+    modelref = opdef._modelref  # set by Guild when it resolves an opspec
+    return (
+        modelref is not None
+        and modelref.dist_type == "package"
+        and modelref.dist_name == pkg_name
+    )
+
+
 def operation_dependencies(opdef) -> list[tuple[str, str]]:
     """(op pattern, dependency flag) of each `operation:` source the op
     requires, e.g. ('train', 'operation:train'). A dependency Guild cannot

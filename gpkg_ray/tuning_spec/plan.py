@@ -114,6 +114,15 @@ def read_spec(tune_opdef, settings: Settings) -> tuple[TuneSpec, tuple]:
 def _op_config(opdef) -> dict[str, Any]:
     config = guild_api.op_config(opdef)
     if config is None:
+        if guild_api.is_package_op(opdef, "gpkg.ray"):
+            # `guild run gpkg.ray/tune`: the package's base op, which only a
+            # project's op that extends it gives steps to run.
+            raise SpecError(
+                f"gpkg.ray/{opdef.name} is a base op with no trials to run: in your "
+                "project's guild.yml, a model with 'extends: gpkg.ray/tune' "
+                "gives its tune op a config (steps, optimize, space); then "
+                "'guild run tune' (see the gpkg.ray README)"
+            )
         raise SpecError(
             f"op '{opdef.name}' has no 'config': add config with steps, optimize "
             "and space (see the gpkg.ray README)"
