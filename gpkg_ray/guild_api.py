@@ -257,15 +257,15 @@ def op_config(opdef) -> Any:
     return opdef._data.get("config")
 
 
-def is_package_op(opdef, pkg_name: str) -> bool:
-    """Whether `opdef` is an op of installed Guild package `pkg_name` itself
-    (`guild run PKG/OP`), not of a project's guildfile."""
+def package_of_op(opdef) -> str | None:
+    """The name Guild gives the installed package whose op `opdef` is (`guild
+    run PKG/OP`), or None for an op of a project's guildfile. Guild names a
+    package by its distribution, whose name pip may have normalized:
+    `gpkg.ray` installed with build isolation is listed as `gpkg-ray`."""
     modelref = opdef._modelref  # set by Guild when it resolves an opspec
-    return (
-        modelref is not None
-        and modelref.dist_type == "package"
-        and modelref.dist_name == pkg_name
-    )
+    if modelref is None or modelref.dist_type != "package":
+        return None
+    return modelref.dist_name
 
 
 def operation_dependencies(opdef) -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ run twice, every run with a final status and nothing of the killed attempt left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -110,7 +111,9 @@ class KilledTune:
             if KILL_POINTS[point](trials):
                 self.trials_at_kill = trials
                 for victim in _victims(driver, what):
-                    victim.send_signal(signal.SIGKILL)
+                    # One may have ended since it was listed: so much the better.
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        victim.send_signal(signal.SIGKILL)
 
         # Guild's parent records the exit of the killed driver, then ends.
         self.watched = self.project.watch_tune(*self.flags, during=kill_at_point)

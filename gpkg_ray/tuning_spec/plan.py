@@ -19,6 +19,7 @@ objects, so it can travel to Ray workers that do not share this filesystem.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,11 +115,12 @@ def read_spec(tune_opdef, settings: Settings) -> tuple[TuneSpec, tuple]:
 def _op_config(opdef) -> dict[str, Any]:
     config = guild_api.op_config(opdef)
     if config is None:
-        if guild_api.is_package_op(opdef, "gpkg.ray"):
+        package = guild_api.package_of_op(opdef)
+        if package is not None and re.sub(r"[._]", "-", package) == "gpkg-ray":
             # `guild run gpkg.ray/tune`: the package's base op, which only a
             # project's op that extends it gives steps to run.
             raise SpecError(
-                f"gpkg.ray/{opdef.name} is a base op with no trials to run: in your "
+                f"{package}/{opdef.name} is a base op with no trials to run: in your "
                 "project's guild.yml, a model with 'extends: gpkg.ray/tune' "
                 "gives its tune op a config (steps, optimize, space); then "
                 "'guild run tune' (see the gpkg.ray README)"
