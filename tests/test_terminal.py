@@ -7,11 +7,11 @@ the package bounds tabview below 1.5 (guild.yml `requires`, issue 17).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,12 +43,16 @@ class Terminal:
     def __init__(self, project: Project):
         self.socket = f"gpkg-ray-test-{uuid.uuid4().hex[:12]}"
         self.project = project
-        self.socket_path: str | None = None
+        # tmux makes its socket dir (tmux-UID) in TMUX_TMPDIR, else in /tmp,
+        # and leaves it there: a temp dir of the test's own instead (short:
+        # a socket path is at most 107 bytes).
+        self.tmux_tmpdir = tempfile.mkdtemp(prefix="gpkg-tmux-")
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
         assert TMUX
         return subprocess.run(
             [TMUX, "-L", self.socket, "-f", os.devnull, *args],
+            env={**os.environ, "TMUX_TMPDIR": self.tmux_tmpdir},
             capture_output=True,
             text=True,
             timeout=10,
@@ -92,8 +96,6 @@ class Terminal:
             f"{line}; sleep 60",
         )
         assert result.returncode == 0, result.stderr
-        self.socket_path = self.tmux("display-message", "-p", "#{socket_path}").stdout
-        self.socket_path = self.socket_path.strip() or None
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p").stdout
@@ -109,10 +111,8 @@ class Terminal:
 
     def kill(self) -> None:
         self.tmux("kill-server")
-        # The server leaves its socket file behind.
-        if self.socket_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.socket_path)
+        # The server leaves its socket file (and its dir) behind.
+        shutil.rmtree(self.tmux_tmpdir, ignore_errors=True)
 
 
 @pytest.fixture
