@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from gpkg_ray.processes import process_tree, resume_processes
+
 # For annotations only (`guild_api.Run` elsewhere): nothing imports Guild here.
 if TYPE_CHECKING:
     from guild.opref import OpRef
@@ -198,6 +200,13 @@ def stop_op(pid: int) -> None:
     for them to exit. Its `guild run` then records the run as `terminated`."""
     from guild import util as guild_util
 
+    # A paused op (StepRun.pause) acts on SIGTERM once continued: signalled
+    # first, it ends as it wakes, before it logs another step.
+    tree = process_tree(pid)  # the op first
+    with contextlib.suppress(psutil.NoSuchProcess):
+        if tree:
+            tree[0].terminate()
+    resume_processes(tree)
     with contextlib.suppress(psutil.NoSuchProcess):
         guild_util.kill_process_tree(
             pid, timeout=STOP_GRACE_SECONDS, child_term_timeout=CHILD_TERM_SECONDS

@@ -58,6 +58,7 @@ class GuildTrial(tune.Trainable):
         workspace: Workspace,
         tags: tuple[str, ...],
         limits: Limits,
+        scheduled: bool = False,
         cluster_runs: ClusterRuns | None = None,
     ) -> None:
         self._sender = None
@@ -71,7 +72,7 @@ class GuildTrial(tune.Trainable):
             self._sender = RunSender(
                 cluster_runs.collector, home, cluster_runs.max_copy_bytes
             )
-        self._trial_args = (plan, workspace, tags, limits)
+        self._trial_args = (plan, workspace, tags, limits, scheduled)
         self._launcher: StepLauncher | None = None
         self._start_trial(config)
 
@@ -83,10 +84,12 @@ class GuildTrial(tune.Trainable):
         return True
 
     def _start_trial(self, config: dict[str, Any]) -> None:
-        plan, workspace, tags, limits = self._trial_args
+        plan, workspace, tags, limits, scheduled = self._trial_args
         if self._launcher is None or self._launcher.gone:
             self._launcher = step_launcher(workspace.project_dir, workspace.step_env())
-        self.trial = Trial(plan, config, workspace, self._launcher, tags, limits)
+        self.trial = Trial(
+            plan, config, workspace, self._launcher, tags, limits, scheduled
+        )
 
     def step(self) -> dict[str, Any]:
         try:
@@ -213,6 +216,7 @@ def run_search(
             workspace=workspace,
             tags=(prepared.tag,),
             limits=Limits.from_settings(settings),
+            scheduled=settings.scheduler != "fifo",
             cluster_runs=cluster_runs,
         ),
         {"cpu": settings.cpus, "gpu": settings.gpus},
