@@ -9,7 +9,10 @@ the config.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import glob
+import os
+import re
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from gpkg_ray.errors import ClusterError
@@ -45,9 +48,12 @@ def cluster_defaults(
     }
 
 
-def check_cluster(cluster: ClusterConfig | None) -> None:
-    """Raises ClusterError when `cluster` cannot run trials now."""
+def check_cluster(cluster: ClusterConfig | None, cpus: float, gpus: float) -> None:
+    """Raises ClusterError when `cluster` cannot run trials now, or could never
+    run one that needs `cpus` and `gpus` (a trial runs on one node). For the
+    embedded Ray, this machine's CPUs and GPUs are the most it could have."""
     if cluster is None:
+        check_trial_fits(cpus, gpus, [local_resources()], "this machine")
         return
     from gpkg_ray.remote.status import ClusterDown, cluster_nodes
 
@@ -55,7 +61,38 @@ def check_cluster(cluster: ClusterConfig | None) -> None:
         nodes = cluster_nodes(cluster)
     except ClusterDown as e:
         raise ClusterError(f"cluster '{cluster.name}' is down: {e}") from e
-    if not any(n.alive and n.amount("CPU")[0] > 0 for n in nodes):
+    alive = [(n.amount("CPU")[0], n.amount("GPU")[0]) for n in nodes if n.alive]
+    if not any(node_cpus > 0 for node_cpus, _ in alive):
         raise ClusterError(
             f"cluster '{cluster.name}' has no node with CPUs to run trials on"
         )
+    check_trial_fits(cpus, gpus, alive, f"cluster '{cluster.name}'")
+
+
+def check_trial_fits(
+    cpus: float, gpus: float, nodes: Sequence[tuple[float, float]], where: str
+) -> None:
+    """Raises ClusterError unless one of `nodes` ((CPUs, GPUs) in all) can hold
+    a trial: Ray would otherwise wait for such a node forever, and say so only
+    in its log."""
+    if any(cpus <= node_cpus and gpus <= node_gpus for node_cpus, node_gpus in nodes):
+        return
+    most_cpus = max((c for c, _ in nodes), default=0)
+    most_gpus = max((g for _, g in nodes), default=0)
+    raise ClusterError(
+        f"a trial needs cpus={cpus:g} gpus={gpus:g} on one node, more than "
+        f"{where} has (at most {most_cpus:g} CPUs, {most_gpus:g} GPUs on a node): "
+        "set the cpus and gpus flags lower, or use a cluster with bigger nodes"
+    )
+
+
+def local_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) of this machine, at most what an embedded Ray finds: CPUs
+    as Python counts them, NVIDIA GPUs by their device files, as many as
+    CUDA_VISIBLE_DEVICES names where it is set. Ray is not imported here: the
+    embedded Ray must start first (see engine.local_ray)."""
+    gpus = len([p for p in glob.glob("/dev/nvidia*") if re.search(r"nvidia\d+$", p)])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        gpus = min(gpus, len([d for d in visible.split(",") if d.strip()]))
+    return float(os.cpu_count() or 1), float(gpus)

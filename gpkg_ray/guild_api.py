@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from gpkg_ray.processes import process_tree, resume_processes, stop_processes
+
 # For annotations only (`guild_api.Run` elsewhere): nothing imports Guild here.
 if TYPE_CHECKING:
     from guild.opref import OpRef
@@ -198,10 +200,27 @@ def stop_op(pid: int) -> None:
     for them to exit. Its `guild run` then records the run as `terminated`."""
     from guild import util as guild_util
 
+    tree = process_tree(pid)  # the op first
+    if any(_paused(proc) for proc in tree):
+        # A paused op (StepRun.pause) acts on SIGTERM once continued: told
+        # first, it ends as it wakes, before it logs another step.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree[0].terminate()
+        resume_processes(tree)
     with contextlib.suppress(psutil.NoSuchProcess):
         guild_util.kill_process_tree(
             pid, timeout=STOP_GRACE_SECONDS, child_term_timeout=CHILD_TERM_SECONDS
         )
+    # Children of an op that ended before Guild looked for them.
+    left = [proc for proc in tree[1:] if proc.is_running()]
+    stop_processes(left, grace=CHILD_TERM_SECONDS, wait_first=True)
+
+
+def _paused(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_STOPPED
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_for_exit_status(run: Run, timeout: float = STOP_GRACE_SECONDS) -> bool:

@@ -42,6 +42,9 @@ class TuneListener:
 
     def trial_ended(self, outcome: TrialOutcome) -> None: ...
 
+    def search_waiting(self, why: str) -> None:
+        """No trial runs, and the next one cannot start yet: `why`."""
+
 
 class Listeners(TuneListener):
     """Forwards every event to several listeners, in order."""
@@ -68,3 +71,7 @@ class Listeners(TuneListener):
     def trial_ended(self, outcome: TrialOutcome) -> None:
         for listener in self.listeners:
             listener.trial_ended(outcome)
+
+    def search_waiting(self, why: str) -> None:
+        for listener in self.listeners:
+            listener.search_waiting(why)

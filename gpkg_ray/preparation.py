@@ -68,7 +68,7 @@ def check_tune(
     cluster = resolve_cluster(settings.cluster)
     settings = _with_cluster_defaults(settings, flags, cluster, user_flags)
     spec, step_opdefs = read_spec(tune_opdef, settings)
-    check_cluster(cluster)
+    check_cluster(cluster, settings.cpus, settings.gpus)
     warm_runs = earlier_tune_runs(
         settings.warm_start, opref, guild_home, exclude=tune_run_id
     )

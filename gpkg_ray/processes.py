@@ -25,6 +25,13 @@ def descendants(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def resume_processes(procs: list[psutil.Process]) -> None:
+    """SIGCONT to each of `procs` (paused ones go on; others ignore it)."""
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.resume()
+
+
 def stop_processes(
     procs: list[psutil.Process], grace: float = GRACE_SECONDS, wait_first: bool = False
 ) -> None:
@@ -38,4 +45,5 @@ def stop_processes(
         for proc in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
                 getattr(proc, signal)()
+                proc.resume()  # a paused process acts on SIGTERM once continued
         _, alive = psutil.wait_procs(alive, timeout=grace)

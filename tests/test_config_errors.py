@@ -14,6 +14,8 @@ import pytest
 from conftest import GUILD, error_lines
 from projects import TUNE_CONFIG, tune_check_error, write_project
 
+from gpkg_ray.cluster import local_resources
+
 BAD_CONFIGS = {
     "unknown op in steps": (
         TUNE_CONFIG.replace("[train, evaluate]", "[train, score]"),
@@ -83,6 +85,8 @@ def test_bad_config_is_one_line(project, case):
     _assert_one_line_with(message, tune_check_error(project))
 
 
+MACHINE_CPUS, MACHINE_GPUS = local_resources()
+
 BAD_FLAGS = {
     "unknown search": (["search=annealing"], "unknown search 'annealing': use one of"),
     "max-trials 0": (["max-trials=0"], "invalid value 0 for max-trials: out of range"),
@@ -122,6 +126,17 @@ BAD_FLAGS = {
         ["search=tpe", "warm-start=abc123"],
         "warm-start: no run 'abc123' in this Guild home: use warm-start=operation, "
         "or ids of earlier runs of 'tune' (guild runs -Fo tune)",
+    ),
+    # Ray would wait for such a node forever (issue 17, item 2).
+    "cpus beyond this machine": (
+        [f"cpus={MACHINE_CPUS + 1:g}"],
+        f"a trial needs cpus={MACHINE_CPUS + 1:g} gpus=0 on one node, more than this "
+        f"machine has (at most {MACHINE_CPUS:g} CPUs, {MACHINE_GPUS:g} GPUs on a "
+        "node): set the cpus and gpus flags lower",
+    ),
+    "gpus beyond this machine": (
+        [f"gpus={MACHINE_GPUS + 1:g}"],
+        f"a trial needs cpus=1 gpus={MACHINE_GPUS + 1:g} on one node, more than",
     ),
 }
 
@@ -185,6 +200,7 @@ E2E_CASES = {
     "bad config": (BAD_CONFIGS["unknown op in steps"][0], (), False),
     "guild's flag check": (TUNE_CONFIG, ("max-trials=0",), False),
     "plugin's flag check": (TUNE_CONFIG, ("scheduler=pbt",), False),
+    "a trial bigger than the machine": (TUNE_CONFIG, ("cpus=999",), False),
     "cluster from guild-config.yml": (TUNE_CONFIG, ("cluster=geronimo",), True),
 }
 

@@ -163,6 +163,27 @@ def test_stop_op_ends_the_op_then_its_children():
     guild_api.stop_op(op.pid)  # gone already: nothing to do
 
 
+def test_stop_op_ends_a_paused_op_before_it_goes_on(tmp_path):
+    """A step paused while a scheduler decides (StepRun.pause) is stopped
+    without running on: past its sleep, it would write the file at once."""
+    went_on = tmp_path / "went-on"
+    op = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import time; time.sleep(0.5); open({str(went_on)!r}, 'w').close()",
+        ]
+    )
+    time.sleep(0.2)
+    psutil.Process(op.pid).suspend()
+    time.sleep(0.5)
+
+    guild_api.stop_op(op.pid)
+
+    op.wait(timeout=5)
+    assert not went_on.exists()
+
+
 def test_wait_for_exit_status(tmp_path):
     run = _new_run(tmp_path)
     started = time.monotonic()

@@ -83,6 +83,7 @@ def _search(
     from gpkg_ray.engine.searchers import build_search
 
     spec = prepared.spec
+    _check_trial_fits(prepared)
     search = build_search(spec, prepared.search_seed, prepared.search_inputs())
     listener.search_started(
         SearchStarted(
@@ -99,3 +100,22 @@ def _search(
         env={"NO_PIP_FREEZE": "1"},
     )
     return run_search(prepared, search, workspace, listener, stop, cluster_runs)
+
+
+def _check_trial_fits(prepared: PreparedTune) -> None:
+    """A trial fits on a node of the Ray that is up now, as Ray counts its
+    resources (checked before the run too, from what the machine or the
+    cluster said then)."""
+    import ray
+
+    from gpkg_ray.cluster import check_trial_fits
+
+    nodes = [
+        (node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
+    cluster = prepared.checked.cluster
+    where = "the embedded Ray" if cluster is None else f"cluster '{cluster.name}'"
+    settings = prepared.spec.settings
+    check_trial_fits(settings.cpus, settings.gpus, nodes, where)

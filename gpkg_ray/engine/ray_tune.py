@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ class GuildTrial(tune.Trainable):
         workspace: Workspace,
         tags: tuple[str, ...],
         limits: Limits,
+        scheduled: bool = False,
         cluster_runs: ClusterRuns | None = None,
     ) -> None:
         self._sender = None
@@ -71,7 +73,7 @@ class GuildTrial(tune.Trainable):
             self._sender = RunSender(
                 cluster_runs.collector, home, cluster_runs.max_copy_bytes
             )
-        self._trial_args = (plan, workspace, tags, limits)
+        self._trial_args = (plan, workspace, tags, limits, scheduled)
         self._launcher: StepLauncher | None = None
         self._start_trial(config)
 
@@ -83,10 +85,12 @@ class GuildTrial(tune.Trainable):
         return True
 
     def _start_trial(self, config: dict[str, Any]) -> None:
-        plan, workspace, tags, limits = self._trial_args
+        plan, workspace, tags, limits, scheduled = self._trial_args
         if self._launcher is None or self._launcher.gone:
             self._launcher = step_launcher(workspace.project_dir, workspace.step_env())
-        self.trial = Trial(plan, config, workspace, self._launcher, tags, limits)
+        self.trial = Trial(
+            plan, config, workspace, self._launcher, tags, limits, scheduled
+        )
 
     def step(self) -> dict[str, Any]:
         try:
@@ -180,6 +184,61 @@ class StopStepsOfStoppedTrials(tune.Callback):
         self._actors.pop(trial.trial_id, None)
 
 
+WAIT_NOTICE_SECONDS = 10.0
+"""How long no trial may run, with trials waiting to start, before the tune
+says what they wait for; said again every WAIT_REPEAT_SECONDS while it lasts."""
+WAIT_REPEAT_SECONDS = 120.0
+
+
+class ResourceWaits(tune.Callback):
+    """Says what the trials wait for when none runs and the next one cannot
+    start: the cluster is busy (its nodes could hold a trial, see
+    cluster.check_trial_fits, but none has room now). Ray says so only in its
+    log."""
+
+    def __init__(
+        self,
+        listener: TuneListener,
+        cpus: float,
+        gpus: float,
+        clock: Callable[[], float] = time.monotonic,
+        free: Callable[[], dict[str, float]] | None = None,
+    ):
+        """`free`: the cluster's free resources now (Ray's, by default)."""
+        self.listener = listener
+        self.needs = f"{cpus:g} CPUs, {gpus:g} GPUs"
+        self.clock = clock
+        self.free = free or _free_resources
+        self._since: float | None = None
+        self._next_notice = 0.0
+
+    def on_step_begin(self, iteration, trials, **info):
+        waiting = [t for t in trials if t.status == "PENDING"]
+        if not waiting or any(t.status == "RUNNING" for t in trials):
+            self._since = None
+            return
+        now = self.clock()
+        if self._since is None:
+            self._since, self._next_notice = now, now + WAIT_NOTICE_SECONDS
+        if now >= self._next_notice:
+            self._next_notice = now + WAIT_REPEAT_SECONDS
+            self.listener.search_waiting(self._why(len(waiting), now - self._since))
+
+    def _why(self, waiting: int, seconds: float) -> str:
+        free = self.free()
+        return (
+            f"{seconds:.0f} s: no trial runs; {waiting} wait for a node with "
+            f"{self.needs} free (free now: {free.get('CPU', 0):g} CPUs, "
+            f"{free.get('GPU', 0):g} GPUs in all)"
+        )
+
+
+def _free_resources() -> dict[str, float]:
+    import ray
+
+    return ray.available_resources()
+
+
 def run_search(
     prepared: PreparedTune,
     search: Search,
@@ -213,6 +272,7 @@ def run_search(
             workspace=workspace,
             tags=(prepared.tag,),
             limits=Limits.from_settings(settings),
+            scheduled=settings.scheduler != "fifo",
             cluster_runs=cluster_runs,
         ),
         {"cpu": settings.cpus, "gpu": settings.gpus},
@@ -238,6 +298,7 @@ def run_search(
             callbacks=[
                 events,
                 StopStepsOfStoppedTrials(),
+                ResourceWaits(listener, settings.cpus, settings.gpus),
                 *([CloseLostRuns(cluster_runs.collector)] if cluster_runs else []),
             ],
             # Ray runs a failed trial again from its start: its next attempt.

@@ -126,6 +126,13 @@ class ProgressPrinter(TuneListener):
         if new_best:
             self._print(self.best_line(), fit=True, stamp=False)
 
+    def search_waiting(self, why: str) -> None:
+        width = WIDTH - len(self._stamp())
+        first, *rest = textwrap.wrap(f"waiting {why}", width=width)
+        self._print(first)
+        for line in rest:
+            self._print(line, stamp=False)
+
     # Lines
 
     def _end_line(self, outcome: TrialOutcome, new_best: bool) -> str:

@@ -2,8 +2,10 @@
 
 `Trial` knows nothing of Ray: the engine pulls its results (TrialResult, see
 trial/result.py) with `next_result` and reports them, and calls `stop` to end
-the trial early. Results of the last step are held for one poll (see
-_hold_last_step_results).
+the trial early. A poll that finds new values makes one result, as of the last
+of them. Results of the last step are held a moment (see
+_hold_last_step_results). With a scheduler, the step that logs its metric
+pauses while its values are decided on (see _pause_for_decision).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from gpkg_ray.tuning_spec import TrialPlan
 from gpkg_ray.tuning_spec.steps import Step
 
 POLL_SECONDS = 0.25
-HOLD_SECONDS = 0.1
+HOLD_SECONDS = 0.5
 """How long the last step's op must be seen running after it logged a value
-before that value is reported (see Trial._hold_last_step_results)."""
+before that value is reported (see Trial._hold_last_step_results): longer than
+a Python op takes to exit after its last line on a busy machine."""
 
 
 class Trial:
@@ -39,13 +42,16 @@ class Trial:
         launcher: StepLauncher,
         tags: tuple[str, ...] = (),
         limits: Limits = Limits(),  # noqa: B008 (frozen dataclass)
+        scheduled: bool = False,
     ):
+        """`scheduled`: a scheduler may stop the trial on its results."""
         self.plan = plan
         self.sampled = sampled
         self.workspace = workspace
         self.launcher = launcher
         self.tags = tuple(tags)
         self.limits = limits
+        self.scheduled = scheduled
         self.runs: dict[str, str] = {}
         self.latest = TrialResult(runs=self.runs)
         """What the trial knows now: its runs, step, scalars and objective."""
@@ -108,24 +114,50 @@ class Trial:
                 self._finish()
             return
         assert self._step is not None and self._watcher is not None
-        # Held values wait a short poll, not a whole one: schedulers act sooner.
+        # Every result so far was taken, and Ray let the trial go on.
+        self._run.resume()
+        # Held values wait to see whether the op goes on after them.
         exit_status = self._run.wait(HOLD_SECONDS if self._held else POLL_SECONDS)
         new = self._record(
             self._step, self._watcher.poll(final=exit_status is not None)
         )
-        if self._todo:
-            self._results.extend(new)
-        else:
-            self._hold_last_step_results(new, exit_status is None)
+        self._queue(new, running=exit_status is None)
         if exit_status is not None:
             self._end_step(exit_status)
             return
         reason = self.limits.exceeded(self._started, self._run.op_pid())
         if reason is not None:
             self._stop_at_limit(reason)
+        else:
+            self._pause_for_decision()
+
+    def _pause_for_decision(self) -> None:
+        """Pauses the running step while a scheduler decides on the value it
+        just reported: a run that logs epochs faster than a stop reaches it
+        would otherwise go on for several, and save a model, after the step it
+        was stopped at. The step goes on (resume) once Ray asks for the next
+        result; a stop continues and ends it (StepRun.stop)."""
+        step, run, watcher = self._step, self._run, self._watcher
+        assert step is not None and run is not None and watcher is not None
+        watched = self.plan.scheduler_metric.step
+        if self.scheduled and step.name == watched and self._reports_progress():
+            run.pause()
+            # What it logged between the poll and the pause; held values go
+            # too: paused, the step cannot end on them meanwhile.
+            self._results.extend([*self._held, *self._record(step, watcher.poll())])
+            self._held = []
+
+    def _reports_progress(self) -> bool:
+        return any(result.scheduler_time is not None for result in self._results)
+
+    def _queue(self, new: list[TrialResult], running: bool) -> None:
+        if self._todo:
+            self._results.extend(new)
+        else:
+            self._hold_last_step_results(new, running)
 
     def _hold_last_step_results(self, new: list[TrialResult], running: bool) -> None:
-        """Results of the last step wait one poll before they are reported.
+        """Results of the last step wait HOLD_SECONDS before they are reported.
 
         A scheduler may stop a trial on any result. On a value the last step
         logs as it ends (`evaluate`'s accuracy), that stop would cut nothing, yet
@@ -199,22 +231,23 @@ class Trial:
         self._run = None
 
     def _record(self, step: Step, new: list[tuple[str, Scalar]]) -> list[TrialResult]:
-        """A result per scalar step, in order, so that each step a run logs
-        reaches Ray even when several arrive in one poll."""
-        results = []
+        """One result for the values of one poll, as of the last of them: a
+        stop decided on it stops the run at the step it really reached (the run
+        is paused meanwhile, see _pause_for_decision). Schedulers count every
+        value (`scheduler_time`), so a rung passed in between is not missed."""
+        if not new:
+            return []
         objective, watched = self.plan.objective, self.plan.scheduler_metric
-        for scalars in _by_scalar_step(new):
-            progressed = False
-            for tag, scalar in scalars:
-                self.latest.scalars[scalar_key(step.name, tag)] = scalar.value
-                if step.name == objective.step and tag == objective.scalar:
-                    self.latest.objective = scalar.value
-                if step.name == watched.step and tag == watched.scalar:
-                    self._progress.update(scalar)
-                    progressed = True
-            result = self.snapshot()
-            results.append(self._progress.applied(result) if progressed else result)
-        return results
+        progressed = False
+        for tag, scalar in sorted(new, key=lambda item: item[1].step):  # stable
+            self.latest.scalars[scalar_key(step.name, tag)] = scalar.value
+            if step.name == objective.step and tag == objective.scalar:
+                self.latest.objective = scalar.value
+            if step.name == watched.step and tag == watched.scalar:
+                self._progress.update(scalar)
+                progressed = True
+        result = self.snapshot()
+        return [self._progress.applied(result) if progressed else result]
 
     def _check_objective(self) -> None:
         objective = self.plan.objective
@@ -245,22 +278,3 @@ class _Progress:
         if self.value is not None:
             result.scheduler_metric, result.scheduler_time = self.value, self.time
         return result
-
-
-def _by_scalar_step(new: list[tuple[str, Scalar]]) -> list[list[tuple[str, Scalar]]]:
-    """The values in groups of one scalar step each, in step order.
-
-    A tag seen again at the same step starts a new group too: a run that logs no
-    `step` has all its values at step 0, one group per value of each tag.
-    """
-    groups: list[list[tuple[str, Scalar]]] = []
-    tags: set[str] = set()
-    step = None
-    for tag, scalar in sorted(new, key=lambda item: item[1].step):  # stable
-        if not groups or scalar.step != step or tag in tags:
-            groups.append([])
-            tags = set()
-        groups[-1].append((tag, scalar))
-        tags.add(tag)
-        step = scalar.step
-    return groups

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -9,8 +10,10 @@ import time
 import uuid
 from typing import Any
 
+import psutil
+
 from gpkg_ray import guild_api
-from gpkg_ray.processes import process_tree, stop_processes
+from gpkg_ray.processes import process_tree, resume_processes, stop_processes
 from gpkg_ray.trial.launcher import StepLauncher, StepProcess
 from gpkg_ray.trial.workspace import Workspace
 
@@ -46,6 +49,7 @@ class StepRun:
         self.run_id = run_id
         self.tags = tags
         self._proc: StepProcess | None = None
+        self._paused: list[psutil.Process] = []
         # Guild saves the step's output in its run; stderr is kept here too, since
         # `guild run` writes its own errors there. Named until the step has it
         # open (a fork launcher opens it by name), then unnamed: nothing is left
@@ -99,6 +103,22 @@ class StepRun:
     def _guild_run(self) -> guild_api.Run:
         return guild_api.open_run(self.workspace.guild_home, self.run_id)
 
+    def pause(self) -> None:
+        """Pauses the op's process tree (SIGSTOP), as a shell's Ctrl-Z does; the
+        `guild run` process that reads its output goes on."""
+        op_pid = self.op_pid()
+        if op_pid is None or self._paused:
+            return
+        for proc in process_tree(op_pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.suspend()
+                self._paused.append(proc)
+
+    def resume(self) -> None:
+        """Continues what pause() paused (SIGCONT)."""
+        paused, self._paused = self._paused, []
+        resume_processes(paused)
+
     def stop(self) -> None:
         """Stops the step as `guild stop` does, if it still runs: SIGTERM to its op
         process tree, so Guild records the run as `terminated`. Whatever is left
@@ -112,6 +132,7 @@ class StepRun:
             self.wait(guild_api.STOP_GRACE_SECONDS)
         stop_processes(process_tree(self._proc.pid))
         self._proc.wait()
+        self._paused = []  # stop_op continued them, to end
 
     def _wait_for_op_pid(self) -> int | None:
         assert self._proc is not None
