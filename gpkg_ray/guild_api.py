@@ -105,6 +105,17 @@ def run_status(run: Run) -> str:
     return run.status
 
 
+def run_command(run: Run) -> tuple[str | None, dict[str, str]]:
+    """What the run's `guild run` was given: its opspec, and its flag assigns
+    as written (`name=value` -> {name: value}), dependency flags such as
+    `operation:train=ID` included; (None, {}) for a run Guild has not made.
+    Guild keeps them in the `run_params` attr; `flags` holds the resolved
+    values, defaults included."""
+    params = run.get("run_params") or {}
+    assigns = [str(a).partition("=") for a in params.get("flags") or []]
+    return params.get("opspec"), {name: value for name, _, value in assigns}
+
+
 def timestamp() -> int:
     """Now, as Guild stamps `started` and `stopped` (microseconds)."""
     from guild import run as guild_run

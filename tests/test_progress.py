@@ -98,6 +98,27 @@ def test_failed_trial_keeps_its_whole_error_and_a_resumed_tune_counts_earlier_tr
     assert printer.best_line() == "best acc=0.9: trial 1, lr=0.1"
 
 
+def test_a_trial_run_again_says_once_which_step_runs_it_reused():
+    clock, out = Clock(), io.StringIO()
+    printer = ProgressPrinter(2, OBJECTIVE, ["lr"], out=out, clock=clock)
+    outcome, train = _outcome(2, clock.now, lr=0.2), "1a2b3c4d" + "0" * 24
+    outcome.runs = {"train": train}
+    outcome.restart("the tune was killed")
+    printer.trial_started(outcome)
+    outcome.runs, outcome.reused = {"train": train}, {"train": train}
+    printer.trial_updated(outcome)
+    outcome.runs["evaluate"] = "5" * 32
+    printer.trial_updated(outcome)
+    printer.trial_ended(_end(outcome, clock, objective=0.8))
+
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == [
+        "[0:00] trial 2/2 runs again (attempt 2): the tune was killed",
+        "[0:00] trial 2/2: train reused (run 1a2b3c4d)",
+        "[0:00] trial 2/2 completed: acc=0.8  (best so far)",
+    ]
+
+
 def test_format_duration():
     assert [format_duration(s) for s in (0, 7.4, 750, 3723)] == [
         "0:00",

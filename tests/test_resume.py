@@ -70,6 +70,9 @@ KILL_POINTS = {
     "during the last trial": lambda trials: (
         len(_ended(trials)) == MAX_TRIALS - 1 and _running_with_runs(trials)
     ),
+    "during evaluate": lambda trials: any(
+        "evaluate" in t["runs"] for t in _running_with_runs(trials)
+    ),
 }
 
 
@@ -286,3 +289,55 @@ def test_a_failed_trial_runs_again_up_to_max_failures(project):
         watched.output
     )
     assert len(project.runs_of("train")) == 4
+
+
+# `evaluate`, held until the test releases it: a kill is sure to come while it
+# runs, after its `train` completed.
+HELD_EVALUATE = """
+import json
+import os
+import time
+
+release = os.path.join(os.environ["PROJECT_DIR"], "release-evaluate")
+deadline = time.time() + 120  # a test that fails does not hang here
+while not os.path.exists(release) and time.time() < deadline:
+    time.sleep(0.05)
+with open("model.json") as f:
+    model = json.load(f)
+print(f"acc_val: {1 - model['lr']:.6f}")
+"""
+
+
+def test_a_restarted_trial_reuses_the_steps_it_completed(project):
+    write_project(project, tune_config("lr: loguniform[1e-3:1e-1]\ntrain:epochs: 3"))
+    project.write("evaluate.py", HELD_EVALUATE)
+    killed = KilledTune(project, "max-trials=1", "search=random", "seed=3")
+    killed.kill_when("during evaluate", "everything")
+    (before,) = killed.trials_at_kill.values()
+    train_id = before["runs"]["train"]
+    assert project.run(train_id).status == "completed"
+    project.write("release-evaluate", "")
+
+    watched = project.watch_restart(killed.run.id)
+
+    assert watched.returncode == 0, watched.output
+    assert f"trial 1/1: train reused (run {train_id[:8]})" in watched.output
+    (trial,) = project.trials(killed.run)
+    assert (trial["status"], trial["attempt"]) == ("completed", 2), trial
+    # The same train run, not a new one; evaluate ran again, on it.
+    assert trial["runs"]["train"] == train_id
+    assert [r.id for r in project.runs_of("train")] == [train_id]
+    evaluate = project.run(trial["runs"]["evaluate"])
+    assert evaluate.id != before["runs"]["evaluate"]
+    assert evaluate.status == "completed"
+    assert evaluate.get("flags")["operation:train"] == train_id
+    assert project.run(before["runs"]["evaluate"]).status == "terminated"
+    # The reused run's scalars count as the step's results, as if it ran now.
+    lr = trial["values"]["lr"]
+    assert trial["metrics"]["train/loss"] == pytest.approx(lr, abs=1e-6)
+    assert trial["objective"] == pytest.approx(1 - lr, abs=1e-6)
+    assert trial["reused"] == {"train": train_id}
+    record = project.run(trial["record"])
+    assert project.record_links(record)["train"] == train_id
+    assert "best" in project.run(train_id).get("tags")
+    assert still_running(killed.seen + watched.processes) == []

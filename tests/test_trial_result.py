@@ -17,8 +17,9 @@ STEPS = ("train", "evaluate")
 
 def test_a_result_comes_back_from_ray_as_it_was_reported():
     result = TrialResult(
-        runs={"train": "a" * 32},
-        step="train",
+        runs={"train": "a" * 32, "evaluate": "b" * 32},
+        reused={"train": "a" * 32},
+        step="evaluate",
         scalars={scalar_key("train", "loss"): 0.5, scalar_key("train", "acc"): 0.8},
         objective=0.8,
         scheduler_metric=0.8,

@@ -105,6 +105,7 @@ class TrialEvents(Callback):
     def _apply_result(self, outcome: TrialOutcome, reported: dict) -> TrialResult:
         result = TrialResult.from_ray(reported, self._steps)
         outcome.runs.update(result.runs)
+        outcome.reused.update(result.reused)
         if result.objective is not None:
             outcome.objective = result.objective
         if result.scheduler_time is not None:

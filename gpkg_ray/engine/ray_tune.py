@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.remote.run_sync import RunSender, node_guild_home
+from gpkg_ray.resume.reuse import offered_runs
 from gpkg_ray.trial.launcher import StepLauncher, step_launcher
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.outcome import TrialOutcome
@@ -108,6 +109,12 @@ class GuildTrial(tune.Trainable):
         if self.trial.ended:
             reported["done"] = True  # Ray's own key: the trial is over
         return reported
+
+    def offer_runs(self, trial_id: str, runs: dict[str, list[str]]) -> None:
+        """Runs of trial `trial_id`'s earlier attempts that it may reuse (see
+        OfferFinishedSteps), if it is still this actor's trial."""
+        if self.trial_id == trial_id:
+            self.trial.offered = runs
 
     def stop_trial(self, trial_id: str) -> None:
         """Stops trial `trial_id`'s running step, if it is still this actor's
@@ -239,6 +246,33 @@ def _free_resources() -> dict[str, float]:
     return ray.available_resources()
 
 
+class OfferFinishedSteps(tune.Callback):
+    """Offers each trial that runs again after a restart of the tune the runs
+    its earlier attempts made: a step whose run completed is not run again
+    (see resume.reuse).
+
+    After TrialEvents in the callbacks, which has matched the trial to its
+    earlier outcome by then. Ray calls on_trial_start before it asks the
+    trial's actor for its first result, and actor tasks from this process run
+    in order: the offer is there before the trial starts a step.
+    """
+
+    def __init__(self, events: TrialEvents, rerun: Iterable[int]):
+        self.events = events
+        self._rerun = set(rerun)
+        """Numbers of the interrupted trials not yet started."""
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        outcome = self.events.outcomes.get(trial.trial_id)
+        if outcome is None or outcome.number not in self._rerun:
+            return
+        # Once: a retry of the trial (max-failures) runs every step again.
+        self._rerun.discard(outcome.number)
+        runs = offered_runs(outcome)
+        if runs:
+            trial.temporary_state.ray_actor.offer_runs.remote(trial.trial_id, runs)
+
+
 def run_search(
     prepared: PreparedTune,
     search: Search,
@@ -265,6 +299,7 @@ def run_search(
         prepared.next_number,
         prepared.rerun,
     )
+    rerun = [outcome.number for outcome in prepared.rerun]
     trainable = tune.with_resources(
         tune.with_parameters(
             GuildTrial,
@@ -297,6 +332,8 @@ def run_search(
             verbose=0,
             callbacks=[
                 events,
+                # Not on a cluster: see resume.reuse.
+                *([] if cluster_runs else [OfferFinishedSteps(events, rerun)]),
                 StopStepsOfStoppedTrials(),
                 ResourceWaits(listener, settings.cpus, settings.gpus),
                 *([CloseLostRuns(cluster_runs.collector)] if cluster_runs else []),

@@ -8,6 +8,8 @@ printed as plain lines, with no control characters, each at most 80 columns
 (an error message is kept whole).
 
     [0:07] trial 2/8 started: lr=0.0123 batch-size=64 dropout=0.31
+    [0:07] trial 1/8 runs again (attempt 2): the tune was killed
+    [0:07] trial 1/8: train reused (run 1a2b3c4d)
     [0:12] trial 1/8 completed: acc_val=0.8123 (best so far)
     [0:12] 1 running, 1/8 done (1 completed, 0 stopped, 0 failed), ~0:36 left
            best acc_val=0.8123: trial 1, lr=0.0012 batch-size=64 dropout=0.22
@@ -97,6 +99,7 @@ class ProgressPrinter(TuneListener):
             self._take_if_best(outcome)
         self._durations: list[float] = []
         self._most_running = 1
+        self._told_reused: set[tuple[int, str, str]] = set()
 
     # TuneListener
 
@@ -115,7 +118,11 @@ class ProgressPrinter(TuneListener):
         else:
             self._print(f"{head} started: {self._values(outcome)}", fit=True)
 
+    def trial_updated(self, outcome: TrialOutcome) -> None:
+        self._tell_reused(outcome)
+
     def trial_ended(self, outcome: TrialOutcome) -> None:
+        self._tell_reused(outcome)
         self.running.pop(outcome.number, None)
         self.ended[outcome.number] = outcome
         if outcome.ended is not None:
@@ -134,6 +141,16 @@ class ProgressPrinter(TuneListener):
             self._print(line, stamp=False)
 
     # Lines
+
+    def _tell_reused(self, outcome: TrialOutcome) -> None:
+        """A line for each step run of an earlier attempt the trial took
+        instead of running the step again, once."""
+        for step, run_id in outcome.reused.items():
+            told = (outcome.number, step, run_id)
+            if told not in self._told_reused:
+                self._told_reused.add(told)
+                head = f"trial {outcome.number}/{self.total}"
+                self._print(f"{head}: {step} reused (run {run_id[:8]})", fit=True)
 
     def _end_line(self, outcome: TrialOutcome, new_best: bool) -> str:
         head = f"trial {outcome.number}/{self.total} {outcome.status}"

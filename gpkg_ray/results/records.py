@@ -155,7 +155,11 @@ def _output_text(outcome: TrialOutcome) -> str:
     lines = [f"trial {outcome.number}: {outcome.status}"]
     if outcome.attempt > 1:
         lines.append(f"attempt {outcome.attempt}: {outcome.restart_reason}")
-    lines += [f"{step} run: {run_id}" for step, run_id in outcome.runs.items()]
+    reused = " (reused: an earlier attempt completed it)"
+    lines += [
+        f"{step} run: {run_id}" + (reused if step in outcome.reused else "")
+        for step, run_id in outcome.runs.items()
+    ]
     lines += [
         f"{step} run of an earlier attempt: {run_id}"
         for step, run_id in outcome.earlier_runs

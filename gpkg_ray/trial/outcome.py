@@ -22,6 +22,9 @@ class TrialOutcome:
     objective: float | None = None
     runs: dict[str, str] = field(default_factory=dict)
     """Step name -> Guild run id."""
+    reused: dict[str, str] = field(default_factory=dict)
+    """Step name -> Guild run id of the steps whose run in `runs` is one an
+    earlier attempt completed, taken again instead of a new run."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Latest value of each step scalar, as `STEP/TAG`."""
     error: str | None = None
@@ -52,7 +55,7 @@ class TrialOutcome:
         self.attempt += 1
         self.restart_reason = reason
         self.status = "running"
-        self.runs, self.metrics = {}, {}
+        self.runs, self.reused, self.metrics = {}, {}, {}
         self.objective = self.error = self.stop_reason = self.progress = None
         self.penalized = self.interrupted = False
         self.started, self.ended = time.time(), None

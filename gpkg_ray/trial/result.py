@@ -12,6 +12,8 @@ A result holds:
   (`step: N`), in order;
 - `objective`: the objective's latest value, once its step has recorded it;
 - `runs`: step name -> Guild run id, from the moment each step starts;
+- `reused`: step name -> run id of the steps whose run is one an earlier
+  attempt of the trial completed, taken instead of a new run (resume.reuse);
 - `step`: the step running now;
 - `scheduler_metric` and `scheduler_time`, only in a result that carries a new
   value of the plan's scheduler metric: that value, and the trial's time as
@@ -33,6 +35,7 @@ SCHEDULER_METRIC = "scheduler_metric"
 SCHEDULER_TIME = "scheduler_time"
 """The schedulers' time attribute."""
 GUILD_RUNS = "guild_runs"
+REUSED_RUNS = "reused_runs"
 TRIAL_STEP = "trial_step"
 TRIAL_DONE = "trial_done"
 TRIAL_STOPPED = "trial_stopped"
@@ -54,6 +57,7 @@ def scheduler_time(logged_step: int, count: int) -> int:
 @dataclass
 class TrialResult:
     runs: dict[str, str] = field(default_factory=dict)
+    reused: dict[str, str] = field(default_factory=dict)
     step: str | None = None
     scalars: dict[str, float] = field(default_factory=dict)
     objective: float | None = None
@@ -66,6 +70,8 @@ class TrialResult:
         """The result as Ray takes it: flat, with fresh containers (Ray may
         hold a result after it is returned)."""
         result: dict[str, Any] = {GUILD_RUNS: dict(self.runs), **self.scalars}
+        if self.reused:
+            result[REUSED_RUNS] = dict(self.reused)
         optional = {
             TRIAL_STEP: self.step,
             OBJECTIVE: self.objective,
@@ -84,6 +90,7 @@ class TrialResult:
         step names, which tell scalars from Ray's bookkeeping."""
         return cls(
             runs=dict(result.get(GUILD_RUNS) or {}),
+            reused=dict(result.get(REUSED_RUNS) or {}),
             step=result.get(TRIAL_STEP),
             scalars={
                 key: value

@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any
 
 from gpkg_ray.errors import TrialFailed
+from gpkg_ray.resume.reuse import reusable_run
 from gpkg_ray.trial.launcher import StepLauncher
 from gpkg_ray.trial.limits import Limits
 from gpkg_ray.trial.result import TrialResult, scalar_key, scheduler_time
@@ -53,7 +54,11 @@ class Trial:
         self.limits = limits
         self.scheduled = scheduled
         self.runs: dict[str, str] = {}
-        self.latest = TrialResult(runs=self.runs)
+        self.offered: dict[str, list[str]] = {}
+        """Step -> runs of this trial's earlier attempts it may reuse, newest
+        first (see resume.reuse); set before the trial starts its first step."""
+        self.reused: dict[str, str] = {}
+        self.latest = TrialResult(runs=self.runs, reused=self.reused)
         """What the trial knows now: its runs, step, scalars and objective."""
         self.found: dict[str, list[str]] = {}
         self.finished = False
@@ -95,6 +100,7 @@ class Trial:
         latest = self.latest
         return TrialResult(
             runs=dict(self.runs),
+            reused=dict(self.reused),
             step=latest.step,
             scalars=dict(latest.scalars),
             objective=latest.objective,
@@ -175,6 +181,13 @@ class Trial:
         flags.update(
             {flag: self.runs[upstream] for flag, upstream in step.pins.items()}
         )
+        earlier = self.offered.get(step.name, ())
+        reused = reusable_run(
+            self.workspace.guild_home, step.opspec, flags, self.tags, earlier
+        )
+        if reused is not None:
+            self._reuse(step, reused)
+            return
         run = StepRun(
             self.workspace, self.launcher, step.opspec, flags, new_run_id(), self.tags
         )
@@ -184,6 +197,18 @@ class Trial:
         self.latest.step = step.name
         self._results.append(self.snapshot())
         run.start()
+
+    def _reuse(self, step: Step, run_id: str) -> None:
+        """Takes a completed run of an earlier attempt as the step's run: its
+        scalars are the step's results, reported as a new run's would be (the
+        objective or the scheduler metric may be among them)."""
+        self.runs[step.name] = self.reused[step.name] = run_id
+        self.latest.step = step.name
+        self._results.append(self.snapshot())
+        watcher = ScalarWatcher(self.workspace.run_dir(run_id))
+        new = self._record(step, watcher.poll(final=True))
+        self.found[step.name] = sorted(watcher.latest)
+        self._queue(new, running=False)
 
     def _end_step(self, exit_status: int) -> None:
         assert self._step is not None and self._run is not None
