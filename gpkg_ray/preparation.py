@@ -60,14 +60,15 @@ def check_tune(
     tune_run_id: str | None = None,
 ) -> CheckedTune:
     """Checks a tune op with its flag values (`user_flags`: the names the user
-    set); `opref` and `tune_run_id` name the tune op's runs and this one, if it
-    exists yet. Raises GpkgRayError."""
+    set; flags the op does not define, given with --force-flags, set step
+    flags); `opref` and `tune_run_id` name the tune op's runs and this one, if
+    it exists yet. Raises GpkgRayError."""
     from gpkg_ray.resume.warm_start import earlier_tune_runs
 
     settings = Settings.from_flags(flags)
     cluster = resolve_cluster(settings.cluster)
     settings = _with_cluster_defaults(settings, flags, cluster, user_flags)
-    spec, step_opdefs = read_spec(tune_opdef, settings)
+    spec, step_opdefs = read_spec(tune_opdef, settings, flags)
     check_cluster(cluster, settings.cpus, settings.gpus)
     warm_runs = earlier_tune_runs(
         settings.warm_start, opref, guild_home, exclude=tune_run_id

@@ -171,9 +171,10 @@ def tune_check_error(project, *flags: str, op: str = "tune") -> str | None:
     None when the tune would start.
 
     The same two checks in the same order as the CLI: Guild's own flag checks
-    (the package's flag definitions: type, choices, min/max), then the check
-    gpkg.ray's Guild plugin makes (`TunePlugin.apply_cmd_env`), with the
-    project's cwd (its guild-config.yml), HOME and GUILD_HOME.
+    (the package's flag definitions: type, choices, min/max; none of them
+    with `--force-flags` among FLAGS), then the check gpkg.ray's Guild plugin
+    makes (`TunePlugin.apply_cmd_env`), with the project's cwd (its
+    guild-config.yml), HOME and GUILD_HOME.
     """
     from unittest import mock
 
@@ -187,10 +188,12 @@ def tune_check_error(project, *flags: str, op: str = "tune") -> str | None:
         config.SetGuildHome(str(project.guild_home)),
     ):
         opdef = op_util.opdef_for_opspec(op)
-        user_flags, parse_errors = op_util.parse_flag_assigns(list(flags), opdef)
+        force = "--force-flags" in flags
+        assigns = [flag for flag in flags if flag != "--force-flags"]
+        user_flags, parse_errors = op_util.parse_flag_assigns(assigns, opdef)
         assert not parse_errors, parse_errors
         try:
-            flag_vals = op_util.flag_vals_for_opdef(opdef, user_flags)
+            flag_vals = op_util.flag_vals_for_opdef(opdef, user_flags, force)
         except op_util.InvalidFlagValue as e:  # as guild's run command words it
             return f"invalid value {e.value} for {e.flag.name}: {e.msg}"
         try:

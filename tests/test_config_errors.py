@@ -138,6 +138,28 @@ BAD_FLAGS = {
         [f"gpus={MACHINE_GPUS + 1:g}"],
         f"a trial needs cpus=1 gpus={MACHINE_GPUS + 1:g} on one node, more than",
     ),
+    # Space entries on the command line (issue 17 item 5): never ignored.
+    "space flag names no step's flag": (
+        ["space=lr=0.01 momentum=0.9"],
+        "flag space: no step defines flag 'momentum' (train: batch-size, epochs, "
+        "hold, lr, mode, sleep; evaluate: operation:train): set a step's flag, as "
+        "FLAG=VALUE or STEP:FLAG=VALUE for one step",
+    ),
+    "space flag item that is not KEY=VALUE": (
+        ["space=lr"],
+        "flag space: 'lr' is not KEY=VALUE: write space='KEY=VALUE ...'",
+    ),
+    "space flag range over a flag's choices": (
+        ["space=batch-size=uniform[16:64]"],
+        "flag space: space entry 'batch-size' is a range but flag batch-size of "
+        "train only allows 16, 32, 64",
+    ),
+    "forced flag no step defines": (
+        ["--force-flags", "momentum=0.9"],
+        "flag 'momentum' (--force-flags): no step defines flag 'momentum' (train: "
+        "batch-size, epochs, hold, lr, mode, sleep; evaluate: operation:train): "
+        "drop it, or name a step's flag (STEP:FLAG for one step)",
+    ),
 }
 
 
@@ -202,6 +224,8 @@ E2E_CASES = {
     "plugin's flag check": (TUNE_CONFIG, ("scheduler=pbt",), False),
     "a trial bigger than the machine": (TUNE_CONFIG, ("cpus=999",), False),
     "cluster from guild-config.yml": (TUNE_CONFIG, ("cluster=geronimo",), True),
+    "space flag": (TUNE_CONFIG, ("space=lr=[0.01,0.02] momentum=0.9",), False),
+    "forced flag": (TUNE_CONFIG, ("--force-flags", "momentum=0.9"), False),
 }
 
 
@@ -267,3 +291,34 @@ def test_guild_shows_the_space_above_its_prompt(project):
         "  batch-size: [16, 32, 64]\n"
     ), asked.stdout
     assert project.run_ids() == []
+
+
+@pytest.mark.e2e
+def test_guild_labels_a_tune_with_the_space_entries_given_on_the_command_line(
+    project,
+):
+    """A list and a range in the `space` flag reach the tune as one string
+    (Guild starts no batch), a step flag forced with --force-flags is applied,
+    and the label shows both in the space (issue 17 item 5)."""
+    write_project(project)
+    config = (project.path / "guild.yml").read_bytes()
+
+    staged = project.guild(
+        "run",
+        "tune",
+        "--stage",
+        "-y",
+        "space=lr=[0.01,0.02] batch-size=[16, 64] train:sleep=uniform[0:0.1]",
+        "--force-flags",
+        "train:epochs=3",
+    )
+
+    assert staged.returncode == 0, staged.stderr
+    (run_id,) = project.run_ids()
+    tune_run = project.run(run_id)
+    assert tune_run.opref.op_name == "tune"  # the tune itself, not a Guild batch
+    assert tune_run.get("label") == (
+        "space: lr=[0.01,0.02] batch-size=[16,64] train:sleep=uniform[0:0.1] "
+        "train:epochs=3"
+    )
+    assert (project.path / "guild.yml").read_bytes() == config

@@ -50,3 +50,49 @@ def test_the_prompt_shows_the_changed_flags_and_the_whole_space():
         "  batch-size: [32, 64, 128]\n"
         "  train:epochs: 5 (every trial)\n"
     )
+
+
+# Entries set on the command line (issue 17 item 5): shown in the space, fixed
+# ones too, and not as flags (the `space` flag, step flags forced).
+GIVEN_PLAN = TrialPlan(
+    steps=(),
+    params=(
+        Param("lr", Fixed(0.1), (("train", "lr"),), given="space"),
+        Param("batch-size", Choice((32, 64, 128)), (("train", "batch-size"),)),
+        Param("dropout", Range(0.0, 0.3), (("train", "dropout"),), given="space"),
+        Param("train:epochs", Fixed(5), (("train", "epochs"),)),
+        Param("evaluate:seed", Fixed(3), (("evaluate", "seed"),), given="force-flags"),
+    ),
+    objective=OBJECTIVE,
+    scheduler_metric=OBJECTIVE,
+)
+GIVEN_FLAGS = {
+    **DEFAULTS,
+    "max-trials": 4,
+    "space": "lr=0.1 dropout=uniform[0:0.3]",
+    "evaluate:seed": 3,
+}
+GIVEN_USER_FLAGS = ["max-trials", "space", "evaluate:seed"]
+
+
+def test_the_label_shows_entries_set_on_the_command_line_in_the_space():
+    label = tune_label(GIVEN_FLAGS, GIVEN_USER_FLAGS, GIVEN_PLAN)
+
+    assert label == (
+        "max-trials=4 space: lr=0.1 batch-size=[32,64,128] dropout=uniform[0.0:0.3] "
+        "evaluate:seed=3"
+    )
+
+
+def test_the_prompt_says_which_entries_the_command_line_set():
+    changed = changed_flags(GIVEN_FLAGS, GIVEN_USER_FLAGS)
+
+    assert space_preview(GIVEN_PLAN, changed) == (
+        "Flags changed: max-trials=4\n"
+        "Search space of each trial:\n"
+        "  lr: 0.1 (every trial, flag space)\n"
+        "  batch-size: [32, 64, 128]\n"
+        "  dropout: uniform[0.0:0.3] (flag space)\n"
+        "  train:epochs: 5 (every trial)\n"
+        "  evaluate:seed: 3 (every trial, --force-flags)\n"
+    )

@@ -41,7 +41,13 @@ GUILD_YML = """
 """
 
 
-def _spec(project, space: str, settings: Settings | None = None, model: str = ""):
+def _spec(
+    project,
+    space: str,
+    settings: Settings | None = None,
+    model: str = "",
+    flags: dict | None = None,
+):
     indented = "\n".join(" " * 10 + line for line in space.strip().splitlines())
     guild_yml = GUILD_YML.replace("{space}", indented).replace("{model}", model or "''")
     project.write("guild.yml", guild_yml)
@@ -49,7 +55,7 @@ def _spec(project, space: str, settings: Settings | None = None, model: str = ""
         project.write(f"{name}.py", "")
     gf = guildfile.for_dir(str(project.path))
     tune_opdef = gf.models[model].get_operation("tune")
-    return load_spec(tune_opdef, settings or Settings())
+    return load_spec(tune_opdef, settings or Settings(), flags)
 
 
 def test_space_entries_go_to_every_step_that_defines_the_flag(project):
@@ -124,3 +130,130 @@ def test_space_errors(project, space, message):
 def test_grid_needs_lists(project):
     with pytest.raises(SpecError, match="search=grid: space entry 'lr' is a range"):
         _spec(project, "lr: uniform[0:1]", Settings(search="grid"))
+
+
+# Space entries given on the command line for one tune (issue 17 item 5): the
+# `space` flag, and step flags forced with --force-flags (flags the tune op does
+# not define). Their parsing is in test_overrides.
+
+
+def test_the_command_line_replaces_and_adds_space_entries(project):
+    settings = Settings(space="lr=0.05 seed=[3, 4] prepare:size=[50,100]")
+    forced = {"max-trials": 20, "train:epochs": 7}  # max-trials: the tune's own
+
+    spec = _spec(
+        project,
+        "lr: loguniform[1e-4:1e-1]\nseed: [1, 2]\ntrain:epochs: 3",
+        settings,
+        flags=forced,
+    )
+
+    params = spec.plan.params
+    # Replaced where they stood, added at the end.
+    assert [p.key for p in params] == ["lr", "seed", "train:epochs", "prepare:size"]
+    assert [p.domain for p in params] == [
+        Fixed(0.05),
+        Choice((3, 4)),
+        Fixed(7),
+        Choice((50, 100)),
+    ]
+    assert [p.given for p in params] == ["space", "space", "force-flags", "space"]
+    assert [p.key for p in spec.plan.searched] == ["seed", "prepare:size"]
+    sampled = {"seed": 4, "prepare:size": 50}
+    assert spec.plan.step_flags("train", sampled) == {
+        "lr": 0.05,
+        "seed": 4,
+        "epochs": 7,
+    }
+    assert spec.plan.step_flags("prepare", sampled) == {"size": 50}
+
+
+def test_the_config_file_is_read_not_written(project):
+    _spec(project, "lr: [0.1, 0.2]")
+    before = (project.path / "guild.yml").read_bytes()
+
+    spec = _spec(project, "lr: [0.1, 0.2]", Settings(space="lr=[0.3,0.4]"))
+
+    assert spec.plan.params[0].domain == Choice((0.3, 0.4))
+    assert (project.path / "guild.yml").read_bytes() == before
+
+
+def test_an_entry_for_one_step_takes_that_flag_from_the_configs_entry(project):
+    spec = _spec(
+        project, "seed: [1, 2]\nlr: [0.1, 0.2]", Settings(space="evaluate:seed=7")
+    )
+
+    params = {p.key: p for p in spec.plan.params}
+    assert params["seed"].targets == (("train", "seed"),)
+    assert params["evaluate:seed"].targets == (("evaluate", "seed"),)
+    sampled = {"seed": 2, "lr": 0.1}
+    assert spec.plan.step_flags("train", sampled) == {"seed": 2, "lr": 0.1}
+    assert spec.plan.step_flags("evaluate", sampled) == {"seed": 7}
+
+
+def test_an_entry_for_every_step_replaces_the_configs_entries_per_step(project):
+    spec = _spec(
+        project,
+        "train:seed: [1, 2]\nevaluate:seed: 3\nlr: [0.1, 0.2]",
+        Settings(space="seed=5"),
+    )
+
+    assert [(p.key, p.domain) for p in spec.plan.params] == [
+        ("lr", Choice((0.1, 0.2))),
+        ("seed", Fixed(5)),
+    ]
+    assert spec.plan.step_flags("evaluate", {"lr": 0.1}) == {"seed": 5}
+
+
+@pytest.mark.parametrize(
+    ("space", "forced", "message"),
+    [
+        (
+            "momentum=0.9",
+            {},
+            "flag space: no step defines flag 'momentum' (prepare: size; train: "
+            "epochs, lr, operation:prepare, seed; evaluate: model, seed): set a "
+            "step's flag, as FLAG=VALUE or STEP:FLAG=VALUE for one step",
+        ),
+        (
+            None,
+            {"momentum": 0.9},
+            "flag 'momentum' (--force-flags): no step defines flag 'momentum' "
+            "(prepare: size;",
+        ),
+        ("evaluate:lr=0.1", {}, "flag space: step evaluate defines no flag 'lr'"),
+        (
+            "lr=uniform[0.5:0.1]",
+            {},
+            "flag space: space entry 'lr': uniform[0.5:0.1] needs low < high",
+        ),
+        (
+            "operation:prepare=abc",
+            {},
+            "flag space: space entry 'operation:prepare': operation:prepare of "
+            "train is set by the trial to its own prepare run",
+        ),
+        (
+            "lr=0.1",
+            {},
+            "'space' has only fixed values with the command line's lr=0.1: give "
+            "a list or a range to search",
+        ),
+        (
+            "train:lr=0.1",
+            {"lr": 0.2},
+            "flag lr of train is set twice on the command line (train:lr in flag "
+            "space, lr with --force-flags): set it once",
+        ),
+    ],
+)
+def test_command_line_entry_errors(project, space, forced, message):
+    with pytest.raises(SpecError) as e:
+        _spec(project, "lr: [0.1, 0.2]", Settings(space=space), flags=forced)
+    assert str(e.value).startswith(message)
+
+
+def test_grid_needs_lists_given_on_the_command_line_too(project):
+    settings = Settings(search="grid", space="lr=uniform[0:1]")
+    with pytest.raises(SpecError, match="search=grid: space entry 'lr' is a range"):
+        _spec(project, "lr: [0.1, 0.2]", settings)

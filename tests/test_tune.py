@@ -331,3 +331,33 @@ def test_tune_fails_when_every_trial_fails(project):
         last == "gpkg.ray: no trial gave evaluate#acc_val: 2 failed, 0 stopped "
         "before it was recorded"
     )
+
+
+def test_space_entries_from_the_command_line_reach_the_step_runs(project):
+    """A list through the `space` flag, a fixed value of one step's flag in it,
+    and a step flag forced with --force-flags: every train run gets them, the
+    config file stays as it was, and Guild starts no batch (issue 17 item 5)."""
+    write_project(project)  # lr: loguniform[..], batch-size: [16, 32, 64]
+    config = (project.path / "guild.yml").read_bytes()
+
+    result = project.tune(
+        "max-trials=2",
+        "space=lr=[0.01,0.02] train:epochs=3",
+        "--force-flags",
+        "batch-size=64",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    trains = project.runs_of("train")
+    assert len(trains) == 2
+    for train in trains:
+        flags = train.get("flags")
+        assert (flags["epochs"], flags["batch-size"]) == (3, 64)
+        assert flags["lr"] in (0.01, 0.02)
+        assert "step: 2" in project.output(train)  # it ran 3 epochs
+    ops = {r.opref.op_name for r in map(project.run, project.run_ids())}
+    assert ops == {"tune", "trial", "train", "evaluate"}
+    assert project.tune_run().get("label") == (
+        "max-trials=2 space: lr=[0.01,0.02] batch-size=64 train:epochs=3"
+    )
+    assert (project.path / "guild.yml").read_bytes() == config

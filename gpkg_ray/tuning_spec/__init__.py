@@ -5,6 +5,8 @@ turned into a checked, plain-data `TuneSpec`.
     space       space entries in Guild's flag syntax -> domains
     objective   `optimize:` and `scheduler-metric:`
     steps       the trial's steps, resolved against the project's Guild ops
+    overrides   space entries given on the command line (the `space` flag,
+                step flags forced with --force-flags)
     plan        TrialPlan and TuneSpec, and `read_spec` that builds them
 """
 

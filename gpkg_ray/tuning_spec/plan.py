@@ -12,6 +12,10 @@
         scheduler-metric:                # what schedulers and limits watch
           max: train#val_acc             # (default: the objective)
 
+The command line can set space entries for one tune over the config's (the
+`space` flag, or step flags with --force-flags: see `overrides`); the config
+is read, never written.
+
 `read_spec` checks everything before any work starts and raises `SpecError` with a
 one-line message. The resulting `TuneSpec` is plain data: it holds no Guild
 objects, so it can travel to Ray workers that do not share this filesystem.
@@ -20,12 +24,18 @@ objects, so it can travel to Ray workers that do not share this filesystem.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gpkg_ray import guild_api
 from gpkg_ray.errors import SpecError
 from gpkg_ray.tuning_spec.objective import Objective, parse_objective
+from gpkg_ray.tuning_spec.overrides import (
+    Origin,
+    Override,
+    forced_overrides,
+    space_flag_overrides,
+)
 from gpkg_ray.tuning_spec.settings import Settings
 from gpkg_ray.tuning_spec.space import (
     Domain,
@@ -46,6 +56,9 @@ class Param:
     domain: Domain
     targets: tuple[tuple[str, str], ...]
     """(step name, flag name) pairs that receive the value."""
+    given: Origin | None = None
+    """Set for this tune on the command line, over the config: by the `space`
+    flag or by a step flag forced with --force-flags. None: from the config."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +101,21 @@ class TuneSpec:
     settings: Settings
 
 
-def load_spec(tune_opdef, settings: Settings) -> TuneSpec:
+def load_spec(
+    tune_opdef, settings: Settings, flags: dict[str, Any] | None = None
+) -> TuneSpec:
     """Spec of a tune op from its Guild op definition and run settings."""
-    return read_spec(tune_opdef, settings)[0]
+    return read_spec(tune_opdef, settings, flags)[0]
 
 
-def read_spec(tune_opdef, settings: Settings) -> tuple[TuneSpec, tuple]:
+def read_spec(
+    tune_opdef, settings: Settings, flags: dict[str, Any] | None = None
+) -> tuple[TuneSpec, tuple]:
     """Spec of a tune op, and the Guild op definition of each of its steps
-    (what a cluster's nodes need of the project: see remote.source)."""
+    (what a cluster's nodes need of the project: see remote.source).
+
+    `flags` are the tune run's flag values: those the tune op does not define
+    (given with --force-flags) set step flags, as `settings.space` does."""
     config = _op_config(tune_opdef)
     steps, step_opdefs = resolve_steps(config.get("steps"), tune_opdef)
     step_names = [s.name for s in steps]
@@ -105,7 +125,10 @@ def read_spec(tune_opdef, settings: Settings) -> tuple[TuneSpec, tuple]:
         scheduler_metric = parse_objective(
             config["scheduler-metric"], step_names, "scheduler-metric"
         )
-    params = _params(config.get("space"), steps)
+    overrides = space_flag_overrides(settings.space) + forced_overrides(
+        flags or {}, (flag.name for flag in tune_opdef.flags)
+    )
+    params = _params(config.get("space"), steps, overrides)
     if settings.search == "grid":
         _check_grid(params)
     plan = TrialPlan(tuple(steps), tuple(params), objective, scheduler_metric)
@@ -139,17 +162,73 @@ def _op_config(opdef) -> dict[str, Any]:
     return config
 
 
-def _params(raw_space: Any, steps: list[Step]) -> list[Param]:
+def _params(
+    raw_space: Any, steps: list[Step], overrides: list[Override]
+) -> list[Param]:
     if not raw_space:
         raise SpecError("config has no 'space': give at least one flag to search")
     if not isinstance(raw_space, dict):
         raise SpecError("'space' must map flag names to values or ranges")
     params = [_param(str(key), raw, steps) for key, raw in raw_space.items()]
+    params = _merge(params, [_override_param(o, steps) for o in overrides])
     if not any(not isinstance(p.domain, Fixed) for p in params):
+        given = " ".join(f"{p.key}={p.domain.describe()}" for p in params if p.given)
+        with_given = f" with the command line's {given}" if given else ""
         raise SpecError(
-            "'space' has only fixed values: give a list or a range to search"
+            f"'space' has only fixed values{with_given}: give a list or a range "
+            "to search"
         )
     return params
+
+
+def _override_param(override: Override, steps: list[Step]) -> Param:
+    """The param of an entry given on the command line; its errors say where
+    it was given."""
+    where = override.where()
+    unknown = _no_such_flag(override.key, steps)
+    if unknown:
+        fix = "set a step's flag, as FLAG=VALUE or STEP:FLAG=VALUE for one step"
+        if override.origin == "force-flags":
+            fix = "drop it, or name a step's flag (STEP:FLAG for one step)"
+        raise SpecError(f"{where}: {unknown}: {fix}")
+    try:
+        param = _param(override.key, override.value, steps)
+    except SpecError as e:
+        raise SpecError(f"{where}: {e}") from None
+    return replace(param, given=override.origin)
+
+
+def _given_as(param: Param) -> str:
+    if param.given == "space":
+        return f"{param.key} in flag space"
+    return f"{param.key} with --force-flags"
+
+
+def _merge(config: list[Param], given: list[Param]) -> list[Param]:
+    """The config's params with the command line's over them: a given entry
+    takes the step flags it targets from the config's entries (an entry of the
+    same key is replaced where it stood, one left with no target is dropped);
+    two given entries may not target the same step flag."""
+    owner: dict[tuple[str, str], Param] = {}
+    for param in given:
+        for target in param.targets:
+            if target in owner:
+                raise SpecError(
+                    f"flag {target[1]} of {target[0]} is set twice on the command "
+                    f"line ({_given_as(owner[target])}, {_given_as(param)}): set "
+                    "it once"
+                )
+            owner[target] = param
+    by_key = {p.key: p for p in given}
+    merged = []
+    for param in config:
+        if param.key in by_key:
+            merged.append(by_key.pop(param.key))
+            continue
+        kept = tuple(t for t in param.targets if t not in owner)
+        if kept:
+            merged.append(replace(param, targets=kept))
+    return merged + list(by_key.values())
 
 
 def _param(key: str, raw: Any, steps: list[Step]) -> Param:
@@ -163,25 +242,31 @@ def _param(key: str, raw: Any, steps: list[Step]) -> Param:
 
 
 def _targets(key: str, steps: list[Step]) -> list[tuple[str, str]]:
+    unknown = _no_such_flag(key, steps)
+    if unknown:
+        raise SpecError(f"space entry '{key}': {unknown}")
     step_name, _, flag = key.rpartition(":")
     if step_name and any(s.name == step_name for s in steps):
-        step = _step(step_name, steps)
-        if flag not in step.flagdefs:
-            raise SpecError(
-                f"space entry '{key}': step {step_name} defines no flag '{flag}' "
-                f"({_flag_list(step)})"
-            )
-        _check_not_pinned(key, step, flag)
+        _check_not_pinned(key, _step(step_name, steps), flag)
         return [(step_name, flag)]
     targets = [(s.name, key) for s in steps if key in s.flagdefs]
-    if not targets:
-        raise SpecError(
-            f"space entry '{key}': no step defines flag '{key}' "
-            f"({'; '.join(f'{s.name}: {_flag_list(s)}' for s in steps)})"
-        )
     for step_name, flag in targets:
         _check_not_pinned(key, _step(step_name, steps), flag)
     return targets
+
+
+def _no_such_flag(key: str, steps: list[Step]) -> str | None:
+    """What is wrong with space key `key` when it names no step's flag."""
+    step_name, _, flag = key.rpartition(":")
+    if step_name and any(s.name == step_name for s in steps):
+        step = _step(step_name, steps)
+        if flag in step.flagdefs:
+            return None
+        return f"step {step_name} defines no flag '{flag}' ({_flag_list(step)})"
+    if any(key in s.flagdefs for s in steps):
+        return None
+    flags = "; ".join(f"{s.name}: {_flag_list(s)}" for s in steps)
+    return f"no step defines flag '{key}' ({flags})"
 
 
 def _check_not_pinned(key: str, step: Step, flag: str) -> None:

@@ -111,6 +111,15 @@ class Settings:
         run of this tune op) or run ids, comma-separated""",
         "string",
     )
+    space: str | None = _flag(
+        None,
+        """Space entries for this tune over config `space`, as one string of
+        KEY=VALUE items with values as in the config, e.g. 'lr=0.1
+        train:epochs=3 dropout=uniform[0:0.3]' (blank = the config's space)""",
+        "string",
+        None,
+        "from config",
+    )
 
     @classmethod
     def from_flags(cls, flags: dict[str, Any]) -> Settings:
