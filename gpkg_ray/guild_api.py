@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -36,7 +36,6 @@ from gpkg_ray.processes import process_tree, resume_processes, stop_processes
 if TYPE_CHECKING:
     from guild.opref import OpRef
     from guild.run import Run
-    from guild.summary import SummaryWriter
 
 TERMINATED = -15
 """Exit status Guild shows as `terminated`, as for a run `guild stop` ended."""
@@ -409,13 +408,32 @@ def user_remotes() -> dict[str, Any]:
 # --- Scalars ---------------------------------------------------------------
 
 
-def summary_writer(logdir: str) -> SummaryWriter:
-    """A context manager that writes TF event files in `logdir` as Guild writes
-    a run's scalars (`add_scalar(tag, value, step)`); `logdir` is the run's
-    `.guild` dir for scalars Guild shows as the run's own."""
+def write_scalars(logdir: str, scalars: Mapping[str, float], step: int = 0) -> None:
+    """Writes `scalars` (tag -> value) to a new TF event file in `logdir` (a
+    run's `.guild` dir for scalars Guild shows as the run's own), as 64-bit
+    float tensors, which Guild reads back exactly. Guild's own writer stores a
+    32-bit `simple_value`: 0.963889 came back as 0.9638890027999878 in `guild
+    compare --csv`."""
     from guild.summary import SummaryWriter
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
 
-    return SummaryWriter(logdir)
+    # Marked as the scalars plugin's, as TensorBoard marks its own tensor
+    # scalars, so that `guild tensorboard` plots them too.
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
+    values = [
+        summary_pb2.Summary.Value(
+            tag=tag,
+            metadata=metadata,
+            tensor=tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_DOUBLE, double_val=[float(value)]
+            ),
+        )
+        for tag, value in scalars.items()
+    ]
+    with SummaryWriter(logdir) as writer:
+        writer._add_summary(summary_pb2.Summary(value=values), step)
 
 
 def patch_tensorboard_logging() -> None:

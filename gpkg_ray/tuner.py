@@ -160,12 +160,15 @@ def _report(tune_run, prepared, records, outcomes) -> None:
 def _write_report(tune_run, prepared, outcomes) -> None:
     """The plots and their page; a tune's results stand without them, so a
     failure here is a warning, not a failed tune."""
-    from gpkg_ray.results.report import write_report
+    from gpkg_ray.results.report import TuneRun, write_report
 
     if not outcomes:
         return
+    tune = TuneRun(tune_run.id, prepared.seed, prepared.attempt)
     try:
-        page = write_report(tune_run.dir, outcomes, prepared.spec, prepared.guild_home)
+        page = write_report(
+            tune_run.dir, outcomes, prepared.spec, prepared.guild_home, tune
+        )
     except Exception as e:  # matplotlib, a disk full, ...
         print(f"gpkg.ray: warning: report not written: {e}", file=sys.stderr)
         return

@@ -194,13 +194,16 @@ class Project:
             return json.load(f)["trials"]
 
     def record_links(self, record) -> dict[str, str]:
-        """Step name (`STEP~N` for an earlier attempt's) -> run id, from the
-        links a trial record run keeps to its step runs."""
-        return {
-            name: os.path.basename(os.readlink(os.path.join(record.dir, name)))
-            for name in os.listdir(record.dir)
-            if os.path.islink(os.path.join(record.dir, name))
-        }
+        """Step name (`STEP~N` for an earlier attempt's) -> run id, as a trial
+        record run names its step runs (its `step_runs` attr), each of whose
+        files it links from the step's folder (the links checked here)."""
+        runs = record.get("step_runs") or {}
+        for name, run_id in runs.items():
+            folder = os.path.join(record.dir, name)
+            for entry in os.listdir(folder) if os.path.isdir(folder) else []:
+                target = os.readlink(os.path.join(folder, entry))
+                assert target == os.path.join("..", "..", run_id, entry), target
+        return runs
 
     def record_of(self, trial: dict):
         """The trial record run that links to the train run of `trial` (an
@@ -331,10 +334,25 @@ def new_project(
 
 
 def check_report(run_dir: Path, expect_curves: bool) -> None:
-    """The report's page exists and shows PNG files that are valid images."""
+    """The report's page exists and shows PNG files that are valid images;
+    everything it links to is in the report folder (copied alone, it works),
+    trials.csv too."""
+    import shutil
+    import tempfile
+
     from PIL import Image
 
     page = (run_dir / "report" / "index.html").read_text()
+    with tempfile.TemporaryDirectory() as elsewhere:
+        copy = Path(elsewhere) / "report"
+        shutil.copytree(run_dir / "report", copy)
+        for target in re.findall(r'(?:src|href)="([^"]+)"', page):
+            assert (copy / target).resolve().is_relative_to(copy.resolve()), target
+            assert (copy / target).is_file(), target
+    assert 'href="trials.csv"' in page
+    assert (run_dir / "report" / "trials.csv").read_text() == (
+        run_dir / "trials.csv"
+    ).read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     expected = {"objective.png", "params.png"} | (
         {"curves.png"} if expect_curves else set()
@@ -347,7 +365,6 @@ def check_report(run_dir: Path, expect_curves: bool) -> None:
             image.verify()
         with Image.open(path) as image:
             assert image.format == "PNG" and min(image.size) >= 300
-    assert 'href="../trials.csv"' in page and (run_dir / "trials.csv").is_file()
 
 
 def write_guild_config(project: Project, clusters: dict[str, dict]) -> None:

@@ -205,13 +205,22 @@ def test_flags_as_guild_writes_them():
     assert guild_api.flag_assigns({"lr": 0.1, "n": 2}) == ["lr=0.1", "n=2"]
 
 
-def test_summary_writer_writes_scalars_guild_reads(tmp_path):
+def test_written_scalars_are_read_back_exactly_by_guild(tmp_path):
+    from guild.tfevent import ScalarReader
+
     from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
 
     run = _new_run(tmp_path)
-    with guild_api.summary_writer(run.guild_path()) as writer:
-        writer.add_scalar("loss", 0.5, 3)
-    assert ScalarWatcher(run.dir).latest_final() == {"loss": Scalar(0.5, 3)}
+    # 0.963889 in 32 bits is 0.9638890027999878: these are stored in 64.
+    guild_api.write_scalars(run.guild_path(), {"acc": 0.963889, "loss": 0.1}, 3)
+    assert sorted(ScalarReader(run.guild_path())) == [
+        ("acc", 0.963889, 3),
+        ("loss", 0.1, 3),
+    ]
+    assert ScalarWatcher(run.dir).latest_final() == {
+        "acc": Scalar(0.963889, 3),
+        "loss": Scalar(0.1, 3),
+    }
 
 
 def test_importing_it_imports_no_guild_module():

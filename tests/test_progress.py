@@ -194,3 +194,56 @@ def test_params_panels_use_log_axes_for_log_ranges_and_columns_for_choices():
     assert [t.get_text() for t in units_ax.get_xticklabels()] == ["32", "64", "128"]
     (points,) = units_ax.collections
     assert [x for x, _ in points.get_offsets()] == [0, 1, 0]
+
+
+def _elapsed_axis(span: float):
+    clock = Clock()
+    outcome = _outcome(1, 0, lr=0.1)
+    clock.now = clock.now + span
+    _end(outcome, clock, objective=0.5)
+    figure = plots.objective_over_time([outcome], OBJECTIVE, Clock().now)
+    (ax,) = figure.axes
+    (points, *_) = ax.collections
+    ((x, _),) = points.get_offsets()
+    return ax.get_xlabel(), float(x)
+
+
+def test_objective_plot_counts_time_in_a_unit_that_fits_the_tune():
+    # A 15 s tune in seconds, not 0.25 minutes; longer ones in minutes, hours.
+    assert _elapsed_axis(15) == ("seconds since the tune started", 15)
+    assert _elapsed_axis(45 * 60) == ("minutes since the tune started", 45)
+    assert _elapsed_axis(3 * 3600) == ("hours since the tune started", 3)
+
+
+def test_values_plot_shows_stopped_trials_marked_at_their_last_value():
+    clock = Clock()
+    key = f"{OBJECTIVE.step}/{OBJECTIVE.scalar}"
+    outcomes = [
+        _end(_outcome(1, 0, lr=0.01), clock, objective=0.9),
+        # Stopped early by a scheduler: its objective is where it stopped.
+        _end(_outcome(2, 0, lr=0.02), clock, "stopped", objective=0.4),
+        # Stopped at a limit with the penalty: shown at what it logged ...
+        _end(_outcome(3, 0, lr=0.03), clock, "stopped", objective=-1.0,
+             penalized=True, metrics={key: 0.3}),
+        # ... and on the x axis if it logged nothing, as one an ASHA stop in
+        # `train` cut before `evaluate` logged the objective.
+        _end(_outcome(4, 0, lr=0.04), clock, "stopped", objective=-1.0,
+             penalized=True),
+        _end(_outcome(5, 0, lr=0.05), clock, "stopped"),
+        _end(_outcome(6, 0, lr=0.06), clock, "failed"),
+    ]  # fmt: skip
+    params = [Param("lr", Range(1e-3, 1e-1, log=True), (("train", "lr"),))]
+
+    figure = plots.params_vs_objective(outcomes, OBJECTIVE, params)
+
+    (ax,) = figure.axes
+    completed, stopped, unvalued = ax.collections
+    assert [tuple(p) for p in completed.get_offsets()] == [(0.01, 0.9)]
+    assert [tuple(p) for p in stopped.get_offsets()] == [(0.02, 0.4), (0.03, 0.3)]
+    assert [x for x, _ in unvalued.get_offsets()] == [0.04, 0.05]
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "completed",
+        "stopped (last value)",
+        "stopped before acc was logged",
+    ]

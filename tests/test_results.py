@@ -8,16 +8,19 @@ import csv
 import json
 import os
 import re
+import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from conftest import check_report
 from guild import run as guild_run
+from guild.opref import OpRef
 from guild.summary import SummaryWriter
 
 from gpkg_ray.results.curves import learning_curves
-from gpkg_ray.results.records import TrialRecords
-from gpkg_ray.results.report import write_report
+from gpkg_ray.results.records import TrialRecords, record_scalars
+from gpkg_ray.results.report import TuneRun, write_report
 from gpkg_ray.results.trials import (
     best_trial,
     log_tune_scalars,
@@ -37,11 +40,13 @@ from gpkg_ray.tuning_spec import (
     Step,
     TrialPlan,
     TuneSpec,
+    flag_name,
 )
 
 OBJECTIVE = Objective("acc_val", "max", "evaluate")
 LOSS = Objective("loss", "min", "train")
 TAG = "tune-1234abcd"
+TUNE = TuneRun("1234abcd" + "0" * 24, seed=7)
 
 
 @pytest.fixture
@@ -65,23 +70,45 @@ def _run(guild_home: Path, run_id: str) -> guild_run.Run:
     return guild_run.Run(run_id, str(guild_home / "runs" / run_id))
 
 
-def _step_run(guild_home: Path, run_id: str, scalars=()) -> guild_run.Run:
-    """A step run as Guild leaves it: its dir and the output scalars it logged,
-    as (tag, value, step)."""
+def _step_run(
+    guild_home: Path, run_id: str, scalars=(), files=("model.json",)
+) -> guild_run.Run:
+    """A step run as Guild leaves it: its dir, a file, and the output scalars
+    it logged, as (tag, value, step) (Guild's writer: 32-bit values)."""
     run = _run(guild_home, run_id)
     run.init_skel()
+    # An opref, as every run Guild makes has: what Guild tells a run by.
+    run.write_opref(OpRef("guildfile", str(guild_home / "guild.yml"), "", "", "op"))
+    for name in files:
+        Path(run.dir, name).write_text("{}")
     with SummaryWriter(run.guild_path()) as writer:
         for tag, value, step in scalars:
             writer.add_scalar(tag, value, step)
     return run
 
 
-def _links(record: guild_run.Run) -> dict[str, str]:
+def _step_links(record: guild_run.Run) -> dict[str, list[str]]:
+    """Each step folder of a record, and where its links point."""
     return {
-        name: os.readlink(os.path.join(record.dir, name))
+        name: sorted(
+            os.readlink(os.path.join(record.dir, name, entry))
+            for entry in os.listdir(os.path.join(record.dir, name))
+        )
         for name in os.listdir(record.dir)
-        if os.path.islink(os.path.join(record.dir, name))
+        if name != ".guild"
     }
+
+
+def _guild_scalars(guild_home: Path, run: guild_run.Run) -> dict[str, float]:
+    """The run's scalars as `guild runs info` lists them and `guild compare`
+    shows them: Guild's run index, by Guild's key (`PREFIX#TAG`, or the tag
+    for the run's own), each with its last value."""
+    from guild import index
+    from guild.run_util import run_scalar_key
+
+    runs_index = index.RunIndex(str(guild_home / "cache"))
+    runs_index.refresh([run], ["scalar"])
+    return {run_scalar_key(s): s["last_val"] for s in runs_index.run_scalars(run)}
 
 
 # Trial records
@@ -100,12 +127,18 @@ def test_a_started_trial_is_a_running_trial_run_with_its_values(guild_home):
     assert record.get("flags") == outcome.values
     assert record.get("tags") == [TAG]
     assert record.get("label") == f"{TAG} batch-size=32 lr=0.01 train:epochs=3"
-    # Linked to its step run before Guild has created it.
-    assert _links(record) == {"train": f"../{'a' * 32}"}
+    # Its step run named before Guild has created it; its files once it has.
+    assert record.get("step_runs") == {"train": "a" * 32}
+    assert _step_links(record) == {"train": []}
+    _step_run(guild_home, "a" * 32, files=["model.json", "train.py"])
 
     outcome.runs["evaluate"] = "b" * 32
     records.trial_updated(outcome)
-    assert _links(record) == {"train": f"../{'a' * 32}", "evaluate": f"../{'b' * 32}"}
+    assert record.get("step_runs") == {"train": "a" * 32, "evaluate": "b" * 32}
+    assert _step_links(record) == {
+        "train": [f"../../{'a' * 32}/model.json", f"../../{'a' * 32}/train.py"],
+        "evaluate": [],
+    }
 
 
 @pytest.mark.parametrize(
@@ -171,7 +204,12 @@ def test_a_trials_next_attempt_reopens_its_record_and_links_earlier_runs(guild_h
     record = _run(guild_home, outcome.record)
     assert record.status == "running"
     assert record.get("exit_status") is None
-    assert _links(record) == {"train": f"../{'d' * 32}", "train~1": f"../{'a' * 32}"}
+    assert record.get("step_runs") == {"train": "d" * 32, "train~1": "a" * 32}
+    # train's folder links the files of this attempt's run, once it has some.
+    assert _step_links(record) == {
+        "train": [],
+        "train~1": [f"../../{'a' * 32}/model.json"],
+    }
     outcome.status, outcome.objective = "completed", 0.5
     records.trial_ended(outcome)
     output = Path(record.guild_path("output")).read_text()
@@ -188,12 +226,80 @@ def test_restore_writes_an_ended_trials_record_once(guild_home):
     record = _run(guild_home, outcome.record)
     assert record.status == "completed"
     assert record.get("flags") == outcome.values
-    assert [s.value for s in scalar_series(record.dir, "acc_val")] == [
-        pytest.approx(0.9)
-    ]
+    assert [s.value for s in scalar_series(record.dir, "acc_val")] == [0.9]
     stopped = record.get("stopped")
     records.restore(outcome)  # as it ended already: left alone
     assert record.get("stopped") == stopped
+
+
+def test_record_scalars_are_each_steps_last_values_by_plain_name(guild_home):
+    """`guild runs info` and `guild compare` show a record's scalars by the
+    names the steps logged, with the values they logged: not the step runs'
+    own through a link (`evaluate/.guild#test_acc`), not 32-bit noise
+    (0.9638890027999878)."""
+    objective = Objective("test_acc", "max", "evaluate")
+    records = TrialRecords(str(guild_home), objective, [TAG])
+    train, evaluate = "a" * 32, "b" * 32
+    outcome = _outcome(5, runs={"train": train, "evaluate": evaluate})
+    records.trial_started(outcome)
+    # What the steps logged, as Guild stored it (32 bits) ...
+    _step_run(guild_home, train, [("loss", 0.25, 3), ("acc", 0.9513, 3)])
+    _step_run(guild_home, evaluate, [("test_acc", 0.963889, 0), ("loss", 0.1, 0)])
+    # ... and as the trial read it back.
+    outcome.status, outcome.objective = "completed", 0.963889
+    outcome.metrics = {
+        "train/loss": 0.25,
+        "train/acc": 0.9513,
+        "evaluate/test_acc": 0.963889,
+        "evaluate/loss": 0.1,
+    }
+
+    records.trial_ended(outcome)
+
+    record = _run(guild_home, outcome.record)
+    assert _guild_scalars(guild_home, record) == {
+        "test_acc": 0.963889,
+        "acc": 0.9513,
+        "train/loss": 0.25,  # logged by two steps
+        "evaluate/loss": 0.1,
+    }
+    # The step runs' files are still listed under the record.
+    assert _step_links(record)["evaluate"] == [f"../../{evaluate}/model.json"]
+
+
+def test_record_scalars_name_the_objective_plainly_and_others_by_step():
+    objective = Objective("acc", "max", "evaluate")
+    outcome = _outcome(1, "completed", 0.75)
+    outcome.metrics = {"train/acc": 0.5, "evaluate/acc": 0.75, "train/lr": 0.01}
+    assert record_scalars(outcome, objective) == {
+        "acc": 0.75,
+        "train/acc": 0.5,
+        "lr": 0.01,
+    }
+    # A trial stopped at a limit: the objective is the penalty.
+    penalized = _outcome(2, "stopped", -1.0, penalized=True)
+    penalized.metrics = {"evaluate/acc": 0.5}
+    assert record_scalars(penalized, objective) == {"acc": -1.0}
+    assert record_scalars(_outcome(3, "failed"), objective) == {}
+
+
+def test_a_retried_trials_record_has_only_the_last_attempts_scalars(guild_home):
+    records = TrialRecords(str(guild_home), OBJECTIVE, [TAG])
+    outcome = _outcome(6, runs={"train": "a" * 32, "evaluate": "b" * 32})
+    records.trial_started(outcome)
+    outcome.status, outcome.error = "failed", "evaluate crashed"
+    outcome.metrics = {"train/loss": 0.5, "evaluate/extra": 1.0}
+    records.trial_ended(outcome)
+    outcome.restart("attempt 1 failed: evaluate crashed")
+    outcome.runs = {"train": "c" * 32}
+    records.trial_started(outcome)
+    outcome.status, outcome.error = "failed", "train crashed"
+    outcome.metrics = {"train/loss": 0.75}
+
+    records.trial_ended(outcome)
+
+    record = _run(guild_home, outcome.record)
+    assert _guild_scalars(guild_home, record) == {"loss": 0.75}
 
 
 def test_tag_best_tags_the_best_trial_and_its_runs_and_marks_nothing(guild_home):
@@ -307,7 +413,7 @@ def test_tune_run_scalars_are_the_best_objective_and_the_counts(tmp_path):
     def scalar(tag):
         return [s.value for s in scalar_series(str(tmp_path), tag)]
 
-    assert scalar("acc_val") == [pytest.approx(0.9)]
+    assert scalar("acc_val") == [0.9]  # not 32-bit noise: 0.8999999761581421
     assert scalar("trials_completed") == [2]
     assert scalar("trials_stopped") == [1]
     assert scalar("trials_failed") == [1]
@@ -366,14 +472,15 @@ def test_report_shows_plots_and_every_trial_best_first(guild_home, tmp_path):
     outcomes = _trials_with_runs(guild_home)
     write_trials(str(run_dir), outcomes, OBJECTIVE, {})
 
-    page = write_report(str(run_dir), outcomes, _spec(), str(guild_home))
+    page = write_report(str(run_dir), outcomes, _spec(), str(guild_home), TUNE)
 
     assert page == str(run_dir / "report" / "index.html")
     check_report(run_dir, expect_curves=True)
     html = Path(page).read_text()
     assert "<title>Tune: max evaluate#acc_val</title>" in html
     assert "4 trials: 2 completed, 1 stopped, 1 failed" in html
-    headers = re.findall(r"<th>([^<]*)</th>", html)
+    trials_table = html[: html.index("</table>")]
+    headers = re.findall(r"<th>([^<]*)</th>", trials_table)
     assert headers == ["trial", "status", "acc_val", "lr", "batch-size", "runs", "note"]
     rows = [
         re.findall(r"<td>([^<]*)</td>", row)
@@ -397,7 +504,7 @@ def test_report_without_curves_says_how_to_get_them(guild_home, tmp_path):
     outcomes = _trials_with_runs(guild_home)
     write_trials(str(run_dir), outcomes, OBJECTIVE, {})
 
-    write_report(str(run_dir), outcomes, _spec(OBJECTIVE), str(guild_home))
+    write_report(str(run_dir), outcomes, _spec(OBJECTIVE), str(guild_home), TUNE)
 
     check_report(run_dir, expect_curves=False)
     html = (run_dir / "report" / "index.html").read_text()
@@ -405,3 +512,53 @@ def test_report_without_curves_says_how_to_get_them(guild_home, tmp_path):
         "No learning curves: the watched metric (max evaluate#acc_val) has one "
         "value per trial. Set <code>scheduler-metric</code>"
     ) in html
+
+
+def test_report_names_the_tune_run_its_seed_and_settings(guild_home, tmp_path):
+    run_dir = tmp_path / "tune-run"
+    run_dir.mkdir()
+    outcomes = _trials_with_runs(guild_home)
+    write_trials(str(run_dir), outcomes, OBJECTIVE, {})
+    spec = TuneSpec(_spec().plan, Settings(max_trials=4, scheduler="asha"))
+    tune = TuneRun("1234abcd" + "0" * 24, seed=1365068043, attempts=2)
+
+    write_report(str(run_dir), outcomes, spec, str(guild_home), tune)
+
+    html = (run_dir / "report" / "index.html").read_text()
+    assert (
+        f"Tune run <code>{tune.run_id}</code>, seed 1365068043, 2 attempts "
+        "(<code>guild runs info 1234abcd</code>)"
+    ) in html
+    settings = dict(re.findall(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>", html))
+    assert settings["steps"] == "train, evaluate"
+    assert settings["optimize"] == "max evaluate#acc_val"
+    assert settings["scheduler-metric"] == "min train#loss"
+    assert settings["space: lr"] == "loguniform[0.001:0.1]"
+    assert settings["space: train:epochs"] == "3 (every trial)"
+    # Every flag of the tune op, as Guild shows it.
+    assert settings["max-trials"] == "4"
+    assert settings["scheduler"] == "asha"
+    assert settings["seed"] == "random"  # the flag was blank: the seed drawn above
+    assert settings["cpus"] == "1"
+    assert settings["limit-penalty"] == "fail"
+    assert {name for name in settings if not name.startswith("space: ")} >= {
+        flag_name(f.name) for f in fields(Settings)
+    }
+
+
+def test_report_copied_alone_keeps_every_link(guild_home, tmp_path):
+    run_dir = tmp_path / "tune-run"
+    run_dir.mkdir()
+    outcomes = _trials_with_runs(guild_home)
+    write_trials(str(run_dir), outcomes, OBJECTIVE, {})
+    write_report(str(run_dir), outcomes, _spec(), str(guild_home), TUNE)
+    copy = tmp_path / "elsewhere" / "report"
+    shutil.copytree(run_dir / "report", copy)
+    shutil.rmtree(run_dir)
+
+    html = (copy / "index.html").read_text()
+    links = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert set(links) == {"objective.png", "params.png", "curves.png", "trials.csv"}
+    assert all((copy / link).is_file() for link in links)
+    with open(copy / "trials.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(outcomes)

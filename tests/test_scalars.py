@@ -1,13 +1,15 @@
 """Reading a run's scalars while they are written, as Guild records them.
 
-Event files store float32: the values here are exact in float32.
+Event files store float32: the values here are exact in float32, but where a
+test says otherwise.
 """
 
 from __future__ import annotations
 
 from guild.summary import SummaryWriter
 
-from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
+from gpkg_ray import guild_api
+from gpkg_ray.trial.scalars import Scalar, ScalarWatcher, as_logged, scalar_series
 
 
 def _write(path, tag, value, step):
@@ -69,3 +71,25 @@ def test_links_to_other_runs_are_not_read(tmp_path):
     (run_dir / ".guild").mkdir(parents=True)
     (run_dir / "upstream").symlink_to(other)
     assert ScalarWatcher(str(run_dir)).poll(final=True) == []
+
+
+def test_values_are_read_as_the_step_logged_them(tmp_path):
+    """Guild stores `acc: 0.963889` in 32 bits, 0.9638890027999878: it is read
+    back as 0.963889, here and in all that gpkg.ray writes from it (the
+    objective, trials.csv, the records). A value stored in 64 bits is kept."""
+    run_dir = tmp_path / "run"
+    _write(run_dir / ".guild", "acc", 0.963889, 0)
+    _write(run_dir / ".guild", "acc", 1e-7, 1)
+    guild_api.write_scalars(str(run_dir / "logs"), {"exact": 0.1 + 0.2}, 0)
+
+    assert [s.value for s in scalar_series(str(run_dir), "acc")] == [0.963889, 1e-7]
+    assert ScalarWatcher(str(run_dir)).latest_final()["exact"].value == 0.1 + 0.2
+
+
+def test_as_logged_is_the_shortest_decimal_of_the_same_float32():
+    float32 = 0.9638890027999878
+    assert as_logged(float32) == 0.963889
+    assert as_logged(0.8503239750862122) == 0.850324
+    assert as_logged(0.5) == 0.5 and as_logged(-3.0) == -3.0
+    assert as_logged(123456.0) == 123456.0
+    assert as_logged(float("inf")) == float("inf")

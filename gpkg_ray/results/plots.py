@@ -1,8 +1,10 @@
 """The report's figures, drawn with matplotlib's object API (no pyplot: no
 global state, no display needed).
 
-- `objective_over_time`: each trial's objective when it ended, and the best so far;
-- `params_vs_objective`: each searched value against the objective;
+- `objective_over_time`: each trial's objective when it ended, and the best so
+  far, in seconds, minutes or hours by the tune's span (`time_unit`);
+- `params_vs_objective`: each searched value against the objective, trials
+  stopped early marked at their last value (or on the x axis, without one);
 - `learning_curves`: the watched metric of every trial per step, trials stopped
   early dashed and ending in an x.
 """
@@ -16,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from gpkg_ray.results.curves import Curve
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.result import scalar_key
 from gpkg_ray.tuning_spec import Choice, Objective, Param, Range
 
 COMPLETED = "#1f77b4"
@@ -28,7 +31,7 @@ DPI = 100
 def objective_over_time(
     outcomes: list[TrialOutcome], objective: Objective, started: float
 ) -> Figure:
-    """Objective against the minutes from `started` to each trial's end."""
+    """Objective against the time from `started` to each trial's end."""
     fig = Figure(figsize=(7, 4), dpi=DPI)
     ax = fig.add_subplot()
     ended = sorted(
@@ -37,9 +40,11 @@ def objective_over_time(
     )
     completed = [o for o in ended if o.status == "completed"]
     others = [o for o in ended if o.status != "completed"]
-    minutes = lambda o: (o.ended - started) / 60  # noqa: E731
+    span = max((o.ended - started for o in ended), default=0.0)
+    seconds, unit = time_unit(span)
+    elapsed = lambda o: (o.ended - started) / seconds  # noqa: E731
     ax.scatter(
-        [minutes(o) for o in completed],
+        [elapsed(o) for o in completed],
         [o.objective for o in completed],
         color=COMPLETED,
         label="completed",
@@ -47,18 +52,29 @@ def objective_over_time(
     )
     if others:
         ax.scatter(
-            [minutes(o) for o in others],
+            [elapsed(o) for o in others],
             [o.objective for o in others],
             color=STOPPED,
             marker="x",
             label="stopped (value when stopped)",
             zorder=3,
         )
-    best_x, best_y = _best_so_far(completed, objective, minutes)
+    best_x, best_y = _best_so_far(completed, objective, elapsed)
     if best_x:
         ax.step(best_x, best_y, where="post", color=BEST, label="best so far")
     title = f"{objective.scalar} of each trial ({objective.mode})"
-    return _finish(fig, ax, "minutes since the tune started", objective.scalar, title)
+    return _finish(fig, ax, f"{unit} since the tune started", objective.scalar, title)
+
+
+def time_unit(span: float) -> tuple[float, str]:
+    """(seconds per unit, unit) to show a span of `span` seconds in: seconds
+    up to 2 minutes, minutes up to 2 hours, then hours (a 15 s tune in
+    minutes is all 0.0x)."""
+    if span <= 120:
+        return 1.0, "seconds"
+    if span <= 2 * 3600:
+        return 60.0, "minutes"
+    return 3600.0, "hours"
 
 
 def _finish(fig: Figure, ax, xlabel: str, ylabel: str, title: str) -> Figure:
@@ -73,12 +89,12 @@ def _finish(fig: Figure, ax, xlabel: str, ylabel: str, title: str) -> Figure:
     return fig
 
 
-def _best_so_far(completed, objective: Objective, minutes):
+def _best_so_far(completed, objective: Objective, elapsed):
     xs, ys, best = [], [], None
     for o in completed:
         if objective.is_better(o.objective, best):
             best = o.objective
-        xs.append(minutes(o))
+        xs.append(elapsed(o))
         ys.append(best)
     return xs, ys
 
@@ -86,36 +102,90 @@ def _best_so_far(completed, objective: Objective, minutes):
 def params_vs_objective(
     outcomes: list[TrialOutcome], objective: Objective, params: list[Param]
 ) -> Figure:
-    """One panel per searched param: its value in each completed trial against
-    the trial's objective. A log range gets a log axis; a choice, one column
+    """One panel per searched param: its value in each trial against the
+    trial's objective: completed trials as dots, trials stopped early as grey
+    crosses at their last value (`last_value`), or as grey ticks on the x axis
+    when they logged none. A log range gets a log axis; a choice, one column
     per value."""
     columns = min(3, max(1, len(params)))
     rows = math.ceil(max(1, len(params)) / columns)
     fig = Figure(figsize=(3.6 * columns, 3.2 * rows), dpi=DPI)
     completed = [
-        o for o in outcomes if o.status == "completed" and o.objective is not None
+        (o, o.objective)
+        for o in outcomes
+        if o.status == "completed" and o.objective is not None
     ]
+    stopped = [(o, last_value(o, objective)) for o in outcomes if o.status == "stopped"]
+    # Stopped before the objective's step logged it (an ASHA stop in `train`
+    # of train + evaluate): where the search went, marked along the x axis.
+    unvalued = [o for o, value in stopped if value is None]
+    stopped = [(o, value) for o, value in stopped if value is not None]
     for i, param in enumerate(params):
         ax = fig.add_subplot(rows, columns, i + 1)
-        ys = [o.objective for o in completed]
-        values = [o.values.get(param.key) for o in completed]
-        if isinstance(param.domain, Choice):
-            choices = list(param.domain.values)
-            xs = [_choice_index(choices, v) for v in values]
-            ax.set_xticks(range(len(choices)), [str(c) for c in choices])
-            ax.set_xlim(-0.5, len(choices) - 0.5)
-        else:
-            xs = values
-            if isinstance(param.domain, Range) and param.domain.log:
-                ax.set_xscale("log")
-        ax.scatter(xs, ys, color=COMPLETED, alpha=0.8)
+        xs = _param_axis(ax, param)
+        ax.scatter(
+            xs(o for o, _ in completed),
+            [y for _, y in completed],
+            color=COMPLETED,
+            alpha=0.8,
+            label="completed",
+        )
+        if stopped:
+            ax.scatter(
+                xs(o for o, _ in stopped),
+                [y for _, y in stopped],
+                color=STOPPED,
+                marker="x",
+                label="stopped (last value)",
+            )
+        if unvalued:
+            ax.scatter(
+                xs(unvalued),
+                [0.03] * len(unvalued),
+                transform=ax.get_xaxis_transform(),  # y: a fraction of the panel
+                color=STOPPED,
+                marker="|",
+                s=200,
+                label=f"stopped before {objective.scalar} was logged",
+            )
+            ax.margins(y=0.12)  # the ticks below the lowest point, not on it
         ax.set_xlabel(param.key)
         if i % columns == 0:
             ax.set_ylabel(objective.scalar)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{objective.scalar} against each searched value (completed trials)")
-    fig.tight_layout()
+    fig.suptitle(f"{objective.scalar} against each searched value")
+    if (stopped or unvalued) and fig.axes:
+        # Below the panels, which are small: a legend in one would hide points.
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small")
+        fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout()
     return fig
+
+
+def _param_axis(ax, param: Param):
+    """Sets up the x axis of `param`'s panel; returns what maps trials to x."""
+    if isinstance(param.domain, Choice):
+        choices = list(param.domain.values)
+        ax.set_xticks(range(len(choices)), [str(c) for c in choices])
+        ax.set_xlim(-0.5, len(choices) - 0.5)
+        return lambda trials: [
+            _choice_index(choices, o.values.get(param.key)) for o in trials
+        ]
+    if isinstance(param.domain, Range) and param.domain.log:
+        ax.set_xscale("log")
+    return lambda trials: [o.values.get(param.key) for o in trials]
+
+
+def last_value(outcome: TrialOutcome, objective: Objective) -> float | None:
+    """The last value of the objective a trial's step logged: for a trial
+    stopped early, where it was when it stopped (not the limit penalty a
+    trial stopped at a limit has as its objective); None if it logged none."""
+    logged = outcome.metrics.get(scalar_key(objective.step, objective.scalar))
+    if logged is not None:
+        return logged
+    return None if outcome.penalized else outcome.objective
 
 
 def _choice_index(choices: list, value) -> int:

@@ -2,11 +2,17 @@
 
 A trial's steps are separate Guild runs (`train`, `evaluate`), none of which holds
 both the trial's values and its objective. A record run of op `gpkg.ray/trial`
-does: its flags are the trial's values (every space entry), its scalar is the
-objective, and it links to its step runs by step name (as Guild's own pipelines
-do), so `guild ls`, `guild runs info` and `guild compare` see their files and
-scalars too. The record is `running` while the trial runs (its LOCK holds the
-tune process's pid), then `completed`, `terminated` (stopped early) or `error`.
+does: its flags are the trial's values (every space entry), and its scalars are
+the objective and the last value of each step's scalars, by their plain names
+(`record_scalars`), as the steps logged them. Its attr `step_runs` names the
+step runs (`STEP`, and `STEP~N` for earlier attempts'), and a folder per step
+links to that run's files, so `guild ls RECORD` shows them. The record is
+`running` while the trial runs (its LOCK holds the tune process's pid), then
+`completed`, `terminated` (stopped early) or `error`.
+
+Not a link to each step run's directory, as Guild's pipelines link theirs:
+Guild reads the scalars of every run a run links to, and names them by the
+link (`evaluate/.guild#test_acc`) with their 32-bit noise (0.9638890027999878).
 
     guild compare -Fo trial            one row per trial
     guild compare -Ft tune-<id>        the trials and step runs of one tune
@@ -16,6 +22,7 @@ tune process's pid), then `completed`, `terminated` (stopped early) or `error`.
 
 from __future__ import annotations
 
+import glob
 import os
 from importlib import metadata
 
@@ -26,6 +33,7 @@ from gpkg_ray.tuning_spec import Objective
 
 RECORD_OP = "trial"
 BEST_TAG = "best"
+STEP_RUNS_ATTR = "step_runs"
 
 
 def _package_version() -> str:
@@ -51,7 +59,7 @@ class TrialRecords(TuneListener):
         if not os.path.isdir(record.dir):
             self._create(record, outcome)
         guild_api.mark_running(record, os.getpid())
-        _link_step_runs(self.guild_home, record, outcome)
+        _show_step_runs(self.guild_home, record, outcome)
 
     def restore(self, outcome: TrialOutcome) -> None:
         """Writes the record of a trial that ended in an earlier attempt, as it
@@ -75,14 +83,12 @@ class TrialRecords(TuneListener):
         guild_api.init_run(record, self._opref, attrs)
 
     def trial_updated(self, outcome: TrialOutcome) -> None:
-        _link_step_runs(self.guild_home, self._record(outcome), outcome)
+        _show_step_runs(self.guild_home, self._record(outcome), outcome)
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
         record = self._record(outcome)
-        _link_step_runs(self.guild_home, record, outcome)
-        if outcome.objective is not None:
-            with guild_api.summary_writer(record.guild_path()) as writer:
-                writer.add_scalar(self.objective.scalar, outcome.objective, 0)
+        _show_step_runs(self.guild_home, record, outcome)
+        _write_record_scalars(record, record_scalars(outcome, self.objective))
         with open(record.guild_path("output"), "w") as f:
             f.write(_output_text(outcome))
         guild_api.close_run(record, _EXIT_STATUS[outcome.status])
@@ -122,24 +128,116 @@ class TrialRecords(TuneListener):
         ]
 
 
-def _link_step_runs(
+def record_scalars(outcome: TrialOutcome, objective: Objective) -> dict[str, float]:
+    """The record's scalars: the objective, and the last value of each scalar
+    of each step (`outcome.metrics`, `STEP/TAG`), by its tag (`loss`), as
+    `guild compare` shows a run's scalars; a tag two steps log, or the
+    objective's name logged by another step, as `STEP/TAG` (`train/loss`), as
+    trials.json names them. Not `STEP#TAG`: Guild reads `#` in a column name as
+    a prefix separator, so `guild compare -cc 'evaluate#loss'` would find
+    nothing. The objective's own step scalar is the objective (which is the
+    limit penalty for a trial stopped at a limit)."""
+    logged = [
+        (*key.partition("/")[::2], value)
+        for key, value in outcome.metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    steps_of: dict[str, set[str]] = {}
+    for step, tag, _ in logged:
+        steps_of.setdefault(tag, set()).add(step)
+    scalars: dict[str, float] = {}
+    if outcome.objective is not None:
+        scalars[objective.scalar] = outcome.objective
+    for step, tag, value in logged:
+        if (step, tag) == (objective.step, objective.scalar):
+            continue
+        shared = len(steps_of[tag]) > 1 or tag == objective.scalar
+        scalars[f"{step}/{tag}" if shared else tag] = value
+    return scalars
+
+
+def _write_record_scalars(record: guild_api.Run, scalars: dict[str, float]) -> None:
+    """The record's scalars, those of an earlier attempt's end replaced (a
+    step the retry did not reach has no value from the attempt before)."""
+    for path in glob.glob(os.path.join(record.guild_path(), "*.tfevents.*")):
+        os.remove(path)
+    if scalars:
+        guild_api.write_scalars(record.guild_path(), scalars)
+
+
+def _named_step_runs(guild_home: str, outcome: TrialOutcome) -> dict[str, str]:
+    """`STEP` -> the run of each step of this attempt (before Guild creates
+    it), and `STEP~N` -> the runs of earlier attempts (N = 1, 2, ... in the
+    order they ran) that exist (not one a kill cut before `guild run` made it)."""
+    runs = dict(outcome.runs)
+    for i, (step, run_id) in enumerate(outcome.earlier_runs, 1):
+        if guild_api.run_exists(guild_home, run_id):
+            runs[f"{step}~{i}"] = run_id
+    return runs
+
+
+def _show_step_runs(
     guild_home: str, record: guild_api.Run, outcome: TrialOutcome
 ) -> None:
-    """Links `STEP` to each step run of this attempt (before Guild creates it),
-    and `STEP~N` to the runs of earlier attempts (N = 1, 2, ... in the order
-    they ran) that exist."""
-    links = dict(outcome.runs)
-    for i, (step, run_id) in enumerate(outcome.earlier_runs, 1):
-        # Not to a run a kill cut before `guild run` created it.
-        if guild_api.run_exists(guild_home, run_id):
-            links[f"{step}~{i}"] = run_id
-    for name, run_id in links.items():
-        link = os.path.join(record.dir, name)
-        target = os.path.join("..", run_id)
-        if os.path.lexists(link) and os.readlink(link) != target:
-            os.remove(link)
+    """Names the step runs in the record's `step_runs` attr, and links each
+    one's files (those it has so far) from a folder of the step's name."""
+    runs = _named_step_runs(guild_home, outcome)
+    if record.get(STEP_RUNS_ATTR) != runs:
+        record.write_attr(STEP_RUNS_ATTR, runs)
+    _unlink_others(record.dir, runs)
+    for name, run_id in runs.items():
+        _link_run_files(guild_home, os.path.join(record.dir, name), run_id)
+
+
+def _unlink_others(record_dir: str, runs: dict[str, str]) -> None:
+    """Removes the links to runs that are not (or no longer) a step's, as
+    when a retry's `train` takes the place of the first attempt's; and a link
+    to a whole step run (the record of a tune started by an earlier gpkg.ray,
+    and restarted by this one)."""
+    for name in os.listdir(record_dir):
+        path = os.path.join(record_dir, name)
+        if os.path.islink(path):
+            os.remove(path)
+            continue
+        if name == ".guild" or not os.path.isdir(path):
+            continue
+        target = _run_files_target(runs[name]) if name in runs else None
+        for entry in os.listdir(path):
+            link = os.path.join(path, entry)
+            if os.path.islink(link) and (
+                target is None or not os.readlink(link).startswith(target)
+            ):
+                os.remove(link)
+        if name not in runs and not os.listdir(path):
+            os.rmdir(path)
+
+
+def _run_files_target(run_id: str) -> str:
+    """The start of the target of a link from `RECORD/STEP/` to a step run's file."""
+    return os.path.join("..", "..", run_id) + os.sep
+
+
+def _link_run_files(guild_home: str, step_dir: str, run_id: str) -> None:
+    """Links each top-level file and folder of the run into `step_dir`, but
+    for what would make Guild read the run's scalars as the record's: its
+    `.guild`, event files, and runs it links to."""
+    source = guild_api.run_dir(guild_home, run_id)
+    os.makedirs(step_dir, exist_ok=True)
+    try:
+        entries = os.listdir(source)
+    except OSError:  # not made yet (or a run that never was)
+        return
+    for entry in entries:
+        path = os.path.join(source, entry)
+        if (
+            entry == ".guild"
+            or ".tfevents." in entry
+            or os.path.exists(os.path.join(path, ".guild", "opref"))
+        ):
+            continue
+        link = os.path.join(step_dir, entry)
         if not os.path.lexists(link):
-            os.symlink(target, link)
+            os.symlink(_run_files_target(run_id) + entry, link)
 
 
 # Guild shows a negative exit status as `terminated`, as for a run `guild stop` ends.

@@ -1,10 +1,11 @@
 """The tune's report: PNG plots and a small HTML page that shows them with the
-trials table, written to `report/` in the tune run directory.
+tune run's id, seed and settings and the trials table, written to `report/` in
+the tune run directory.
 
     guild open TUNE_RUN -p report/index.html     # or any browser, any copy of it
 
-The page links to its images by relative path, so the folder can be copied or
-served as it is.
+Everything the page links to is in the folder (the images, a copy of
+trials.csv), by relative path, so the folder can be copied or served alone.
 """
 
 from __future__ import annotations
@@ -12,18 +13,33 @@ from __future__ import annotations
 import html
 import logging
 import os
+import shutil
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from gpkg_ray.listener import SearchStarted, TuneListener
 from gpkg_ray.results.progress import format_value
 from gpkg_ray.results.summary import STATUSES
 from gpkg_ray.results.trials import TRIALS_CSV, best_trial, count_status, ranked_trials
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.tuning_spec import TuneSpec
+from gpkg_ray.tuning_spec import Settings, TuneSpec, flag_name
 
 REPORT_DIR = "report"
 INDEX = "index.html"
+
+
+@dataclass(frozen=True)
+class TuneRun:
+    """Which tune the report is of: what reproduces it, with its settings."""
+
+    run_id: str
+    seed: int
+    """The tune's seed (the flag's, else the one it drew): `seed=` runs the
+    same search again."""
+    attempts: int = 1
 
 
 class ReportPreload(TuneListener):
@@ -43,7 +59,11 @@ def _import_plots() -> None:
 
 
 def write_report(
-    run_dir: str, outcomes: list[TrialOutcome], spec: TuneSpec, guild_home: str
+    run_dir: str,
+    outcomes: list[TrialOutcome],
+    spec: TuneSpec,
+    guild_home: str,
+    tune: TuneRun,
 ) -> str:
     """Writes the report; returns the path of its page."""
     # matplotlib costs ~1 s to import: only when a report is written. Guild
@@ -81,15 +101,24 @@ def write_report(
         )
     for name, _, figure in figures:
         plots.save_png(figure, os.path.join(report_dir, name))
+    # A copy, not `../trials.csv`: the folder may be copied alone.
+    trials_csv = os.path.join(run_dir, TRIALS_CSV)
+    has_csv = os.path.isfile(trials_csv)
+    if has_csv:
+        shutil.copyfile(trials_csv, os.path.join(report_dir, TRIALS_CSV))
     page = os.path.join(report_dir, INDEX)
     images = [(name, title) for name, title, _ in figures]
     with open(page, "w") as f:
-        f.write(_page(outcomes, spec, images))
+        f.write(_page(outcomes, spec, tune, images, has_csv))
     return page
 
 
 def _page(
-    outcomes: list[TrialOutcome], spec: TuneSpec, images: list[tuple[str, str]]
+    outcomes: list[TrialOutcome],
+    spec: TuneSpec,
+    tune: TuneRun,
+    images: list[tuple[str, str]],
+    has_csv: bool,
 ) -> str:
     objective = spec.plan.objective
     counts = ", ".join(f"{count_status(outcomes, s)} {s}" for s in STATUSES)
@@ -105,13 +134,67 @@ def _page(
             "has one value per trial. Set <code>scheduler-metric</code> in the tune "
             "config to a scalar a step logs each epoch to plot them.</p>"
         )
+    csv_link = f' (all values: <a href="{TRIALS_CSV}">{TRIALS_CSV}</a>)'
     return _TEMPLATE.format(
         title=html.escape(f"Tune: {objective.describe()}"),
-        counts=html.escape(f"{len(outcomes)} trials: {counts}"),
+        run=_run_line(tune),
+        counts=html.escape(f"{len(outcomes)} trials: {counts}")
+        + (csv_link if has_csv else ""),
         table=_trials_table(outcomes, spec),
         figures=figures,
-        trials_csv=f"../{TRIALS_CSV}",
+        settings=_settings_table(spec),
     )
+
+
+def _run_line(tune: TuneRun) -> str:
+    attempts = f", {tune.attempts} attempts" if tune.attempts > 1 else ""
+    return (
+        f"Tune run <code>{html.escape(tune.run_id)}</code>, "
+        f"seed {tune.seed}{attempts} "
+        f"(<code>guild runs info {html.escape(tune.run_id[:8])}</code>)"
+    )
+
+
+def _settings_table(spec: TuneSpec) -> str:
+    """The steps, the objective, each searched or fixed space entry, then
+    every flag of the tune op with its value."""
+    plan = spec.plan
+    rows = [
+        ("steps", ", ".join(s.name for s in plan.steps)),
+        ("optimize", plan.objective.describe()),
+        ("scheduler-metric", plan.scheduler_metric.describe()),
+        *(
+            (
+                f"space: {p.key}",
+                p.domain.describe() + ("" if p in plan.searched else " (every trial)"),
+            )
+            for p in plan.params
+        ),
+        *_setting_rows(spec.settings),
+    ]
+    body = "\n".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+        for name, value in rows
+    )
+    return f'<table class="settings">\n{body}\n</table>'
+
+
+def _setting_rows(settings: Settings) -> list[tuple[str, str]]:
+    rows = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        rows.append((flag_name(f.name), _setting_text(value, f.metadata)))
+    return rows
+
+
+def _setting_text(value: Any, metadata: Mapping[str, Any]) -> str:
+    """As Guild shows the flag: a blank one by its null label (`seed: random`),
+    a whole float without its `.0`."""
+    if value is None:
+        return metadata.get("null-label") or ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _trials_table(outcomes: list[TrialOutcome], spec: TuneSpec) -> str:
@@ -153,15 +236,19 @@ body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }}
 th {{ background: #f4f4f4; }}
+table.settings th {{ font-weight: normal; background: none; }}
 figure {{ display: inline-block; margin: 1em 1em 1em 0; }}
 img {{ max-width: 100%; border: 1px solid #eee; }}
 </style>
 </head>
 <body>
 <h1>{title}</h1>
-<p>{counts} (all values: <a href="{trials_csv}">trials.csv</a>)</p>
+<p>{run}</p>
+<p>{counts}</p>
 {table}
 {figures}
+<h2>Settings</h2>
+{settings}
 </body>
 </html>
 """

@@ -93,12 +93,10 @@ def log_tune_scalars(
 ) -> None:
     """Scalars of the tune run: the best objective and the trial counts."""
     best = best_trial(outcomes, objective)
-    with guild_api.summary_writer(os.path.join(run_dir, ".guild")) as writer:
-        if best is not None:
-            writer.add_scalar(objective.scalar, best.objective, 0)
-        writer.add_scalar("trials_completed", count_status(outcomes, "completed"), 0)
-        writer.add_scalar("trials_failed", count_status(outcomes, "failed"), 0)
-        writer.add_scalar("trials_stopped", count_status(outcomes, "stopped"), 0)
+    scalars = {} if best is None else {objective.scalar: best.objective}
+    for status in ("completed", "failed", "stopped"):
+        scalars[f"trials_{status}"] = count_status(outcomes, status)
+    guild_api.write_scalars(os.path.join(run_dir, ".guild"), scalars)
 
 
 def no_objective_reason(

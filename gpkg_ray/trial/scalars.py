@@ -4,11 +4,17 @@ Guild records a run's output scalars in `RUN_DIR/.guild/events.out.tfevents.*`, 
 scripts may write TF event files of their own anywhere in the run directory. This
 reads both the way Guild does (TensorBoard's event loader, Guild's value decoding),
 but incrementally: each poll returns only what was written since the last one.
+
+Guild stores output scalars as 32-bit floats: a step that printed
+`acc: 0.963889` is read back as 0.9638890027999878. Values stored that way are
+given back as the step logged them (`as_logged`).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import time
 from dataclasses import dataclass
 
@@ -36,8 +42,47 @@ class _EventDir:
             for value in event.summary.value:
                 # Guild's own decoding (a simple value or a float tensor).
                 scalar = guild_api.scalar_of_event(event, value)
-                if scalar is not None:
-                    yield scalar
+                if scalar is None:
+                    continue
+                tag, number, step = scalar
+                if _is_float32(value):
+                    number = as_logged(number)
+                yield tag, number, step
+
+
+_DT_FLOAT = 1  # TensorFlow's dtype enum: DT_FLOAT (DT_DOUBLE is 2)
+
+
+def _is_float32(value) -> bool:
+    """A summary value stored in 32 bits: a `simple_value` (Guild's output
+    scalars, most writers') or a DT_FLOAT tensor."""
+    if value.HasField("tensor"):
+        return value.tensor.dtype == _DT_FLOAT
+    return value.HasField("simple_value")
+
+
+def as_logged(value: float) -> float:
+    """A 32-bit float's value as it was most likely logged: the shortest decimal
+    that is stored as the same 32-bit float (0.9638890027999878 -> 0.963889).
+
+    Any value logged with up to 6 significant digits comes back exactly; one
+    logged with more had lost them to the 32 bits already, and this is the
+    shortest of the values it could have been. (The step's output text is not
+    read again: scripts that write event files of their own have none.)"""
+    if not math.isfinite(value):
+        return value
+    for digits in range(1, 10):
+        text = f"{value:.{digits}g}"
+        try:
+            if _float32(float(text)) == value:
+                return float(text)
+        except OverflowError:  # rounded past the largest 32-bit float
+            continue
+    return value
+
+
+def _float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 class ScalarWatcher:
