@@ -8,6 +8,8 @@ restart of a real tune is in test_resume.py.
 
 from __future__ import annotations
 
+from guild.summary import SummaryWriter
+
 from gpkg_ray import guild_api
 from gpkg_ray.resume.reuse import offered_runs, reusable_run
 from gpkg_ray.trial.outcome import TrialOutcome
@@ -44,9 +46,11 @@ def _step_run(
         "run_params": {"opspec": opspec, "flags": assigns},
     }
     guild_api.init_run(run, opref, attrs)
-    with guild_api.summary_writer(run.guild_path()) as writer:
-        for tag, value, step in scalars:
-            writer.add_scalar(tag, value, step)
+    # As Guild's output scalars are written.
+    writer = SummaryWriter(run.guild_path())
+    for tag, value, step in scalars:
+        writer.add_scalar(tag, value, step)
+    writer.close()
     if exit_status is not None:
         run.write_attr("exit_status", exit_status)
     return run_id
