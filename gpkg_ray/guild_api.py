@@ -382,10 +382,20 @@ def user_remotes() -> dict[str, Any]:
 def summary_writer(logdir: str) -> SummaryWriter:
     """A context manager that writes TF event files in `logdir` as Guild writes
     a run's scalars (`add_scalar(tag, value, step)`); `logdir` is the run's
-    `.guild` dir for scalars Guild shows as the run's own."""
-    from guild.summary import SummaryWriter
+    `.guild` dir for scalars Guild shows as the run's own.
 
-    return SummaryWriter(logdir)
+    Only the scalars written: in an op's process (the tune's), Guild's summary
+    plugins (cpu, memory, disk, gpu) wrap `SummaryWriter.add_scalar` to add
+    their `sys/*` values to what it writes, and a tune's results (its best
+    objective, a trial's) are no measure of the machine's load."""
+    from guild import summary
+
+    class ResultsWriter(summary.SummaryWriter):
+        def add_scalar(self, tag, val, step=None):
+            # Not the base class's method, which the plugins wrap.
+            self._add_summary(summary._ScalarSummary(tag, val), step)
+
+    return ResultsWriter(logdir)
 
 
 def patch_tensorboard_logging() -> None:

@@ -113,6 +113,7 @@ BAD_FLAGS = {
     ),
     "negative max-time": (["max-time=-5"], "max-time: out of range"),
     "negative max-failures": (["max-failures=-1"], "max-failures: out of range"),
+    "negative fail-fast": (["fail-fast=-1"], "fail-fast: out of range"),
     "warm start of a search that does not learn": (
         ["warm-start=operation"],
         "warm-start=operation needs search=tpe: search=random does not learn from "

@@ -6,6 +6,7 @@ In-process and cheap: a temp Guild home, runs written by hand, and Guild's own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -191,6 +192,38 @@ def test_summary_writer_writes_scalars_guild_reads(tmp_path):
     with guild_api.summary_writer(run.guild_path()) as writer:
         writer.add_scalar("loss", 0.5, 3)
     assert ScalarWatcher(run.dir).latest_final() == {"loss": Scalar(0.5, 3)}
+
+
+def test_summary_writer_writes_no_sys_scalars_of_guilds_summary_plugins(tmp_path):
+    """In an op's process, Guild's summary plugins add `sys/*` values to the
+    scalars Guild's SummaryWriter writes: not to a tune's results."""
+    from guild import plugin, python_util
+    from guild.summary import SummaryWriter
+
+    from gpkg_ray.trial.scalars import ScalarWatcher
+
+    memory = plugin.for_name("memory")
+    memory.patch_env()  # as Guild's op_main does for each plugin of the op
+    try:
+        with SummaryWriter(str(tmp_path / "guild")) as writer:
+            writer.add_scalar("acc", 0.5, 0)
+        with guild_api.summary_writer(str(tmp_path / "ours" / ".guild")) as writer:
+            writer.add_scalar("acc", 0.5, 0)
+    finally:
+        python_util.remove_method_listeners(SummaryWriter.add_scalar)
+        with contextlib.suppress(ImportError):
+            from tensorboardX import SummaryWriter as TBXWriter
+
+            python_util.remove_method_listeners(TBXWriter.add_scalar)
+    # Guild's own writer got them: the plugin was in effect.
+    assert "sys/mem_used" in _tags(tmp_path / "guild")
+    assert set(ScalarWatcher(str(tmp_path / "ours")).latest_final()) == {"acc"}
+
+
+def _tags(logdir) -> set[str]:
+    from guild.tfevent import ScalarReader
+
+    return {tag for tag, _value, _step in ScalarReader(str(logdir))}
 
 
 def test_importing_it_imports_no_guild_module():
