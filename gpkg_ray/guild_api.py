@@ -413,7 +413,12 @@ def write_scalars(logdir: str, scalars: Mapping[str, float], step: int = 0) -> N
     run's `.guild` dir for scalars Guild shows as the run's own), as 64-bit
     float tensors, which Guild reads back exactly. Guild's own writer stores a
     32-bit `simple_value`: 0.963889 came back as 0.9638890027999878 in `guild
-    compare --csv`."""
+    compare --csv`.
+
+    Only these scalars: in an op's process (the tune's), Guild's summary
+    plugins (cpu, memory, disk, gpu) wrap `SummaryWriter.add_scalar` to add
+    their `sys/*` values, and a tune's results are no measure of the machine's
+    load; this writes around `add_scalar`."""
     from guild.summary import SummaryWriter
     from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
 

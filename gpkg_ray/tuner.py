@@ -8,7 +8,8 @@
     results       at the end: trials.csv/trials.json, the tune's scalars, the
                   summary and the report
 
-Nothing flows back from the engine but the trials' outcomes.
+Nothing flows back from the engine but the trials' outcomes, and in the
+StopRequest why it stopped early (a signal, or trials that all failed alike).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def main() -> int:
         return _EXIT_TUNE_FAILED
     if stop.signal is not None:
         exit_by_signal(stop.signal)  # the results so far are saved
+    if stop.failure is not None:  # its first trials all failed the same way
+        print(f"gpkg.ray: {stop.failure}", file=sys.stderr, flush=True)
+        return _EXIT_TUNE_FAILED
     reason = no_objective_reason(outcomes, checked.spec.plan.objective)
     if reason is not None:
         print(f"gpkg.ray: {reason}", file=sys.stderr, flush=True)

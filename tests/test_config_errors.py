@@ -117,6 +117,7 @@ BAD_FLAGS = {
     ),
     "negative max-time": (["max-time=-5"], "max-time: out of range"),
     "negative max-failures": (["max-failures=-1"], "max-failures: out of range"),
+    "negative fail-fast": (["fail-fast=-1"], "fail-fast: out of range"),
     "warm start of a search that does not learn": (
         ["warm-start=operation"],
         "warm-start=operation needs search=tpe: search=random does not learn from "
@@ -248,7 +249,7 @@ def test_guild_run_stops_with_that_one_line_and_no_runs(project, case):
 
 
 # The label and prompt Guild shows for a tune the plugin let through: the flags
-# changed and the space, not the tune op's 17 flags (issue 17 item 12).
+# changed and the space, not every one of the tune op's flags (issue 17 item 12).
 SPACE_LABEL = "space: lr=loguniform[0.001:0.1] batch-size=[16,32,64]"
 
 

@@ -6,6 +6,7 @@ In-process and cheap: a temp Guild home, runs written by hand, and Guild's own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -221,6 +222,37 @@ def test_written_scalars_are_read_back_exactly_by_guild(tmp_path):
         "acc": Scalar(0.963889, 3),
         "loss": Scalar(0.1, 3),
     }
+
+
+def test_write_scalars_writes_no_sys_scalars_of_guilds_summary_plugins(tmp_path):
+    """In an op's process, Guild's summary plugins add `sys/*` values to the
+    scalars Guild's SummaryWriter writes: not to a tune's results."""
+    from guild import plugin, python_util
+    from guild.summary import SummaryWriter
+
+    from gpkg_ray.trial.scalars import ScalarWatcher
+
+    memory = plugin.for_name("memory")
+    memory.patch_env()  # as Guild's op_main does for each plugin of the op
+    try:
+        with SummaryWriter(str(tmp_path / "guild")) as writer:
+            writer.add_scalar("acc", 0.5, 0)
+        guild_api.write_scalars(str(tmp_path / "ours" / ".guild"), {"acc": 0.5})
+    finally:
+        python_util.remove_method_listeners(SummaryWriter.add_scalar)
+        with contextlib.suppress(ImportError):
+            from tensorboardX import SummaryWriter as TBXWriter
+
+            python_util.remove_method_listeners(TBXWriter.add_scalar)
+    # Guild's own writer got them: the plugin was in effect.
+    assert "sys/mem_used" in _tags(tmp_path / "guild")
+    assert set(ScalarWatcher(str(tmp_path / "ours")).latest_final()) == {"acc"}
+
+
+def _tags(logdir) -> set[str]:
+    from guild.tfevent import ScalarReader
+
+    return {tag for tag, _value, _step in ScalarReader(str(logdir))}
 
 
 def test_importing_it_imports_no_guild_module():

@@ -1,5 +1,5 @@
 """The tune run's label and the lines above Guild's prompt: the flags the user
-changed and the space, not the tune op's 17 flags (issue 17 item 12)."""
+changed and the space, not every one of the tune op's flags (issue 17 item 12)."""
 
 from __future__ import annotations
 

@@ -48,6 +48,8 @@ def test_from_flags_ignores_other_flags_and_keeps_defaults():
         ({"max-trials": 2.5}, "max-trials=2.5 is not a whole number"),
         ({"max-concurrent": -1}, "max-concurrent=-1 must be at least 0"),
         ({"seed": -3}, "seed=-3 must be at least 0"),
+        ({"fail-fast": -1}, "fail-fast=-1 must be at least 0"),
+        ({"fail-fast": 1.5}, "fail-fast=1.5 is not a whole number"),
         ({"cpus": -1}, "cpus=-1 must be a number of 0 or more"),
         ({"cpus": 0, "gpus": 0}, "a trial must reserve some resource"),
         ({"search": "bayes"}, "unknown search 'bayes': use one of random, grid, tpe"),

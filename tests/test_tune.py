@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import ipaddress
 import json
 import os
@@ -185,6 +186,44 @@ def test_ray_listened_on_loopback_only_and_left_nothing_behind(main_tune):
     assert main_tune.new_temp_dirs == set()
 
 
+def test_tensorboard_shows_each_trials_step_runs_and_no_copy_of_ray(main_tune):
+    """What `guild tensorboard` shows of a tune (its scalars as Guild exports
+    them): each trial's curves are its step runs' scalars, under Guild's names
+    for them; the tune run holds no copy of them under Ray's trial ids, and
+    what the tune writes itself has no `sys/*` values of Guild's plugins."""
+    project, tune_run = main_tune.project, main_tune.run
+    tag = f"tune-{tune_run.short_id}"
+
+    result = project.guild("tensorboard", "-Ft", tag, "--export-scalars", "-")
+
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    # A run's own scalars are in its .guild; a record's links to its step runs
+    # (`train/.guild`) are followed by Guild's export. Nothing under ray/.
+    assert not [row for row in rows if not row["path"].endswith(".guild")]
+    assert not glob.glob(
+        os.path.join(tune_run.dir, "ray", "**", "*tfevents*"), recursive=True
+    )
+    assert not [row for row in rows if row["tag"].startswith(("sys/", "ray/"))]
+    tags = {}
+    for row in rows:
+        if row["path"] == ".guild":
+            tags.setdefault(row["run"], set()).add(row["tag"])
+    assert tags[tune_run.id] == {
+        "acc_val",
+        "trials_completed",
+        "trials_failed",
+        "trials_stopped",
+    }
+    for record in project.runs_of("trial"):
+        assert tags[record.id] == {"acc_val"}
+    trains = project.runs_of("train")
+    assert len(trains) == 4
+    for train in trains:
+        losses = [r for r in rows if r["run"] == train.id and r["tag"] == "loss"]
+        assert sorted(int(r["step"]) for r in losses) == [0, 1]  # its curve
+
+
 # Last of the tests on the main tune: it removes the tune.
 def test_one_command_removes_a_tune_and_all_its_runs(main_tune):
     project = main_tune.project
@@ -361,3 +400,72 @@ def test_space_entries_from_the_command_line_reach_the_step_runs(project):
         "max-trials=2 space: lr=[0.01,0.02] batch-size=64 train:epochs=3"
     )
     assert (project.path / "guild.yml").read_bytes() == config
+
+
+# An objective that names a scalar no step logs (evaluate logs acc_val).
+MISNAMED_OBJECTIVE = """
+steps: [train, evaluate]
+optimize:
+  - max: acc_vall
+space:
+  lr: loguniform[1e-3:1e-1]
+  train:epochs: 1
+"""
+
+
+def test_a_misnamed_objective_stops_the_search_after_three_failures(project):
+    """Fail fast: the first 3 trials fail the same way, so the search stops
+    before max-trials ran, cleanly, with one last line; a restart once the
+    config is fixed goes on with the trials left."""
+    write_project(project, MISNAMED_OBJECTIVE)
+
+    watched = project.watch_tune("max-trials=8", "max-concurrent=2", "seed=11")
+
+    assert watched.returncode == 1, watched.output
+    tune_run = project.tune_run()
+    assert tune_run.status == "error"
+    trials = project.trials()
+    assert len(trials) < 8, watched.output  # stopped before max-trials ran
+    failed = sorted(
+        (t for t in trials if t["status"] == "failed"), key=lambda t: t["ended"]
+    )
+    assert len(failed) == 3
+    first_evaluate = failed[0]["runs"]["evaluate"]
+    assert watched.output.strip().splitlines()[-1] == (
+        "gpkg.ray: tune stopped: the first 3 trials failed the same way: step "
+        f"evaluate (run {first_evaluate[:8]}) did not record scalar 'acc_vall' "
+        "(scalars found: acc_val)"
+    )
+    for trial in trials:
+        if trial["status"] != "failed":  # running when the search stopped
+            assert trial["status"] == "stopped" and trial["interrupted"], trial
+            assert trial["stop_reason"] == "the first 3 trials failed the same way"
+    # Every run ended, each trial's record as its trial, and nothing runs on.
+    assert "running" not in project.statuses().values()
+    for trial in trials:
+        expected = "error" if trial["status"] == "failed" else "terminated"
+        assert project.record_of(trial).status == expected
+    assert _journal_statuses(tune_run.dir) == {t["trial"]: t["status"] for t in trials}
+    assert still_running(watched.processes) == []
+
+    write_project(project, MISNAMED_OBJECTIVE.replace("acc_vall", "acc_val"))
+    restarted = project.watch_restart(tune_run.id)
+
+    assert restarted.returncode == 0, restarted.output
+    assert project.tune_run().status == "completed"
+    trials = project.trials()
+    assert len(trials) == 8
+    statuses = [t["status"] for t in trials]
+    assert statuses.count("failed") == 3 and statuses.count("completed") == 5
+    assert still_running(restarted.processes) == []
+
+
+def _journal_statuses(run_dir: str) -> dict[int, str]:
+    """Trial number -> its last status in the tune run's journal."""
+    statuses = {}
+    with open(os.path.join(run_dir, "journal.jsonl")) as f:
+        for line in f:
+            entry = json.loads(line)
+            if entry["event"] == "trial":
+                statuses[entry["outcome"]["trial"]] = entry["outcome"]["status"]
+    return statuses

@@ -1,4 +1,6 @@
 """Ctrl-C, SIGTERM and `guild stop` of the tune run: a clean stop of the search.
+(The engine stops a search of its own accord too, when its first trials all
+fail the same way: engine.fail_fast; the StopRequest then says so.)
 
 The first SIGINT or SIGTERM asks Ray Tune to end the search the way its own
 Ctrl-C handling does (Tune listens for SIGUSR1 too): it stops the running
@@ -16,6 +18,10 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gpkg_ray.engine.fail_fast import SystematicFailure
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -24,14 +30,20 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 class StopRequest:
     signal: signal.Signals | None = None
     """The first stop signal received, if any."""
+    failure: SystematicFailure | None = None
+    """Set by the engine when it stopped the search because its first trials
+    all failed the same way (engine.fail_fast)."""
 
     @property
     def reason(self) -> str | None:
-        if self.signal is None:
-            return None
+        """Why the search stopped early, if it did: for the trials it stopped."""
         if self.signal == signal.SIGINT:
             return "the tune was interrupted (SIGINT)"
-        return f"the tune was stopped ({self.signal.name})"
+        if self.signal is not None:
+            return f"the tune was stopped ({self.signal.name})"
+        if self.failure is not None:
+            return self.failure.summary
+        return None
 
 
 @contextmanager

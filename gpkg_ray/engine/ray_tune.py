@@ -12,14 +12,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+from ray.tune.stopper import Stopper
 
 from gpkg_ray.engine.cluster_ray import ClusterRuns
 from gpkg_ray.engine.events import TrialEvents
+from gpkg_ray.engine.fail_fast import FailFast
 from gpkg_ray.engine.interrupts import StopRequest
 from gpkg_ray.engine.schedulers import build_scheduler
 from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
-from gpkg_ray.listener import TuneListener
+from gpkg_ray.listener import Listeners, TuneListener
 from gpkg_ray.remote.run_sync import RunSender, node_guild_home
 from gpkg_ray.resume.reuse import offered_runs
 from gpkg_ray.trial.launcher import StepLauncher, step_launcher
@@ -166,6 +169,21 @@ class CloseLostRuns(tune.Callback):
 LOST_RUN_REASON = "its trial failed on the node before the run ended"
 
 
+class StopOnSystematicFailure(Stopper):
+    """Ends the search once `fail_fast` found that its first trials all failed
+    the same way: Ray stops the running trials (their trainables stop their
+    steps) and starts no more, as for a time budget."""
+
+    def __init__(self, fail_fast: FailFast):
+        self.fail_fast = fail_fast
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.fail_fast.failure is not None
+
+
 class StopStepsOfStoppedTrials(tune.Callback):
     """Tells a stopped trial's actor to stop its running step.
 
@@ -285,16 +303,18 @@ def run_search(
 
     Returns the outcome of every trial this search ran, ordered by trial number.
     Trials still running when the search ends early (a stop signal, the time
-    budget) are stopped and recorded as such. In a resumed tune, trials are
+    budget, its first trials failing the same way: then `stop.failure` says
+    so) are stopped and recorded as such. In a resumed tune, trials are
     numbered after the earlier ones, and interrupted ones keep their numbers.
     With `cluster_runs`, trials run on a cluster's nodes and send their runs
     home.
     """
     spec = prepared.spec
     settings = spec.settings
+    fail_fast = FailFast(settings.fail_fast)
     events = TrialEvents(
         spec.plan,
-        listener,
+        Listeners(listener, fail_fast),
         settings.scheduler,
         prepared.next_number,
         prepared.rerun,
@@ -330,6 +350,7 @@ def run_search(
             name="search" if attempt == 1 else f"search-{attempt}",
             storage_path=prepared.ray_dir,
             verbose=0,
+            stop=StopOnSystematicFailure(fail_fast),
             callbacks=[
                 events,
                 # Not on a cluster: see resume.reuse.
@@ -337,6 +358,10 @@ def run_search(
                 StopStepsOfStoppedTrials(),
                 ResourceWaits(listener, settings.cpus, settings.gpus),
                 *([CloseLostRuns(cluster_runs.collector)] if cluster_runs else []),
+                # Ray's result log of each trial, which its analysis at the end
+                # of `fit` reads. Not its TensorBoard or CSV loggers (see
+                # _TUNE_DRIVER_ENV): the curves are the step runs' own scalars.
+                JsonLoggerCallback(),
             ],
             # Ray runs a failed trial again from its start: its next attempt.
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
@@ -350,6 +375,7 @@ def run_search(
         with patched_environ(_TUNE_DRIVER_ENV):
             tuner.fit()
     finally:
+        stop.failure = fail_fast.failure
         events.end_running(_early_end_reason(stop, settings.time_budget, started))
     return sorted(events.outcomes.values(), key=lambda o: o.number)
 
@@ -370,4 +396,10 @@ _TUNE_DRIVER_ENV = {
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     # SIGINT is handled by engine.interrupts, which asks Tune to stop by SIGUSR1.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    # Only the loggers given in RunConfig (Ray's JSON results). Ray's TensorBoard
+    # logger wrote each trial's reports again, under Ray's trial ids, into the
+    # tune run, where `guild tensorboard` showed them beside the step runs (with
+    # Guild's `sys/*` values mixed in by its summary plugins): a trial's curves
+    # are its step runs' scalars, which Guild names and shows itself.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }

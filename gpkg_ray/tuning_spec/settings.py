@@ -105,6 +105,13 @@ class Settings:
     max_failures: int = _flag(
         0, "Times a failed trial is run again before it counts as failed", "int", 0
     )
+    fail_fast: int = _flag(
+        3,
+        """Stop the search when the first N trials to end all failed with the
+        same error (0 = never)""",
+        "int",
+        0,
+    )
     warm_start: str = _flag(
         "no",
         """Earlier trials told to the searcher first: no, operation (every other
@@ -150,6 +157,7 @@ class Settings:
         _check_number("max-memory", self.max_memory)
         _check_number("time-budget", self.time_budget)
         _check_int("max-failures", self.max_failures, minimum=0)
+        _check_int("fail-fast", self.fail_fast, minimum=0)
         self._validate_warm_start()
         if self.limit_penalty is not None and not _is_number(self.limit_penalty):
             raise SpecError(
