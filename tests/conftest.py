@@ -63,6 +63,29 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return int(os.getenv("GPKG_RAY_TEST_WORKERS", E2E_WORKERS))
 
 
+SHARED_SETUPS = {
+    "main_tune",
+    "custom_tpe_tune",
+    "grid_with_failures",
+    "limited_tune",
+    "tuned",
+    "shared_cluster",
+}
+"""Module fixtures that are a tune or a cluster, shared by the tests of their
+module: those tests run on one worker, so it is made once."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups the tests of a shared setup for `--dist loadgroup`
+    (pyproject.toml); every other test goes to whichever worker is free, so a
+    module of long tests is spread over the workers."""
+    for item in items:
+        shared = sorted(SHARED_SETUPS & set(getattr(item, "fixturenames", ())))
+        if shared:
+            group = f"{item.module.__name__}:{shared[0]}"
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 _current_test: dict[str, bool] = {"e2e": True}
 
 

@@ -92,3 +92,19 @@ def test_trials_that_wait_for_running_ones_are_no_news():
         clock.now = step * WAIT_NOTICE_SECONDS
         waits.on_step_begin(step, _trials("RUNNING", "PENDING", "PENDING"))
     assert out.getvalue() == ""
+
+
+def test_trials_that_wait_while_there_is_room_are_starting_not_waiting():
+    """Room enough in all: the trials' workers are starting (slow on a loaded
+    machine), which is no news."""
+    clock = _Clock()
+    out = io.StringIO()
+    printer = ProgressPrinter(
+        4, Objective("evaluate", "acc_val", "max"), [], out=out, started=0, clock=clock
+    )
+    waits = ResourceWaits(printer, cpus=1, gpus=0, clock=clock, free=lambda: {"CPU": 2})
+
+    for step in range(4):
+        clock.now = step * WAIT_NOTICE_SECONDS
+        waits.on_step_begin(step, _trials("PENDING", "PENDING"))
+    assert out.getvalue() == ""

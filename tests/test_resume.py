@@ -332,7 +332,8 @@ def test_a_restarted_trial_reuses_the_steps_it_completed(project):
     assert evaluate.id != before["runs"]["evaluate"]
     assert evaluate.status == "completed"
     assert evaluate.get("flags")["operation:train"] == train_id
-    assert project.run(before["runs"]["evaluate"]).status == "terminated"
+    # Killed with everything: `error` if its `guild run` saw the op die first.
+    assert project.run(before["runs"]["evaluate"]).status in ("terminated", "error")
     # The reused run's scalars count as the step's results, as if it ran now.
     lr = trial["values"]["lr"]
     assert trial["metrics"]["train/loss"] == pytest.approx(lr, abs=1e-6)

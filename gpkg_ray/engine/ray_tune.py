@@ -231,6 +231,7 @@ class ResourceWaits(tune.Callback):
     ):
         """`free`: the cluster's free resources now (Ray's, by default)."""
         self.listener = listener
+        self.cpus, self.gpus = cpus, gpus
         self.needs = f"{cpus:g} CPUs, {gpus:g} GPUs"
         self.clock = clock
         self.free = free or _free_resources
@@ -245,12 +246,18 @@ class ResourceWaits(tune.Callback):
         now = self.clock()
         if self._since is None:
             self._since, self._next_notice = now, now + WAIT_NOTICE_SECONDS
-        if now >= self._next_notice:
-            self._next_notice = now + WAIT_REPEAT_SECONDS
-            self.listener.search_waiting(self._why(len(waiting), now - self._since))
-
-    def _why(self, waiting: int, seconds: float) -> str:
+        if now < self._next_notice:
+            return
         free = self.free()
+        if free.get("CPU", 0) >= self.cpus and free.get("GPU", 0) >= self.gpus:
+            # Room enough, in all: a trial's worker is still starting, most
+            # likely (slow on a loaded machine). Look again in a while.
+            self._next_notice = now + WAIT_NOTICE_SECONDS
+            return
+        self._next_notice = now + WAIT_REPEAT_SECONDS
+        self.listener.search_waiting(self._why(len(waiting), now - self._since, free))
+
+    def _why(self, waiting: int, seconds: float, free: dict[str, float]) -> str:
         return (
             f"{seconds:.0f} s: no trial runs; {waiting} wait for a node with "
             f"{self.needs} free (free now: {free.get('CPU', 0):g} CPUs, "
