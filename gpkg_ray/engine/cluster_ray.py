@@ -7,6 +7,8 @@
 - With the remote's token (Ray's token auth), passed in this process's
   environment only: nothing is written to ~/.ray.
 - A cluster on a loopback address keeps the driver on loopback too.
+- Before the first trial, each node's Guild home of the tune is cleared of
+  what an earlier attempt left (`prepare_node_homes`).
 - Leaving only disconnects (`ray.shutdown()`): the cluster keeps running; the
   tune's Guild homes on the nodes are removed first (`remove_node_homes`).
 """
@@ -117,6 +119,7 @@ def cluster_session(
             import ray
 
             collector = start_collector(guild_home, cluster.name)
+            prepare_node_homes(tune_run_id)
             try:
                 yield ClusterRuns(
                     collector, tune_run_id, int(cluster.max_copy_mb * 2**20)
@@ -161,15 +164,28 @@ def start_collector(guild_home: str, cluster_name: str):
     )
 
 
+def prepare_node_homes(tune_run_id: str) -> None:
+    """Clears the tune's Guild home on each live node of what an earlier
+    attempt of the tune left there (see `remote.run_sync.clear_node_home`)."""
+    from gpkg_ray.remote.run_sync import clear_node_home
+
+    _on_each_node(clear_node_home, tune_run_id)
+
+
 def remove_node_homes(tune_run_id: str) -> None:
     """Removes the tune's Guild home on each live node, unless runs with files
     left on the node are in it (see `remote.run_sync`)."""
+    _on_each_node(_remove_node_home, tune_run_id)
+
+
+def _on_each_node(func, tune_run_id: str) -> None:
+    """Runs `func(tune_run_id)` on each live node; waits up to 30 s."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    remove = ray.remote(num_cpus=0)(_remove_node_home)
+    remote = ray.remote(num_cpus=0)(func)
     pending = [
-        remove.options(
+        remote.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(
                 node["NodeID"], soft=False
             )
@@ -181,9 +197,9 @@ def remove_node_homes(tune_run_id: str) -> None:
 
 
 def _remove_node_home(tune_run_id: str) -> None:
-    from gpkg_ray.remote.run_sync import node_home_name
+    from gpkg_ray.remote.run_sync import node_home_path
 
-    home = os.path.join(tempfile.gettempdir(), node_home_name(tune_run_id))
+    home = node_home_path(tune_run_id)
     runs = guild_api.runs_dir(home)
     if not os.path.isdir(runs) or not os.listdir(runs):
         shutil.rmtree(home, ignore_errors=True)

@@ -23,7 +23,7 @@ from gpkg_ray.engine.schedulers import build_scheduler
 from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
 from gpkg_ray.listener import Listeners, TuneListener
-from gpkg_ray.remote.run_sync import RunSender, node_guild_home
+from gpkg_ray.remote.run_sync import NodeInfo, RunSender, deliver_to, node_guild_home
 from gpkg_ray.resume.reuse import offered_runs
 from gpkg_ray.trial.launcher import StepLauncher, step_launcher
 from gpkg_ray.trial.limits import Limits
@@ -75,7 +75,10 @@ class GuildTrial(tune.Trainable):
             home = node_guild_home(cluster_runs.tune_run_id)
             workspace = replace(workspace, project_dir=source, guild_home=home)
             self._sender = RunSender(
-                cluster_runs.collector, home, cluster_runs.max_copy_bytes
+                deliver_to(cluster_runs.collector),
+                home,
+                cluster_runs.max_copy_bytes,
+                NodeInfo.here(),
             )
         self._trial_args = (plan, workspace, tags, limits, scheduled)
         self._launcher: StepLauncher | None = None
