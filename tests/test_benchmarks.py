@@ -9,7 +9,8 @@ import sys
 import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
+# Real `guild` runs and Ray; not in the default run: `pytest -m benchmark`.
+pytestmark = [pytest.mark.e2e, pytest.mark.benchmark]
 
 
 def _run_quick(script: str, guild_env, *args: str) -> list[str]:
