@@ -9,9 +9,7 @@ the config.
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -51,9 +49,10 @@ def cluster_defaults(
 def check_cluster(cluster: ClusterConfig | None, cpus: float, gpus: float) -> None:
     """Raises ClusterError when `cluster` cannot run trials now, or could never
     run one that needs `cpus` and `gpus` (a trial runs on one node). For the
-    embedded Ray, this machine's CPUs and GPUs are the most it could have."""
+    embedded Ray, only CPUs: this machine's count is the most it could have;
+    its GPUs are known once it is up (Ray's own count, see engine.driver)."""
     if cluster is None:
-        check_trial_fits(cpus, gpus, [local_resources()], "this machine")
+        _check_local_cpus(cpus)
         return
     from gpkg_ray.remote.status import ClusterDown, cluster_nodes
 
@@ -67,6 +66,15 @@ def check_cluster(cluster: ClusterConfig | None, cpus: float, gpus: float) -> No
             f"cluster '{cluster.name}' has no node with CPUs to run trials on"
         )
     check_trial_fits(cpus, gpus, alive, f"cluster '{cluster.name}'")
+
+
+def _check_local_cpus(cpus: float) -> None:
+    machine = float(os.cpu_count() or 1)
+    if cpus > machine:
+        raise ClusterError(
+            f"a trial needs cpus={cpus:g}, more than this machine has ({machine:g} "
+            "CPUs): set the cpus flag lower, or use a cluster with bigger nodes"
+        )
 
 
 def check_trial_fits(
@@ -84,15 +92,3 @@ def check_trial_fits(
         f"{where} has (at most {most_cpus:g} CPUs, {most_gpus:g} GPUs on a node): "
         "set the cpus and gpus flags lower, or use a cluster with bigger nodes"
     )
-
-
-def local_resources() -> tuple[float, float]:
-    """(CPUs, GPUs) of this machine, at most what an embedded Ray finds: CPUs
-    as Python counts them, NVIDIA GPUs by their device files, as many as
-    CUDA_VISIBLE_DEVICES names where it is set. Ray is not imported here: the
-    embedded Ray must start first (see engine.local_ray)."""
-    gpus = len([p for p in glob.glob("/dev/nvidia*") if re.search(r"nvidia\d+$", p)])
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        gpus = min(gpus, len([d for d in visible.split(",") if d.strip()]))
-    return float(os.cpu_count() or 1), float(gpus)

@@ -15,3 +15,7 @@ class ClusterError(GpkgRayError):
 
 class TrialFailed(Exception):
     """A trial step failed; the message names the step and its Guild run."""
+
+
+LOST_WORKER = "its Ray worker was lost"
+"""How the error of a trial whose Ray worker died begins (engine/events.py)."""

@@ -210,12 +210,14 @@ def stop_op(pid: int) -> None:
     for them to exit. Its `guild run` then records the run as `terminated`."""
     from guild import util as guild_util
 
-    tree = process_tree(pid)  # the op first
+    tree = process_tree(pid)
     if any(_paused(proc) for proc in tree):
         # A paused op (StepRun.pause) acts on SIGTERM once continued: told
-        # first, it ends as it wakes, before it logs another step.
-        with contextlib.suppress(psutil.NoSuchProcess):
-            tree[0].terminate()
+        # first, the op and its children (a wrapper's trainer) end as they
+        # wake, before they log another step.
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.terminate()
         resume_processes(tree)
     with contextlib.suppress(psutil.NoSuchProcess):
         guild_util.kill_process_tree(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gpkg_ray.engine.fail_fast import FailFast, failure_key, systematic_failure
 from gpkg_ray.engine.interrupts import StopRequest
+from gpkg_ray.errors import LOST_WORKER
 from gpkg_ray.trial.outcome import TrialOutcome
 
 
@@ -91,6 +92,16 @@ def test_interrupted_trials_do_not_count_and_zero_turns_the_rule_off():
 
     off = _watch(0, [_missing(n, f"{n:08d}") for n in range(1, 6)])
     assert off.decided and off.failure is None
+
+
+def test_trials_whose_worker_was_lost_do_not_count():
+    """A node that died fails its trials alike: no fault of theirs."""
+    lost = [
+        _ended(n, "failed", f"{LOST_WORKER} (RayActorError): the node died")
+        for n in range(1, 4)
+    ]
+    fail_fast = _watch(3, lost)
+    assert not fail_fast.decided and fail_fast.failure is None
 
 
 def test_systematic_failure_needs_every_trial_failed_with_an_error():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from projects import write_project
 from ray.tune.experiment import Trial
 
 from gpkg_ray.cluster import check_trial_fits
@@ -108,3 +109,29 @@ def test_trials_that_wait_while_there_is_room_are_starting_not_waiting():
         clock.now = step * WAIT_NOTICE_SECONDS
         waits.on_step_begin(step, _trials("PENDING", "PENDING"))
     assert out.getvalue() == ""
+    # Its resources reserved (its placement group's), not yet taken.
+    reserved = {"CPU": 0.0, "CPU_group_0_abc": 1.0, "CPU_group_abc": 1.0}
+    waits = ResourceWaits(printer, cpus=1, gpus=0, clock=clock, free=lambda: reserved)
+    for step in range(4):
+        clock.now = step * WAIT_NOTICE_SECONDS
+        waits.on_step_begin(step, _trials("PENDING", "PENDING"))
+    assert out.getvalue() == ""
+
+
+@pytest.mark.e2e
+def test_gpus_no_node_of_the_embedded_ray_has_stop_the_tune_before_any_trial(project):
+    """The embedded Ray's GPUs are known once it is up (Ray's own count)."""
+    write_project(project)
+
+    result = project.tune("gpus=99")
+
+    assert result.returncode != 0
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "gpkg.ray: a trial needs cpus=1 gpus=99 on one node, more than the "
+            "embedded Ray has (at most "
+        )
+    )
+    assert project.runs_of("train") == [] and project.runs_of("trial") == []

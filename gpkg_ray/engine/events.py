@@ -12,7 +12,7 @@ import cloudpickle
 from ray.exceptions import RayActorError
 from ray.tune import Callback
 
-from gpkg_ray.errors import TrialFailed
+from gpkg_ray.errors import LOST_WORKER, TrialFailed
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import TrialResult
@@ -127,7 +127,7 @@ def _error_message(trial) -> str:
         return str(cause).strip()
     if isinstance(cause, RayActorError):  # Ray's own text is a paragraph
         return (
-            f"its Ray worker was lost ({type(cause).__name__}): the node died, "
+            f"{LOST_WORKER} ({type(cause).__name__}): the node died, "
             "or Ray ended the worker; see ray/driver.log in the tune run"
         )
     return f"{type(cause).__name__}: {cause}".strip()

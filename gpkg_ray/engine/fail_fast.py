@@ -15,7 +15,9 @@ own runs. The rule is decided once, when the Nth trial ends: a trial that
 completes, or an error that differs, turns it off for the rest of the search.
 Trials count from the start of this run of the tune: a restart (once the cause
 is fixed, say) is checked on its own first N trials, not on the failures that
-stopped the run before. Trials interrupted by a stop of the tune do not count.
+stopped the run before. Trials interrupted by a stop of the tune do not count,
+nor do trials whose Ray worker was lost (a node that died fails its trials
+alike, through no fault of theirs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gpkg_ray.errors import LOST_WORKER
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
 
@@ -78,8 +81,12 @@ class FailFast(TuneListener):
         return self.trials == 0 or len(self._ended) >= self.trials
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
-        if self.decided or outcome.interrupted:
+        if self.decided or outcome.interrupted or _lost_worker(outcome):
             return
         self._ended.append(outcome)
         if self.decided:
             self.failure = systematic_failure(self._ended)
+
+
+def _lost_worker(outcome: TrialOutcome) -> bool:
+    return bool(outcome.error) and outcome.error.startswith(LOST_WORKER)

@@ -252,9 +252,11 @@ class ResourceWaits(tune.Callback):
         if now < self._next_notice:
             return
         free = self.free()
-        if free.get("CPU", 0) >= self.cpus and free.get("GPU", 0) >= self.gpus:
-            # Room enough, in all: a trial's worker is still starting, most
-            # likely (slow on a loaded machine). Look again in a while.
+        if _starting(free) or (
+            free.get("CPU", 0) >= self.cpus and free.get("GPU", 0) >= self.gpus
+        ):
+            # A trial's worker is starting (slow on a loaded machine), or there
+            # is room enough in all for it to: look again in a while.
             self._next_notice = now + WAIT_NOTICE_SECONDS
             return
         self._next_notice = now + WAIT_REPEAT_SECONDS
@@ -266,6 +268,15 @@ class ResourceWaits(tune.Callback):
             f"{self.needs} free (free now: {free.get('CPU', 0):g} CPUs, "
             f"{free.get('GPU', 0):g} GPUs in all)"
         )
+
+
+def _starting(free: dict[str, float]) -> bool:
+    """Whether a trial's resources are reserved (its placement group's
+    `CPU_group_*`, `GPU_group_*`) but not yet taken by its worker."""
+    return any(
+        name.startswith(("CPU_group_", "GPU_group_")) and amount > 0
+        for name, amount in free.items()
+    )
 
 
 def _free_resources() -> dict[str, float]:

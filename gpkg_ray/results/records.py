@@ -28,6 +28,7 @@ from importlib import metadata
 
 from gpkg_ray import guild_api
 from gpkg_ray.listener import TuneListener
+from gpkg_ray.remote.run_tree import TMP_SUFFIX
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Objective
 
@@ -205,7 +206,9 @@ def _unlink_others(record_dir: str, runs: dict[str, str]) -> None:
         for entry in os.listdir(path):
             link = os.path.join(path, entry)
             if os.path.islink(link) and (
-                target is None or not os.readlink(link).startswith(target)
+                target is None
+                or not os.readlink(link).startswith(target)
+                or not os.path.exists(link)  # the file is gone from the run
             ):
                 os.remove(link)
         if name not in runs and not os.listdir(path):
@@ -232,6 +235,7 @@ def _link_run_files(guild_home: str, step_dir: str, run_id: str) -> None:
         if (
             entry == ".guild"
             or ".tfevents." in entry
+            or entry.endswith(TMP_SUFFIX)  # a file coming home, not yet whole
             or os.path.exists(os.path.join(path, ".guild", "opref"))
         ):
             continue

@@ -146,12 +146,14 @@ class Trial:
         step, run, watcher = self._step, self._run, self._watcher
         assert step is not None and run is not None and watcher is not None
         watched = self.plan.scheduler_metric.step
-        if self.scheduled and step.name == watched and self._reports_progress():
-            run.pause()
-            # What it logged between the poll and the pause; held values go
-            # too: paused, the step cannot end on them meanwhile.
-            self._results.extend([*self._held, *self._record(step, watcher.poll())])
-            self._held = []
+        if not (self.scheduled and step.name == watched and self._reports_progress()):
+            return
+        if run.pause():
+            # What it logged between the poll and the pause. The last step's
+            # values wait as ever (see _hold_last_step_results): one it logs as
+            # it ends must not reach Ray as if the trial went on.
+            new = self._record(step, watcher.poll())
+            (self._results if self._todo else self._held).extend(new)
 
     def _reports_progress(self) -> bool:
         return any(result.scheduler_time is not None for result in self._results)

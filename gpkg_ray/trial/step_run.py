@@ -103,16 +103,18 @@ class StepRun:
     def _guild_run(self) -> guild_api.Run:
         return guild_api.open_run(self.workspace.guild_home, self.run_id)
 
-    def pause(self) -> None:
+    def pause(self) -> bool:
         """Pauses the op's process tree (SIGSTOP), as a shell's Ctrl-Z does; the
-        `guild run` process that reads its output goes on."""
+        `guild run` process that reads its output goes on. Whether it paused
+        (not when the op has ended)."""
         op_pid = self.op_pid()
         if op_pid is None or self._paused:
-            return
+            return bool(self._paused)
         for proc in process_tree(op_pid):
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.suspend()
                 self._paused.append(proc)
+        return bool(self._paused)
 
     def resume(self) -> None:
         """Continues what pause() paused (SIGCONT)."""
@@ -124,6 +126,7 @@ class StepRun:
         process tree, so Guild records the run as `terminated`. Whatever is left
         of the `guild run` process tree after that is ended too."""
         if self._proc is None or self._proc.poll() is not None:
+            self.resume()  # anything of it left goes on to its end
             return
         op_pid = self._wait_for_op_pid()
         if op_pid is not None:
