@@ -51,8 +51,12 @@ def cluster_defaults(
 def check_cluster(cluster: ClusterConfig | None, cpus: float, gpus: float) -> None:
     """Raises ClusterError when `cluster` cannot run trials now, or could never
     run one that needs `cpus` and `gpus` (a trial runs on one node). For the
-    embedded Ray, this machine's CPUs and GPUs are the most it could have."""
+    embedded Ray, this machine's CPUs and GPUs are the most it could have, and
+    its auth must be token auth or asked off (see engine.local_ray)."""
     if cluster is None:
+        from gpkg_ray.engine.local_ray import local_auth_mode  # imports no Ray
+
+        local_auth_mode()
         check_trial_fits(cpus, gpus, [local_resources()], "this machine")
         return
     from gpkg_ray.remote.status import ClusterDown, cluster_nodes
