@@ -49,9 +49,13 @@ def cluster_defaults(
 def check_cluster(cluster: ClusterConfig | None, cpus: float, gpus: float) -> None:
     """Raises ClusterError when `cluster` cannot run trials now, or could never
     run one that needs `cpus` and `gpus` (a trial runs on one node). For the
-    embedded Ray, only CPUs: this machine's count is the most it could have;
-    its GPUs are known once it is up (Ray's own count, see engine.driver)."""
+    embedded Ray, only CPUs (this machine's count is the most it could have;
+    its GPUs are known once it is up, Ray's own count, see engine.driver),
+    and its auth must be token auth or asked off (see engine.local_ray)."""
     if cluster is None:
+        from gpkg_ray.engine.local_ray import local_auth_mode  # imports no Ray
+
+        local_auth_mode()
         _check_local_cpus(cpus)
         return
     from gpkg_ray.remote.status import ClusterDown, cluster_nodes

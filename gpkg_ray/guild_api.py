@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -353,6 +353,29 @@ def set_pending_label(op, label: str) -> None:
         op._label_template = template.replace("${default_label}", label)
 
 
+def keep_env_out_of_run(op, names: Iterable[str]) -> None:
+    """Keeps the variables `names` out of what Guild stores of the run it is
+    about to create for `op` (from a plugin's `apply_cmd_env`).
+
+    Guild records the op's environment in the run's `env` attr, less the names
+    that contain `token`, `secret` or `password` and the op's `env-secrets`,
+    which it takes from the op definition after the plugins ran
+    (run_impl._op_init_private_env): the names join those. A staged run
+    (`--stage`) gets the whole environment in `.guild/ENV`, unfiltered: when
+    staging, the names leave this process's environment (its op does not run
+    now; `guild run --start` runs it with the environment of that command)."""
+    import click
+
+    names = list(names)
+    opdef = op._opdef
+    secrets = list(opdef.env_secrets or [])
+    opdef.env_secrets = secrets + [name for name in names if name not in secrets]
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("stage"):
+        for name in names:
+            os.environ.pop(name, None)
+
+
 def run_will_prompt() -> bool:
     """Whether the `guild run` in progress will ask `Continue?` (no `-y`, and
     not one of the options that print and exit): read from its command line,
@@ -399,6 +422,14 @@ def set_cwd(path: str) -> None:
     config.set_cwd(path)
 
 
+def config_cwd() -> str:
+    """Where Guild reads `./guild-config.yml` from: where the user ran the
+    command (an op's tuner sets it back there, see set_cwd)."""
+    from guild import config
+
+    return config.cwd()
+
+
 def user_remotes() -> dict[str, Any]:
     """The `remotes` of the user's Guild config (GUILD_CONFIG,
     ./guild-config.yml or ~/.guild/config.yml)."""
@@ -441,6 +472,33 @@ def write_scalars(logdir: str, scalars: Mapping[str, float], step: int = 0) -> N
     ]
     with SummaryWriter(logdir) as writer:
         writer._add_summary(summary_pb2.Summary(value=values), step)
+
+
+def dependencies_settled(run_dir: str) -> bool:
+    """Whether a run's dependencies are all in its directory: Guild writes the
+    run's opref after it marks the run PENDING, resolves the dependencies,
+    then clears PENDING and starts the op (guild/op.py `run`)."""
+    guild_dir = os.path.join(run_dir, ".guild")
+    return os.path.exists(os.path.join(guild_dir, "opref")) and not os.path.exists(
+        os.path.join(guild_dir, "PENDING")
+    )
+
+
+def dependency_paths(run_dir: str) -> frozenset[str]:
+    """Run-relative paths of what Guild put into a run's directory from its
+    dependencies, copied (the default `target-type`) or linked: the `d`
+    entries of the run's manifest (guild/run_manifest.py)."""
+    from guild import run_manifest
+
+    try:
+        entries = run_manifest.read_manifest_entries(run_dir)
+    except OSError:  # no manifest: a run Guild did not make, or no files
+        return frozenset()
+    return frozenset(
+        os.path.normpath(entry[1])
+        for entry in entries
+        if len(entry) > 1 and entry[0] == "d"
+    )
 
 
 def patch_tensorboard_logging() -> None:

@@ -4,7 +4,8 @@ Guild calls `apply_cmd_env` for each `guild run` of an op the plugin is enabled
 for, after flags are resolved and before the run directory exists. A bad config,
 flag or cluster therefore stops with one line (`guild: ...`) and leaves no run.
 The check is the tuner's own (`gpkg_ray.preparation.check_tune`), made again
-when the run starts.
+when the run starts. The variable a cluster's `auth-token-env` names is kept out
+of what Guild stores of the run (its `env` attr).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class TunePlugin(pluginlib.Plugin):
             )
         except GpkgRayError as e:
             cli.error(str(e))
+        cluster = checked.cluster
+        if cluster is not None and cluster.auth_token_env:
+            # Its name may not look like a secret's to Guild (RAY_KEY).
+            guild_api.keep_env_out_of_run(op, [cluster.auth_token_env])
         # Guild's default label and its prompt list all the tune op's flags,
         # and not the space (the op's `config:`).
         label = tune_label(flags, user_flags, checked.spec.plan)

@@ -331,7 +331,7 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
         ),
         (
             {"address": "127.0.0.1:1", "trial-cpus": -1},
-            "remote 'geronimo': trial-cpus must be a number >= 0, not '-1'",
+            "remote 'geronimo': trial-cpus must be a finite number >= 0, not '-1'",
         ),
         (
             {"address": "127.0.0.1:1", "pip": "numpy"},
@@ -339,7 +339,8 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
         ),
         (
             {"address": "127.0.0.1:1", "max-copy-mb": "lots"},
-            "remote 'geronimo': max-copy-mb must be a number of MB >= 0, not 'lots'",
+            "remote 'geronimo': max-copy-mb must be a finite number of MB >= 0, "
+            "not 'lots'",
         ),
         (
             {"address": "10.0.0.5:6379", "local": {"workers": 2}},
@@ -348,7 +349,7 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
         ),
         (
             {"address": "127.0.0.1:6390", "local": {"workers": 0}},
-            "remote 'geronimo': local: workers must be a number >= 1, not '0'",
+            "remote 'geronimo': local: workers must be a finite number >= 1, not '0'",
         ),
         (
             {"address": "127.0.0.1:6390", "local": {"cpu": 2}},
@@ -359,6 +360,20 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
             {"address": "127.0.0.1:1", "auth-token-env": "NO_SUCH_TOKEN_VAR"},
             "remote 'geronimo': auth-token-env names NO_SUCH_TOKEN_VAR, which is not "
             "set: export the cluster's token in it",
+        ),
+        # YAML's `.inf` and `.nan` are floats (issue 18).
+        (
+            {"address": "127.0.0.1:1", "max-copy-mb": float("inf")},
+            "remote 'geronimo': max-copy-mb must be a finite number of MB >= 0, not "
+            "'inf'",
+        ),
+        (
+            {"address": "127.0.0.1:1", "trial-gpus": float("nan")},
+            "remote 'geronimo': trial-gpus must be a finite number >= 0, not 'nan'",
+        ),
+        (
+            {"address": "127.0.0.1:6390", "local": {"cpus": float("nan")}},
+            "remote 'geronimo': local: cpus must be a finite number >= 0, not 'nan'",
         ),
     ],
     ids=[
@@ -373,6 +388,9 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
         "local workers",
         "local unknown key",
         "token env unset",
+        "max-copy-mb inf",
+        "trial-gpus nan",
+        "local cpus nan",
     ],
 )
 def test_bad_remote_config_is_one_line(project, remote, message):
@@ -382,6 +400,68 @@ def test_bad_remote_config_is_one_line(project, remote, message):
 
     assert line is not None and "\n" not in line
     assert line.startswith(message), line
+
+
+def test_a_relative_auth_token_file_is_read_from_where_guild_run_ran(
+    tmp_path, monkeypatch
+):
+    """The tuner runs in its run dir: it read a relative auth-token-file there,
+    where the plugin had read it in the project (issue 18)."""
+    from guild import config
+
+    from gpkg_ray.remote.config import cluster_config
+
+    project = tmp_path / "project"
+    (project / "tokens").mkdir(parents=True)
+    (project / "tokens" / "geronimo.token").write_text("s3cret\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    raw = {"address": "127.0.0.1:1", "auth-token-file": "tokens/geronimo.token"}
+
+    # The plugin, in the `guild run` typed in the project.
+    monkeypatch.chdir(project)
+    with config.SetCwd(str(project)):
+        plugins = cluster_config("geronimo", raw)
+    # The tuner, in its run dir, with Guild's cwd set back to CMD_DIR.
+    monkeypatch.chdir(run_dir)
+    with config.SetCwd(str(project)):
+        tuners = cluster_config("geronimo", raw)
+
+    token_file = str(project / "tokens" / "geronimo.token")
+    assert plugins.auth_token_file == tuners.auth_token_file == token_file
+    assert plugins.auth_token() == tuners.auth_token() == "s3cret"
+
+
+@e2e
+def test_the_variable_auth_token_env_names_is_stored_nowhere(project, shared_cluster):
+    """Guild stores a run's environment in its `env` attr, less only the names
+    with token, secret or password in them, and all of it in `.guild/ENV` when
+    it stages a run: the token of `auth-token-env: RAY_KEY` was stored in the
+    tune run (issue 18)."""
+    cluster = shared_cluster
+    token = cluster.token_file.read_text().strip()
+    write_project(project, tune_config(SPACE))
+    remote = {"address": cluster.address, "auth-token-env": "RAY_KEY"}
+    write_guild_config(project, {"geronimo": {**remote, "trial-cpus": 2}})
+    project.env["RAY_KEY"] = token
+
+    staged = project.guild("run", "-y", "--stage", "tune", "cluster=geronimo")
+    tuned = project.tune("cluster=geronimo", "max-trials=1")
+
+    assert staged.returncode == 0, staged.stderr
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    tune_runs = project.runs_of("tune")
+    assert sorted(r.status for r in tune_runs) == ["completed", "staged"]
+    for run in tune_runs:
+        assert "RAY_KEY" not in (run.get("env") or {}), run.status
+    # Nowhere in the Guild home: no file of any run holds the token.
+    holding = [
+        os.path.join(root, name)
+        for root, _, names in os.walk(project.guild_home)
+        for name in names
+        if token.encode() in Path(root, name).read_bytes()
+    ]
+    assert holding == []
 
 
 @e2e

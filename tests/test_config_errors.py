@@ -108,13 +108,24 @@ BAD_FLAGS = {
     "unknown scheduler": (["scheduler=sha"], "unknown scheduler 'sha': use one of"),
     "reduction-factor 1": (
         ["scheduler=asha", "reduction-factor=1"],
-        "reduction-factor=1.0 must be a number greater than 1",
+        "reduction-factor=1.0 must be a finite number greater than 1",
     ),
     "max-t under grace-period": (
         ["scheduler=asha", "grace-period=5", "max-t=3"],
         "max-t=3 is less than grace-period=5: no trial could reach a rung",
     ),
     "negative max-time": (["max-time=-5"], "max-time: out of range"),
+    # Guild's float flags take nan and inf, and its `min:` lets them by; Ray's
+    # ASHA failed on them with an AssertionError, limits never fired (issue 18).
+    "nan cpus": (["cpus=nan"], "cpus=nan must be a finite number of 0 or more"),
+    "infinite max-time": (
+        ["max-time=inf"],
+        "max-time=inf must be a finite number of 0 or more (0 = no limit)",
+    ),
+    "nan reduction-factor": (
+        ["scheduler=asha", "reduction-factor=nan"],
+        "reduction-factor=nan must be a finite number greater than 1",
+    ),
     "negative max-failures": (["max-failures=-1"], "max-failures: out of range"),
     "negative fail-fast": (["fail-fast=-1"], "fail-fast: out of range"),
     "warm start of a search that does not learn": (
@@ -173,6 +184,20 @@ def test_the_test_project_passes_the_checks(project):
     assert tune_check_error(project) is None
     for op in ("tune-custom", "tune-tb"):
         assert tune_check_error(project, op=op) is None
+
+
+def test_an_auth_mode_that_turns_the_embedded_rays_token_off_is_refused(project):
+    """Any RAY_AUTH_MODE in the user's environment (`disabled`) turned the
+    embedded Ray's token auth off (issue 18); a documented setting may."""
+    write_project(project)
+    project.env["RAY_AUTH_MODE"] = "disabled"
+
+    _assert_one_line_with(
+        "RAY_AUTH_MODE=disabled would turn off the embedded Ray's token auth",
+        tune_check_error(project),
+    )
+    project.env["GPKG_RAY_LOCAL_AUTH"] = "disabled"
+    assert tune_check_error(project) is None
 
 
 def _write_remotes(project) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import psutil
 
@@ -83,3 +84,25 @@ def test_a_journal_of_an_earlier_form_reads_back(tmp_path):
     (tmp_path / JOURNAL).write_text(json.dumps(line) + "\n")
 
     assert read_journal(str(tmp_path)).outcomes == {3: old}
+
+
+def test_the_journals_directory_entry_is_synced_when_it_is_created(
+    tmp_path, monkeypatch
+):
+    """The journal fsynced its file, not the run dir that names it: a machine
+    lost just after could keep the data and lose the name (issue 18)."""
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def noting_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", noting_fsync)
+    journal = Journal(str(tmp_path))
+
+    journal.attempt(1, seed=7)
+    assert synced == [str(tmp_path / JOURNAL), str(tmp_path)]
+    synced.clear()
+    journal.trial_started(_outcome(1))  # appended: the name is on disk already
+    assert synced == [str(tmp_path / JOURNAL)]

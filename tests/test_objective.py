@@ -46,3 +46,12 @@ def test_is_better():
     assert not Objective("a", "max", "s").is_better(1, 2)
     assert Objective("a", "min", "s").is_better(1, 2)
     assert Objective("a", "min", "s").is_better(5, None)
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_a_non_finite_value_never_ranks(mode):
+    objective = Objective("a", mode, "s")
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        assert not objective.is_better(bad, None)
+        assert not objective.is_better(bad, 0.5)
+        assert objective.is_better(0.5, bad)

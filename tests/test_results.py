@@ -365,6 +365,24 @@ def test_best_and_ranked_trials_are_completed_ones():
     assert best_trial([_outcome(1, "failed")], OBJECTIVE) is None
 
 
+def test_a_nan_objective_is_never_the_best_trial():
+    """With `min`, a NaN compared false with every value and stayed the best
+    (issue 18): it was trial 1 here, tagged best."""
+    nan = float("nan")
+    objectives = [nan, 0.5, 0.3, nan, 0.1]
+    outcomes = [_outcome(n, "completed", v) for n, v in enumerate(objectives, 1)]
+    minimize = Objective("acc_val", "min", "evaluate")
+
+    assert best_trial(outcomes, minimize).number == 5
+    assert [o.number for o in ranked_trials(outcomes, minimize)] == [5, 3, 2]
+    assert best_trial(outcomes, OBJECTIVE).number == 2
+    infinite = [_outcome(1, "completed", float("-inf")), _outcome(2, "completed", 1.0)]
+    assert best_trial(infinite, minimize).number == 2
+    only_nan = [_outcome(1, "completed", nan), _outcome(2, "failed")]
+    assert best_trial(only_nan, minimize) is None
+    assert no_objective_reason(only_nan, minimize) is not None
+
+
 def test_trials_csv_and_json_have_a_row_per_trial(tmp_path):
     outcomes = _ended_trials()
 
@@ -405,8 +423,64 @@ def test_trials_csv_and_json_have_a_row_per_trial(tmp_path):
     assert data["trials"][3]["error"] == "train crashed"
 
 
+class _Unwritable:
+    """A value that cannot be written: a write that fails midway (a kill, a
+    full disk) in a test."""
+
+    def __str__(self):
+        raise OSError("No space left on device")
+
+
+def _left_over(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_trials_files_are_replaced_whole_not_rewritten(tmp_path):
+    """A restart writes trials.csv and trials.json again: a reader of the
+    old ones kept reading whole files, and a write that fails midway leaves
+    them as they were (they were rewritten in place, issue 18)."""
+    write_trials(str(tmp_path), _ended_trials()[:2], OBJECTIVE, {"seed": 7})
+    paths = [tmp_path / "trials.csv", tmp_path / "trials.json"]
+    old = [p.read_bytes() for p in paths]
+    readers = [open(p, "rb") for p in paths]  # noqa: SIM115 (held open)
+    try:
+        write_trials(str(tmp_path), _ended_trials(), OBJECTIVE, {"seed": 7})
+        assert [r.read() for r in readers] == old
+    finally:
+        for reader in readers:
+            reader.close()
+    new = [p.read_bytes() for p in paths]
+    assert new != old and b'"trial": 4' in new[1]
+
+    broken = _ended_trials()
+    broken[1].values["lr"] = _Unwritable()
+    with pytest.raises(OSError, match="No space left"):
+        write_trials(str(tmp_path), broken, OBJECTIVE, {"seed": 7})
+    assert paths[0].read_bytes() == new[0]
+    assert _left_over(tmp_path) == []
+
+
+def test_the_report_page_is_replaced_whole_not_rewritten(guild_home, tmp_path):
+    run_dir = tmp_path / "tune-run"
+    run_dir.mkdir()
+    outcomes = _trials_with_runs(guild_home)
+    write_trials(str(run_dir), outcomes, OBJECTIVE, {})
+    first = write_report(str(run_dir), outcomes[:2], _spec(), str(guild_home), TUNE)
+    page = Path(first)
+    old = page.read_bytes()
+
+    with open(page, "rb") as reader:
+        write_report(str(run_dir), outcomes, _spec(), str(guild_home), TUNE)
+        assert reader.read() == old
+
+    assert b"4 trials: 2 completed" in page.read_bytes()
+    assert _left_over(page.parent) == []
+    check_report(run_dir, expect_curves=True)
+
+
 def test_tune_run_scalars_are_the_best_objective_and_the_counts(tmp_path):
     (tmp_path / ".guild").mkdir()
+    (tmp_path / ".guild" / "opref").touch()  # a run, as Guild's are
 
     log_tune_scalars(str(tmp_path), _ended_trials(), OBJECTIVE)
 

@@ -8,11 +8,15 @@ restart of a real tune is in test_resume.py.
 
 from __future__ import annotations
 
+import pytest
 from guild.summary import SummaryWriter
 
 from gpkg_ray import guild_api
+from gpkg_ray.errors import TrialFailed
+from gpkg_ray.resume.prior import _close_killed
 from gpkg_ray.resume.reuse import offered_runs, reusable_run
 from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.trial.result import OBJECTIVE
 from gpkg_ray.trial.runner import Trial
 from gpkg_ray.trial.workspace import Workspace
 from gpkg_ray.tuning_spec import Objective, Param, TrialPlan
@@ -23,6 +27,7 @@ TAGS = ("tune-1234abcd",)
 PIN = "operation:train"
 STEPS = (Step("train", "train"), Step("evaluate", "evaluate", pins={PIN: "train"}))
 ACC = Objective("acc_val", "max", "evaluate")
+NAN = float("nan")
 PLAN = TrialPlan(STEPS, (Param("lr", Fixed(0.01), (("train", "lr"),)),), ACC, ACC)
 
 
@@ -133,3 +138,51 @@ def test_a_trial_takes_the_runs_it_completed_and_reports_their_scalars(tmp_path)
     losses = [r.scalars["train/loss"] for r in results if "train/loss" in r.scalars]
     assert set(losses) == {0.125}
     assert (results[0].step, results[0].scalars) == ("train", {})  # as it starts
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_objective_fails_the_trial_and_is_never_reported(tmp_path, bad):
+    """A NaN objective was reported to Ray, ranked best (it compares false with
+    everything), and the trial completed (issue 18)."""
+    train = _step_run(tmp_path, "t" * 32, "train", {"lr": 0.01})
+    evaluate = _step_run(
+        tmp_path,
+        "e" * 32,
+        "evaluate",
+        {PIN: train},
+        scalars=[("acc_val", 0.5, 0), ("acc_val", bad, 1)],
+    )
+    workspace = Workspace(str(tmp_path / "project"), str(tmp_path))
+    trial = Trial(PLAN, {}, workspace, launcher=None, tags=TAGS)
+    trial.offered = {"train": [train], "evaluate": [evaluate]}
+
+    results = []
+    with pytest.raises(TrialFailed) as failed:
+        while not trial.ended:
+            results.append(trial.next_result())
+
+    assert str(failed.value) == (
+        f"step evaluate (run eeeeeeee) recorded {bad} for objective 'acc_val': "
+        "it must be a finite number"
+    )
+    reported = [r.to_ray() for r in results]
+    assert all(OBJECTIVE not in r for r in reported), reported
+
+
+def test_a_killed_tunes_trial_with_a_nan_objective_closes_failed(tmp_path):
+    """A trial whose steps completed while the tune was down: its objective
+    decides, and a NaN one fails it."""
+    train = _step_run(tmp_path, "t" * 32, "train", {"lr": 0.01})
+    evaluate = _step_run(
+        tmp_path, "e" * 32, "evaluate", {PIN: train}, scalars=[("acc_val", NAN, 0)]
+    )
+    outcome = TrialOutcome(1, {"lr": 0.01})
+    outcome.runs = {"train": train, "evaluate": evaluate}
+
+    _close_killed(outcome, PLAN, str(tmp_path))
+
+    assert (outcome.status, outcome.objective) == ("failed", None)
+    assert outcome.error == (
+        "step evaluate (run eeeeeeee) recorded nan for objective 'acc_val': "
+        "it must be a finite number"
+    )

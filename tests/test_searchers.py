@@ -88,3 +88,25 @@ def test_tpe_is_told_only_the_trials_that_fit_its_space():
 
     assert search.num_samples == 2
     assert search.note.startswith("1 earlier trials lie outside this search space")
+
+
+def test_tpe_is_told_a_non_finite_objective_as_a_failure():
+    """A journal of an older gpkg.ray may hold a completed trial with a NaN
+    objective: Optuna refused it (ValueError), which ended a warm start."""
+    from gpkg_ray.trial.outcome import TrialOutcome
+
+    spec = _spec("tpe", {"lr": Range(1e-4, 1e-1, log=True)})
+    told = [
+        TrialOutcome(n, {"lr": 0.01 * n}, status="completed", objective=value)
+        for n, value in ((1, float("nan")), (2, float("inf")), (3, 0.5))
+    ]
+
+    search = build_search(spec, 1, SearchInputs(trials=2, told=tuple(told)))
+    search.algorithm.set_search_properties("objective", "max", search.param_space)
+
+    trials = search.algorithm._ot_study.trials
+    assert [(t.state.name, t.values) for t in trials] == [
+        ("FAIL", None),
+        ("FAIL", None),
+        ("COMPLETE", [0.5]),
+    ]

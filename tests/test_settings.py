@@ -10,6 +10,8 @@ from guild import guildfile
 from gpkg_ray.errors import SpecError
 from gpkg_ray.tuning_spec.settings import SEARCH_ALGORITHMS, Settings, flag_name
 
+NAN, INF = float("nan"), float("inf")
+
 
 def test_a_tune_op_gets_a_flag_per_setting_from_the_installed_package(project):
     """The flags Guild gives a project's tune op (from the installed guild.yml,
@@ -50,15 +52,36 @@ def test_from_flags_ignores_other_flags_and_keeps_defaults():
         ({"seed": -3}, "seed=-3 must be at least 0"),
         ({"fail-fast": -1}, "fail-fast=-1 must be at least 0"),
         ({"fail-fast": 1.5}, "fail-fast=1.5 is not a whole number"),
-        ({"cpus": -1}, "cpus=-1 must be a number of 0 or more"),
+        ({"cpus": -1}, "cpus=-1 must be a finite number of 0 or more"),
         ({"cpus": 0, "gpus": 0}, "a trial must reserve some resource"),
         ({"search": "bayes"}, "unknown search 'bayes': use one of random, grid, tpe"),
+        # Guild's float flags take nan and inf, and its `min:` lets them by.
+        ({"cpus": NAN}, "cpus=nan must be a finite number of 0 or more"),
+        ({"gpus": INF}, "gpus=inf must be a finite number of 0 or more"),
+        ({"max-time": NAN}, "max-time=nan must be a finite number of 0 or more"),
+        (
+            {"max-time": INF},
+            "max-time=inf must be a finite number of 0 or more (0 = no limit)",
+        ),
+        ({"time-budget": INF}, "time-budget=inf must be a finite number of 0 or"),
+        ({"max-memory": NAN}, "max-memory=nan must be a finite number of 0 or more"),
+        (
+            {"scheduler": "asha", "reduction-factor": NAN},
+            "reduction-factor=nan must be a finite number greater than 1",
+        ),
+        (
+            {"scheduler": "asha", "reduction-factor": INF},
+            "reduction-factor=inf must be a finite number greater than 1",
+        ),
+        ({"limit-penalty": NAN}, "limit-penalty=nan must be a finite number, or"),
+        ({"limit-penalty": -INF}, "limit-penalty=-inf must be a finite number, or"),
     ],
 )
 def test_invalid_settings(flags, message):
     with pytest.raises(SpecError) as e:
         Settings.from_flags(flags)
     assert message in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_every_search_algorithm_has_a_builder():

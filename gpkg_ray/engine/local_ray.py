@@ -5,6 +5,9 @@
   127.0.0.1 (otherwise Ray on Linux listens on all interfaces).
 - Token auth on, with a fresh token for this instance passed in the environment,
   so nothing is written to ~/.ray (Ray would otherwise save ~/.ray/auth_token).
+  Its ports are on loopback, but any user of the machine can reach those: a
+  `RAY_AUTH_MODE` in the user's environment is not inherited, and one other
+  than `token` is refused; only LOCAL_AUTH_VAR=disabled turns the token off.
 - No dashboard, no usage stats; Ray's logs go to a file, not the run output.
 - Stopped by pid: `ray.shutdown()` first, then any process this instance started
   that is still alive is terminated, then killed (gcs_server can ignore SIGTERM).
@@ -35,14 +38,47 @@ from gpkg_ray.processes import descendants, stop_processes
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
 
 
+LOCAL_AUTH_VAR = "GPKG_RAY_LOCAL_AUTH"
+"""The documented setting (docs/guide.md, Embedded Ray) that turns the
+embedded Ray's token auth off: `disabled`; `token`, the default, keeps it."""
+TOKEN, DISABLED = "token", "disabled"
+
+
+def local_auth_mode() -> str:
+    """The embedded Ray's auth mode, `token` unless LOCAL_AUTH_VAR asks for
+    `disabled`. Raises ClusterError for a RAY_AUTH_MODE in the environment
+    other than `token` that LOCAL_AUTH_VAR does not ask for: Ray would take it,
+    and any user of this machine could then run code as this one through the
+    embedded Ray's loopback ports."""
+    setting = os.environ.get(LOCAL_AUTH_VAR, TOKEN).strip().lower() or TOKEN
+    if setting not in (TOKEN, DISABLED):
+        raise ClusterError(
+            f"{LOCAL_AUTH_VAR}={os.environ[LOCAL_AUTH_VAR]} is not a setting of "
+            f"the embedded Ray's auth: use {TOKEN} (the default) or {DISABLED}"
+        )
+    users = os.environ.get("RAY_AUTH_MODE")
+    if setting == TOKEN and users is not None and users.strip().lower() != TOKEN:
+        raise ClusterError(
+            f"RAY_AUTH_MODE={users} would turn off the embedded Ray's token auth "
+            "(any user of this machine could then run code as you through its "
+            f"ports): unset RAY_AUTH_MODE, or set {LOCAL_AUTH_VAR}={DISABLED} to "
+            "run it without a token"
+        )
+    return setting
+
+
 def ray_env(auth_token: str) -> dict[str, str]:
-    """Environment for a private, loopback-only Ray and the processes it starts."""
+    """Environment for a private, loopback-only Ray and the processes it
+    starts: token auth with `auth_token`, unless local_auth_mode() says
+    otherwise (raises ClusterError as it does)."""
     env = {
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-    if "RAY_AUTH_MODE" not in os.environ:  # a user's explicit choice stands
-        env["RAY_AUTH_MODE"] = "token"
+    if local_auth_mode() == DISABLED:
+        env["RAY_AUTH_MODE"] = DISABLED
+    else:
+        env["RAY_AUTH_MODE"] = TOKEN
         env["RAY_AUTH_TOKEN"] = auth_token
     return env
 
@@ -70,7 +106,9 @@ def embedded_ray(
     temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
     try:
         # No RAY_ADDRESS: nothing in this process should find another cluster.
-        with patched_environ(ray_env(secrets.token_hex(32)), unset=["RAY_ADDRESS"]):
+        # No token of the user's either: this Ray's own, in RAY_AUTH_TOKEN.
+        unset = ["RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"]
+        with patched_environ(ray_env(secrets.token_hex(32)), unset=unset):
             reload_ray_config()
             _import_in_background(preload)
             with ray_logs_to(log_file) as route_logs:

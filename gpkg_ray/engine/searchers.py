@@ -16,6 +16,7 @@ trials that ended before (and warm-start trials) first.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -190,8 +191,9 @@ def _optuna_search(told: list[tuple[dict, TrialOutcome]], **kwargs):
 def _tell(searcher, values: dict[str, Any], outcome: TrialOutcome) -> None:
     """Tells a trial that ended to an OptunaSearch as Ray would have: a value
     if it has one (a completed trial, or one a scheduler or limit stopped),
-    else a failure."""
-    if outcome.objective is None:
+    else a failure. A NaN or infinite objective (a journal of an older
+    gpkg.ray may hold one; a trial fails on it now) is a failure too."""
+    if outcome.objective is None or not math.isfinite(outcome.objective):
         searcher.add_evaluated_point(values, 0.0, error=True)
     else:
         searcher.add_evaluated_point(values, outcome.objective)

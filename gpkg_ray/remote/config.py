@@ -22,6 +22,7 @@ that names the remote and the key.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class ClusterConfig:
     def auth_token(self) -> str | None:
         """The cluster's token (Ray's token auth), or None when none is set."""
         if self.auth_token_file:
-            path = os.path.expanduser(self.auth_token_file)
+            path = self.auth_token_file
             try:
                 with open(path) as f:
                     token = f.read().strip()
@@ -156,7 +157,7 @@ def cluster_config(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         name,
         raw,
         "max-copy-mb",
-        what="a number of MB",
+        what="a finite number of MB",
         hint=" (files of a run bigger than that stay on the node)",
     )
     local = None
@@ -171,7 +172,7 @@ def cluster_config(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         name,
         host,
         port,
-        token_file,
+        _token_file(token_file),
         token_env,
         DEFAULT_MAX_COPY_MB if max_copy_mb is None else max_copy_mb,
         _env(name, raw.get("env")),
@@ -180,6 +181,16 @@ def cluster_config(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         _number(name, raw, "trial-gpus"),
         local,
     )
+
+
+def _token_file(raw: Any) -> str | None:
+    """`auth-token-file` as an absolute path: a relative one is taken from
+    where the user ran the command, in the `guild run` that checks the tune
+    and in its tuner (which runs in the run dir) alike."""
+    if not raw:
+        return None
+    path = os.path.expanduser(str(raw))
+    return os.path.normpath(os.path.join(guild_api.config_cwd(), path))
 
 
 def _env(name: str, raw: Any) -> tuple[tuple[str, str], ...]:
@@ -210,18 +221,26 @@ def _number(
     name: str,
     raw: Mapping[str, Any],
     key: str,
-    what: str = "a number",
+    what: str = "a finite number",
     hint: str = "",
 ) -> float | None:
-    """The value of `key` (a number >= 0), or None when it is not given."""
+    """The value of `key` (a finite number >= 0: YAML reads `.inf` and `.nan`
+    as floats), or None when it is not given."""
     value = raw.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not is_finite_number(value) or value < 0:
         raise ClusterError(
             f"remote '{name}': {key} must be {what} >= 0, not '{value}'{hint}"
         )
     return float(value)
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is neither NaN nor infinite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
 
 
 def _address(name: str, raw: Any) -> tuple[str, int]:

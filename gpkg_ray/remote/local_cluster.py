@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -66,12 +67,14 @@ def local_spec(name: str, raw) -> LocalSpec:
     values = {key.replace("-", "_"): raw[key] for key in raw}
     for key, value in values.items():
         minimum = 1 if key == "workers" else 0
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        numeric = not isinstance(value, bool) and isinstance(value, int | float)
+        # YAML reads `.inf` and `.nan` as floats: neither is a count.
+        if not numeric or not math.isfinite(value):
             value = None
         if value is None or value < minimum or (key == "workers" and value % 1):
             raise ClusterError(
                 f"remote '{name}': local: {key.replace('_', '-')} must be a "
-                f"number >= {minimum}, not '{raw[key.replace('_', '-')]}'"
+                f"finite number >= {minimum}, not '{raw[key.replace('_', '-')]}'"
             )
     return LocalSpec(**values)
 

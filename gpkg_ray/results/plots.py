@@ -16,6 +16,7 @@ import math
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from gpkg_ray.files import replaced
 from gpkg_ray.results.curves import Curve
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import scalar_key
@@ -235,4 +236,5 @@ def _curve_style(status: str, is_best: bool) -> dict:
 
 
 def save_png(fig: Figure, path: str) -> None:
-    fig.savefig(path, format="png")
+    with replaced(path, "wb") as f:  # whole: a restart writes it again
+        fig.savefig(f, format="png")

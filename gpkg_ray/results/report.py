@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from gpkg_ray.files import replaced
 from gpkg_ray.listener import SearchStarted, TuneListener
 from gpkg_ray.results.progress import format_value
 from gpkg_ray.results.summary import STATUSES
@@ -105,10 +106,15 @@ def write_report(
     trials_csv = os.path.join(run_dir, TRIALS_CSV)
     has_csv = os.path.isfile(trials_csv)
     if has_csv:
-        shutil.copyfile(trials_csv, os.path.join(report_dir, TRIALS_CSV))
+        with (
+            open(trials_csv, "rb") as src,
+            replaced(os.path.join(report_dir, TRIALS_CSV), "wb") as dest,
+        ):
+            shutil.copyfileobj(src, dest)
     page = os.path.join(report_dir, INDEX)
     images = [(name, title) for name, title, _ in figures]
-    with open(page, "w") as f:
+    # Each file put in place whole: a restart writes the report again.
+    with replaced(page) as f:
         f.write(_page(outcomes, spec, tune, images, has_csv))
     return page
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 
 from gpkg_ray import guild_api
+from gpkg_ray.files import replaced
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Objective
 
@@ -14,37 +16,39 @@ TRIALS_CSV = "trials.csv"
 TRIALS_JSON = "trials.json"
 
 
+def has_objective(outcome: TrialOutcome) -> bool:
+    """Whether the trial has an objective that ranks: a finite number (a NaN
+    compares false with everything, and would pass for the best; a trial fails
+    on one now, but a journal of an older gpkg.ray may hold one)."""
+    return outcome.objective is not None and math.isfinite(outcome.objective)
+
+
 def best_trial(
     outcomes: list[TrialOutcome], objective: Objective
 ) -> TrialOutcome | None:
     """The completed trial with the best objective (a trial stopped early has a
     partial objective, or a limit penalty, not a result)."""
-    best = None
-    for outcome in outcomes:
-        if outcome.status != "completed" or outcome.objective is None:
-            continue
-        if best is None or objective.is_better(outcome.objective, best.objective):
-            best = outcome
-    return best
+    ranked = ranked_trials(outcomes, objective)
+    return ranked[0] if ranked else None
 
 
 def ranked_trials(
     outcomes: list[TrialOutcome], objective: Objective
 ) -> list[TrialOutcome]:
-    """The completed trials with an objective, best first."""
-    completed = [
-        o for o in outcomes if o.status == "completed" and o.objective is not None
-    ]
+    """The completed trials with an objective, best first (the first of equals
+    first)."""
+    completed = [o for o in outcomes if o.status == "completed" and has_objective(o)]
     return sorted(completed, key=lambda o: o.objective, reverse=objective.mode == "max")
 
 
 def write_trials(
     run_dir: str, outcomes: list[TrialOutcome], objective: Objective, meta: dict
 ) -> None:
-    """`trials.csv` (a row per trial) and `trials.json` (the same, plus meta)."""
+    """`trials.csv` (a row per trial) and `trials.json` (the same, plus meta),
+    each put in place whole (a restart writes them again)."""
     keys = sorted({key for o in outcomes for key in o.values})
     steps = sorted({step for o in outcomes for step in o.runs})
-    with open(os.path.join(run_dir, TRIALS_CSV), "w", newline="") as f:
+    with replaced(os.path.join(run_dir, TRIALS_CSV), newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
@@ -71,7 +75,7 @@ def write_trials(
                     o.error or "",
                 ]
             )
-    with open(os.path.join(run_dir, TRIALS_JSON), "w") as f:
+    with replaced(os.path.join(run_dir, TRIALS_JSON)) as f:
         json.dump(
             {
                 **meta,
@@ -106,7 +110,7 @@ def no_objective_reason(
     or one stopped early with a value or the limit penalty); None when one did.
     A tune fails only then: trials stopped by a scheduler or a limit are
     results, not failures."""
-    if any(o.status != "failed" and o.objective is not None for o in outcomes):
+    if any(o.status != "failed" and has_objective(o) for o in outcomes):
         return None
     if not outcomes:
         return "no trial ran"

@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from gpkg_ray.files import fsync_dir
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
 
@@ -97,6 +98,7 @@ class Journal(TuneListener):
 
     def _append(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, default=str) + "\n"
+        created = not os.path.exists(self.path)
         with open(self.path, "a") as f:
             # A killed writer can leave a partial line: start on a fresh one.
             if f.tell() and not _ends_with_newline(self.path):
@@ -104,6 +106,8 @@ class Journal(TuneListener):
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        if created:  # the file's entry in the run dir is on disk too
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
 
 
 def _ends_with_newline(path: str) -> bool:

@@ -8,6 +8,7 @@ attempt. Warm-start trials of other tune runs are told to the searcher only.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from gpkg_ray.resume.journal import read_journal
 from gpkg_ray.resume.leftovers import end_attempt, settle_runs
 from gpkg_ray.resume.warm_start import warm_trials
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.trial.result import scalar_key
+from gpkg_ray.trial.result import non_finite_objective, scalar_key
 from gpkg_ray.trial.scalars import ScalarWatcher
 from gpkg_ray.tuning_spec import TrialPlan
 
@@ -123,8 +124,8 @@ def load_prior(
 
 def _close_killed(outcome: TrialOutcome, plan: TrialPlan, guild_home: str) -> None:
     """A trial the killed attempt left running: completed if all its steps
-    completed while the tune was down (its objective recorded), else
-    interrupted."""
+    completed while the tune was down (its objective recorded; failed if that
+    is NaN or infinite), else interrupted."""
     outcome.ended = time.time()
     runs = {
         step: guild_api.open_run(guild_home, run_id)
@@ -140,6 +141,13 @@ def _close_killed(outcome: TrialOutcome, plan: TrialPlan, guild_home: str) -> No
                 outcome.metrics[scalar_key(step, tag)] = scalar.value
         objective = plan.objective
         value = outcome.metrics.get(scalar_key(objective.step, objective.scalar))
+        if value is not None and not math.isfinite(value):
+            run_id = outcome.runs[objective.step]
+            outcome.status = "failed"
+            outcome.error = non_finite_objective(
+                objective.step, run_id, objective.scalar, value
+            )
+            return
         if value is not None:
             outcome.status, outcome.objective = "completed", value
             return

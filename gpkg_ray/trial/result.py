@@ -54,6 +54,15 @@ def scheduler_time(logged_step: int, count: int) -> int:
     return max(logged_step, count)
 
 
+def non_finite_objective(step: str, run_id: str, scalar: str, value: float) -> str:
+    """Why a trial whose objective is NaN or infinite failed: no searcher or
+    scheduler can rank such a value (NaN compares false with everything)."""
+    return (
+        f"step {step} (run {run_id[:8]}) recorded {value} for objective "
+        f"'{scalar}': it must be a finite number"
+    )
+
+
 @dataclass
 class TrialResult:
     runs: dict[str, str] = field(default_factory=dict)

@@ -10,6 +10,7 @@ pauses while its values are decided on (see _pause_for_decision).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any
@@ -18,7 +19,12 @@ from gpkg_ray.errors import TrialFailed
 from gpkg_ray.resume.reuse import reusable_run
 from gpkg_ray.trial.launcher import StepLauncher
 from gpkg_ray.trial.limits import Limits
-from gpkg_ray.trial.result import TrialResult, scalar_key, scheduler_time
+from gpkg_ray.trial.result import (
+    TrialResult,
+    non_finite_objective,
+    scalar_key,
+    scheduler_time,
+)
 from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
@@ -269,12 +275,28 @@ class Trial:
         for tag, scalar in sorted(new, key=lambda item: item[1].step):  # stable
             self.latest.scalars[scalar_key(step.name, tag)] = scalar.value
             if step.name == objective.step and tag == objective.scalar:
+                self._check_finite(step, scalar.value)
                 self.latest.objective = scalar.value
             if step.name == watched.step and tag == watched.scalar:
                 self._progress.update(scalar)
                 progressed = True
         result = self.snapshot()
         return [self._progress.applied(result) if progressed else result]
+
+    def _check_finite(self, step: Step, value: float) -> None:
+        """Fails the trial on a NaN or infinite objective, before any result
+        carries it: no searcher or scheduler can rank it (NaN compares false
+        with everything, so it would pass for the best), and no later value of
+        a diverged run is worth waiting for. The running step is stopped."""
+        if math.isfinite(value):
+            return
+        run_id = self.runs.get(step.name, "")
+        self.stop()
+        self._results.clear()
+        self._held = []
+        raise TrialFailed(
+            non_finite_objective(step.name, run_id, self.plan.objective.scalar, value)
+        )
 
     def _check_objective(self) -> None:
         objective = self.plan.objective

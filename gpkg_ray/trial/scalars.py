@@ -4,6 +4,8 @@ Guild records a run's output scalars in `RUN_DIR/.guild/events.out.tfevents.*`, 
 scripts may write TF event files of their own anywhere in the run directory. This
 reads both the way Guild does (TensorBoard's event loader, Guild's value decoding),
 but incrementally: each poll returns only what was written since the last one.
+Only the run's own files: not what Guild put in from its dependencies (a
+required run's files, copied or linked, see RunFiles).
 
 Guild stores output scalars as 32-bit floats: a step that printed
 `acc: 0.963889` is read back as 0.9638890027999878. Values stored that way are
@@ -27,13 +29,69 @@ class Scalar:
     step: int
 
 
+class RunFiles:
+    """Tells a run's own event files from those Guild put in its directory
+    from its dependencies: Guild copies (or, with `target-type: link`, links)
+    a required run's top-level entries into the run that requires it, so the
+    event files `train` writes at its root show up in `evaluate`'s run, and
+    would pass for `evaluate`'s scalars."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self._dependencies: frozenset[str] | None = None
+
+    def ready(self) -> bool:
+        """Whether the run's dependencies are all in place, and so known: not
+        before the op starts (Guild resolves them first)."""
+        if self._dependencies is None:
+            if not guild_api.dependencies_settled(self.run_dir):
+                return False
+            self._dependencies = guild_api.dependency_paths(self.run_dir)
+        return True
+
+    def is_own_event_file(self, path: str) -> bool:
+        """An event file the run wrote itself, not a dependency's (call once
+        `ready`)."""
+        if ".tfevents." not in os.path.basename(path) or os.path.islink(path):
+            return False
+        dependencies = self._dependencies or frozenset()
+        relpath = os.path.normpath(os.path.relpath(path, self.run_dir))
+        while relpath:  # a file in a dependency's directory is one too
+            if relpath in dependencies:
+                return False
+            relpath = os.path.dirname(relpath)
+        return True
+
+    def event_dirs(self):
+        """Directories that hold event files of the run's own."""
+        for root, dirs, files in os.walk(self.run_dir):
+            # Links (e.g. to a required run's files) belong to other runs.
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+            if any(self.is_own_event_file(os.path.join(root, f)) for f in files):
+                yield root
+
+    def has_event_file(self, path: str) -> bool:
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return False
+        return any(self.is_own_event_file(os.path.join(path, n)) for n in names)
+
+
 class _EventDir:
-    """Incremental reader of the event files in one directory."""
+    """Incremental reader of the run's own event files in one directory."""
 
-    def __init__(self, path: str):
-        from tensorboard.backend.event_processing import event_accumulator
+    def __init__(self, path: str, files: RunFiles):
+        # TensorBoard's directory loader (event_accumulator._GeneratorFromPath),
+        # with a filter that leaves out files of other runs.
+        from tensorboard.backend.event_processing import (
+            directory_watcher,
+            event_file_loader,
+        )
 
-        self._loader = event_accumulator._GeneratorFromPath(path)
+        self._loader = directory_watcher.DirectoryWatcher(
+            path, event_file_loader.LegacyEventFileLoader, files.is_own_event_file
+        )
 
     def new_scalars(self):
         for event in self._loader.Load():
@@ -95,6 +153,7 @@ class ScalarWatcher:
 
     def __init__(self, run_dir: str, rescan_seconds: float = 2.0):
         self.run_dir = run_dir
+        self.files = RunFiles(run_dir)
         self.latest: dict[str, Scalar] = {}
         self._dirs: dict[str, _EventDir] = {}
         self._rescan_seconds = rescan_seconds
@@ -120,41 +179,34 @@ class ScalarWatcher:
         return self.latest
 
     def _scan(self) -> None:
+        if not self.files.ready():
+            return
         self._last_scan = time.monotonic()
-        for path in _event_dirs(self.run_dir):
+        for path in self.files.event_dirs():
             self._add_dir(path)
 
     def _add_dir(self, path: str) -> None:
-        if path not in self._dirs and _has_event_file(path):
+        if not self.files.ready():
+            return
+        if path not in self._dirs and self.files.has_event_file(path):
             guild_api.patch_tensorboard_logging()
-            self._dirs[path] = _EventDir(path)
+            self._dirs[path] = _EventDir(path, self.files)
 
 
 def scalar_series(run_dir: str, tag: str) -> list[Scalar]:
     """Every value of `tag` in an ended run, in the order written: its output
     scalars, or else the first event directory that has the tag."""
     guild_api.patch_tensorboard_logging()
-    for path in sorted(_event_dirs(run_dir), key=lambda p: not p.endswith(".guild")):
+    files = RunFiles(run_dir)
+    if not files.ready():
+        return []
+    dirs = sorted(files.event_dirs(), key=lambda p: not p.endswith(".guild"))
+    for path in dirs:
         series = [
             Scalar(value, step)
-            for name, value, step in _EventDir(path).new_scalars()
+            for name, value, step in _EventDir(path, files).new_scalars()
             if name == tag
         ]
         if series:
             return series
     return []
-
-
-def _event_dirs(run_dir: str):
-    for root, dirs, files in os.walk(run_dir):
-        # Links (e.g. to a required run's files) belong to other runs.
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
-        if any(".tfevents." in name for name in files):
-            yield root
-
-
-def _has_event_file(path: str) -> bool:
-    try:
-        return any(".tfevents." in name for name in os.listdir(path))
-    except OSError:
-        return False

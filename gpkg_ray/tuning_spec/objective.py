@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,7 +22,11 @@ class Objective:
         return f"{self.mode} {self.step}#{self.scalar}"
 
     def is_better(self, value: float, than: float | None) -> bool:
-        if than is None:
+        """Whether `value` beats `than`; a NaN or infinite value never ranks
+        (NaN compares false with everything, and would stay the best)."""
+        if not math.isfinite(value):
+            return False
+        if than is None or not math.isfinite(than):
             return True
         return value > than if self.mode == "max" else value < than
 

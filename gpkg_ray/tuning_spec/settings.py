@@ -8,12 +8,14 @@ them (`Settings.from_flags`), as the Guild plugin does before the run exists.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gpkg_ray.errors import SpecError
 
 SEARCH_ALGORITHMS = ("random", "grid", "tpe")
+NO_LIMIT = " (0 = no limit)"
 SCHEDULERS = ("fifo", "asha", "hyperband", "median")
 
 # Schedulers Ray offers that pause trials and restart them from a checkpoint:
@@ -153,16 +155,16 @@ class Settings:
         if self.cpus == 0 and self.gpus == 0:
             raise SpecError("cpus=0 and gpus=0: a trial must reserve some resource")
         self._validate_scheduler()
-        _check_number("max-time", self.max_time)
-        _check_number("max-memory", self.max_memory)
-        _check_number("time-budget", self.time_budget)
+        _check_number("max-time", self.max_time, NO_LIMIT)
+        _check_number("max-memory", self.max_memory, NO_LIMIT)
+        _check_number("time-budget", self.time_budget, NO_LIMIT)
         _check_int("max-failures", self.max_failures, minimum=0)
         _check_int("fail-fast", self.fail_fast, minimum=0)
         self._validate_warm_start()
         if self.limit_penalty is not None and not _is_number(self.limit_penalty):
             raise SpecError(
-                f"limit-penalty={self.limit_penalty!r} must be a number, or blank "
-                "for trials over a limit to fail"
+                f"limit-penalty={self.limit_penalty!r} must be a finite number, or "
+                "blank for trials over a limit to fail"
             )
         if self.search not in SEARCH_ALGORITHMS:
             raise SpecError(
@@ -208,8 +210,8 @@ class Settings:
             )
         if not _is_number(self.reduction_factor) or self.reduction_factor <= 1:
             raise SpecError(
-                f"reduction-factor={self.reduction_factor!r} must be a number "
-                "greater than 1"
+                f"reduction-factor={self.reduction_factor!r} must be a finite "
+                "number greater than 1"
             )
 
 
@@ -246,10 +248,15 @@ def _check_int(flag: str, value: Any, minimum: int) -> None:
         raise SpecError(f"{flag}={value} must be at least {minimum}")
 
 
-def _check_number(flag: str, value: Any) -> None:
+def _check_number(flag: str, value: Any, hint: str = "") -> None:
     if not _is_number(value) or value < 0:
-        raise SpecError(f"{flag}={value!r} must be a number of 0 or more")
+        raise SpecError(f"{flag}={value!r} must be a finite number of 0 or more{hint}")
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float: Guild's float flags take `nan` and `inf` (and
+    its `min:` check lets them by), which would pass every comparison with a
+    bound or fail none, and then fail in Ray (ASHA asserts) or never fire."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
