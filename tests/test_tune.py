@@ -419,17 +419,18 @@ def test_a_misnamed_objective_stops_the_search_after_three_failures(project):
     config is fixed goes on with the trials left."""
     write_project(project, MISNAMED_OBJECTIVE)
 
-    watched = project.watch_tune("max-trials=8", "max-concurrent=2", "seed=11")
+    watched = project.watch_tune("max-trials=5", "max-concurrent=2", "seed=11")
 
     assert watched.returncode == 1, watched.output
     tune_run = project.tune_run()
     assert tune_run.status == "error"
     trials = project.trials()
-    assert len(trials) < 8, watched.output  # stopped before max-trials ran
+    assert len(trials) < 5, watched.output  # stopped before max-trials ran
     failed = sorted(
         (t for t in trials if t["status"] == "failed"), key=lambda t: t["ended"]
     )
-    assert len(failed) == 3
+    # The fourth, running beside the third, may fail before the stop reaches it.
+    assert len(failed) in (3, 4)
     first_evaluate = failed[0]["runs"]["evaluate"]
     # The tune's last line on stderr. Guild relays stderr and stdout (whose
     # last line is the report's) apart, so in the watched output, which has
@@ -463,9 +464,10 @@ def test_a_misnamed_objective_stops_the_search_after_three_failures(project):
     assert restarted.returncode == 0, restarted.output
     assert project.tune_run().status == "completed"
     trials = project.trials()
-    assert len(trials) == 8
+    assert len(trials) == 5
     statuses = [t["status"] for t in trials]
-    assert statuses.count("failed") == 3 and statuses.count("completed") == 5
+    assert statuses.count("failed") == len(failed)
+    assert statuses.count("completed") == 5 - len(failed)
     assert still_running(restarted.processes) == []
 
 
