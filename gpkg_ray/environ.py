@@ -12,6 +12,13 @@ RAY_TEMP_PREFIX = "gpkg-ray-"
 not in the engine, since a restart finds and removes the dir of a killed
 attempt (resume.leftovers) without importing the engine."""
 
+STEP_TUNE_VAR = "GPKG_RAY_TUNE_RUN"
+"""In the environment of every process a tune starts for its steps (step
+launchers, `guild run`s, their ops): the tune run's id. A restart finds what a
+killed attempt left running by it (resume.leftovers): a step forked by a
+launcher shows the launcher's command line, not its run id, and a fork keeps
+the environment its launcher started with."""
+
 
 @contextmanager
 def patched_environ(

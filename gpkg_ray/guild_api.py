@@ -190,27 +190,31 @@ def set_tags(run: Run, add: list[str], remove: list[str]) -> None:
 # --- A run's op process ---------------------------------------------------
 
 
-def live_op_pid(run: Run) -> int | None:
-    """The pid in the run's LOCK, if that process is this run's op: Guild gives
-    the op RUN_ID in its environment; a pid reused since is another process.
-    None before Guild started the op, and after it ended."""
+def live_op(run: Run) -> psutil.Process | None:
+    """The op process whose pid is in the run's LOCK, if it is this run's op:
+    Guild gives the op RUN_ID in its environment; a pid reused since is another
+    process. None before Guild started the op, and after it ended. A handle,
+    not a pid: it signals no other process once the op has ended."""
     pid = run._get_pid()  # read from the LOCK now: Run.pid is cached
     if pid is None:
         return None
     try:
-        environ = psutil.Process(pid).environ()
+        proc = psutil.Process(pid)
+        environ = proc.environ()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    return pid if environ.get("RUN_ID") == run.id else None
+    # Read after the handle was taken: the environment is of the process it holds.
+    return proc if environ.get("RUN_ID") == run.id else None
 
 
-def stop_op(pid: int) -> None:
-    """Stops the op process `pid` as `guild stop` does: SIGTERM to it, then
+def stop_op(op: psutil.Process) -> None:
+    """Stops the op process `op` as `guild stop` does: SIGTERM to it, then
     after CHILD_TERM_SECONDS to its children; waits up to STOP_GRACE_SECONDS
-    for them to exit. Its `guild run` then records the run as `terminated`."""
-    from guild import util as guild_util
-
-    tree = process_tree(pid)
+    for them to exit. Its `guild run` then records the run as `terminated`.
+    (Guild's own `util.kill_process_tree` takes a pid: this is it, by handle.)"""
+    tree = process_tree(op)  # the op first
+    if not tree:
+        return
     if any(_paused(proc) for proc in tree):
         # A paused op (StepRun.pause) acts on SIGTERM once continued: told
         # first, the op and its children (a wrapper's trainer) end as they
@@ -219,13 +223,16 @@ def stop_op(pid: int) -> None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.terminate()
         resume_processes(tree)
+    children = tree[1:]
     with contextlib.suppress(psutil.NoSuchProcess):
-        guild_util.kill_process_tree(
-            pid, timeout=STOP_GRACE_SECONDS, child_term_timeout=CHILD_TERM_SECONDS
-        )
-    # Children of an op that ended before Guild looked for them.
-    left = [proc for proc in tree[1:] if proc.is_running()]
-    stop_processes(left, grace=CHILD_TERM_SECONDS, wait_first=True)
+        op.terminate()
+    psutil.wait_procs(children, timeout=CHILD_TERM_SECONDS)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, left = psutil.wait_procs(tree, timeout=STOP_GRACE_SECONDS)
+    # Children of an op that ended before its children did.
+    stop_processes([proc for proc in left if proc is not op], grace=CHILD_TERM_SECONDS)
 
 
 def _paused(proc: psutil.Process) -> bool:

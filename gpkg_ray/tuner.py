@@ -39,8 +39,10 @@ def main() -> int:
         outcomes = _tune(tune_run, checked, stop)
     except GpkgRayError as e:
         return _error(e, _EXIT_TUNE_FAILED)
-    except KeyboardInterrupt:  # a second signal, or Ctrl-C before the search
+    except KeyboardInterrupt:  # a second signal, or a stop before the search
         print("gpkg.ray: stopped", file=sys.stderr, flush=True)
+        if stop.signal is not None:
+            exit_by_signal(stop.signal)  # Guild records it `terminated`
         return _EXIT_TUNE_FAILED
     if stop.signal is not None:
         exit_by_signal(stop.signal)  # the results so far are saved

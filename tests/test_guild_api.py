@@ -125,22 +125,23 @@ def test_mark_running_reopens_an_ended_run(tmp_path):
     assert run.get("stopped") is None
 
 
-def test_live_op_pid_is_the_lock_pid_of_this_runs_op_only(tmp_path):
+def test_live_op_is_the_lock_pid_of_this_runs_op_only(tmp_path):
     run = _new_run(tmp_path)
-    assert guild_api.live_op_pid(run) is None  # no LOCK: not started
+    assert guild_api.live_op(run) is None  # no LOCK: not started
     own, other = _sleep(run.id), _sleep("f" * 32)
     try:
         guild_api.mark_running(run, own.pid)
-        assert guild_api.live_op_pid(run) == own.pid
+        op = guild_api.live_op(run)
+        assert op is not None and op.pid == own.pid
         # A pid reused by another process (another run's op, say) is not ours.
         guild_api.mark_running(run, other.pid)
-        assert guild_api.live_op_pid(run) is None
+        assert guild_api.live_op(run) is None
     finally:
         for proc in (own, other):
             proc.kill()
             proc.wait()
     guild_api.mark_running(run, own.pid)  # a LOCK left by a dead op
-    assert guild_api.live_op_pid(run) is None
+    assert guild_api.live_op(run) is None
 
 
 def test_stop_op_ends_the_op_then_its_children():
@@ -152,8 +153,9 @@ def test_stop_op_ends_the_op_then_its_children():
         time.sleep(0.02)
     children = [p.pid for p in psutil.Process(op.pid).children()]
 
+    handle = psutil.Process(op.pid)
     started = time.monotonic()
-    guild_api.stop_op(op.pid)
+    guild_api.stop_op(handle)
     took = time.monotonic() - started
 
     # psutil reaps the op (our child here): Popen cannot see its status.
@@ -161,7 +163,7 @@ def test_stop_op_ends_the_op_then_its_children():
     assert not any(_alive(pid) for pid in [op.pid, *children])
     # SIGTERM to the op first; its children only CHILD_TERM_SECONDS later.
     assert took >= guild_api.CHILD_TERM_SECONDS - 0.1
-    guild_api.stop_op(op.pid)  # gone already: nothing to do
+    guild_api.stop_op(handle)  # gone already: nothing to do
 
 
 def test_stop_op_ends_a_paused_op_before_it_goes_on(tmp_path):
@@ -176,10 +178,11 @@ def test_stop_op_ends_a_paused_op_before_it_goes_on(tmp_path):
         ]
     )
     time.sleep(0.2)
-    psutil.Process(op.pid).suspend()
+    handle = psutil.Process(op.pid)
+    handle.suspend()
     time.sleep(0.5)
 
-    guild_api.stop_op(op.pid)
+    guild_api.stop_op(handle)
 
     op.wait(timeout=5)
     assert not went_on.exists()

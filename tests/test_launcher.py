@@ -98,7 +98,7 @@ def test_a_guild_error_reaches_the_step(workspace, launcher):
 
 def test_a_stopped_step_ends_terminated_with_nothing_left(project, workspace, launcher):
     step = _step(workspace, launcher, epochs=100, sleep=0.2)
-    wait_for(lambda: step.op_pid() is not None)
+    wait_for(lambda: step.op_process() is not None)
     tree = process_tree(step._proc.pid)
     step.close()
     assert project.run(step.run_id).status == "terminated"
@@ -108,7 +108,7 @@ def test_a_stopped_step_ends_terminated_with_nothing_left(project, workspace, la
 def test_closing_the_fork_launcher_stops_a_running_step(project, workspace):
     launcher = ForkLauncher(str(project.path), project.env)
     step = _step(workspace, launcher, epochs=100, sleep=0.2)
-    wait_for(lambda: step.op_pid() is not None)
+    wait_for(lambda: step.op_process() is not None)
     tree = process_tree(launcher._proc.pid)
     assert len(tree) >= 3  # the launcher, `guild run`, the op
     launcher.close()

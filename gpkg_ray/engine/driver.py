@@ -8,6 +8,7 @@ Ray down. It tells a listener what happens and returns the trials' outcomes.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -35,14 +36,22 @@ def run_tune(
     every trial this attempt ran, by trial number."""
     from gpkg_ray.engine.interrupts import handling_stops
 
-    os.makedirs(prepared.ray_dir, exist_ok=True)
-    log_file = os.path.join(prepared.ray_dir, DRIVER_LOG)
-    # Stop signals are handled once Ray is up: it sets a SIGTERM handler.
-    with (
-        ray_session(prepared, log_file, listener) as cluster_runs,
-        handling_stops(stop),
-    ):
-        return _search(prepared, listener, stop, cluster_runs)
+    # Stop signals are handled before Ray starts and the steps' source is
+    # staged: a stop then ends the start, and its temp dirs and processes go.
+    with handling_stops(stop) as handle_again:
+        os.makedirs(prepared.ray_dir, exist_ok=True)
+        log_file = os.path.join(prepared.ray_dir, DRIVER_LOG)
+        try:
+            with ray_session(prepared, log_file, listener) as cluster_runs:
+                handle_again()  # ray.init set a SIGTERM handler of its own
+                return _search(prepared, listener, stop, cluster_runs)
+        except SystemExit as e:
+            if e.code != signal.SIGTERM:
+                raise
+            # That handler, while ray.init runs: it exits with the signal's
+            # number (Ray is cleaned up on the way out). A stop like any other.
+            stop.signal = signal.SIGTERM
+            raise KeyboardInterrupt from e
 
 
 @contextmanager
@@ -98,6 +107,7 @@ def _search(
         prepared.guild_home,
         # The tune run records the environment once; steps skip `pip freeze`.
         env={"NO_PIP_FREEZE": "1"},
+        tune_run_id=prepared.run_id,
     )
     return run_search(prepared, search, workspace, listener, stop, cluster_runs)
 

@@ -15,7 +15,7 @@ trainables poll in short slices (ray_tune.HEARTBEAT_SECONDS).
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -47,10 +47,17 @@ class StopRequest:
 
 
 @contextmanager
-def handling_stops(request: StopRequest) -> Iterator[StopRequest]:
-    """Handles SIGINT and SIGTERM into `request` while the search runs (main
-    thread only). Enter it after `ray.init`: Ray's core worker installs a
-    SIGTERM handler of its own."""
+def handling_stops(request: StopRequest) -> Iterator[Callable[[], None]]:
+    """Handles SIGINT and SIGTERM into `request` (main thread only), from
+    before Ray starts: a stop then (Tune not running yet) raises
+    KeyboardInterrupt, so that what the start made is cleaned up on the way
+    out, instead of the default action killing the tuner with its temp dirs
+    left behind.
+
+    Yields a function that installs the handlers again: `ray.init` sets
+    SIGTERM handlers of its own (they exit by SystemExit, which cleans up
+    too), so call it once Ray is up.
+    """
 
     def handle(signum, frame):
         if request.signal is not None:
@@ -61,12 +68,17 @@ def handling_stops(request: StopRequest) -> Iterator[StopRequest]:
         else:
             raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, handle) for sig in HANDLED}
+    def install() -> None:
+        for sig in HANDLED:
+            signal.signal(sig, handle)
+
+    previous = {sig: signal.getsignal(sig) for sig in HANDLED}
+    install()
     try:
-        yield request
+        yield install
     finally:
         for sig, handler in previous.items():
-            # None: a handler not set from Python (Ray's), which cannot be put back.
+            # None: a handler not set from Python, which cannot be put back.
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 

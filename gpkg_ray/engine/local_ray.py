@@ -114,8 +114,12 @@ def embedded_ray(
             with ray_logs_to(log_file) as route_logs:
                 yield from _run_ray(temp_dir, route_logs)
     finally:
-        reload_ray_config()  # the environment is restored: let Ray see it
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            # Not a Ray whose import a stop interrupted: imported again, it fails.
+            if "ray" in sys.modules:
+                reload_ray_config()  # the environment is restored: let Ray see it
+        finally:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _run_ray(temp_dir: str, route_logs) -> Iterator[LocalRay]:

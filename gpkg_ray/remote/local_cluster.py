@@ -12,10 +12,17 @@
 
 `guild remote start lab` runs `local_cluster_main` detached; it keeps the
 cluster until `guild remote stop lab`. State is files, per remote, in
-~/.guild/ray-clusters: `NAME.json` (pids, address, temp dir), `NAME.token`
-(the cluster's auth token, readable by its owner only; the remote uses it
-without an auth-token key) and `NAME.log`. Stopping ends exactly the processes
-recorded there, by pid, and removes the three files.
+~/.guild/ray-clusters: `NAME.json` (address, temp dir, and the pid and start
+time of each of its processes), `NAME.token` (the cluster's auth token,
+readable by its owner only; the remote uses it without an auth-token key) and
+`NAME.log`. Stopping ends exactly the processes recorded there (and what they
+started), and removes the three files.
+
+The state file outlives its processes when they are killed or the machine
+restarts, and their pids go to other programs: a recorded process counts only
+while its pid still has the recorded start time. A start that finds a state
+file whose cluster is gone clears it (ending what is left of that cluster)
+before it starts a new one.
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ from dataclasses import asdict, dataclass
 import psutil
 
 from gpkg_ray.errors import ClusterError
-from gpkg_ray.processes import process_tree, stop_processes
+from gpkg_ray.processes import find_processes, process_tree, stop_processes
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 MAIN_MODULE = "gpkg_ray.remote.local_cluster_main"
+TEMP_PREFIX = "gpkg-ray-cluster-"
+"""Prefix of a local cluster's temp dir (local_cluster_main makes it)."""
 
 
 @dataclass(frozen=True)
@@ -99,12 +108,18 @@ def _log_file(name: str) -> str:
 
 def start(name: str, port: int, spec: LocalSpec) -> str:
     """Starts the cluster; returns its address. Raises ClusterError."""
-    running = _running_state(name)
-    if running is not None:
-        raise ClusterError(
-            f"cluster '{name}' is already running (pid {running['pid']}, at "
-            f"{running['address']}): stop it with `guild remote stop {name}`"
-        )
+    state = _read_state(name)
+    if state is not None:
+        running = _supervisor(state)
+        if running is not None:
+            raise ClusterError(
+                f"cluster '{name}' is already running (pid {running.pid}, at "
+                f"{state['address']}): stop it with `guild remote stop {name}`"
+            )
+        # Its supervisor is gone (killed, or the machine restarted): what is
+        # left of that cluster would hold its port.
+        _end_cluster(state)
+    _remove_files(name)
     os.makedirs(state_dir(), mode=0o700, exist_ok=True)
     token = _new_token_file(name)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
@@ -122,7 +137,7 @@ def start(name: str, port: int, spec: LocalSpec) -> str:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            # It outlives this command: `guild remote stop` ends it by pid.
+            # It outlives this command: `guild remote stop` ends it by handle.
             start_new_session=True,
         )
     return _wait_started(name, proc)
@@ -145,7 +160,8 @@ def _wait_started(name: str, proc: subprocess.Popen) -> str:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         state = _read_state(name)
-        if state is not None:
+        # The state its supervisor wrote, not one left by another start.
+        if state is not None and state.get("pid") == proc.pid:
             return state["address"]
         if proc.poll() is not None:
             _remove_files(name)
@@ -162,56 +178,61 @@ def _wait_started(name: str, proc: subprocess.Popen) -> str:
 
 
 def stop(name: str) -> bool:
-    """Stops the cluster's processes, by pid; False if it was not running."""
+    """Stops the cluster's processes, by handle; False if it was not running."""
     state = _read_state(name)
     if state is None:
         _remove_files(name, with_log=True)
         return False
-    recorded = _alive(state["processes"])
-    supervisor = _alive([state["pid"]])
-    # Their workers (and what those started) are ended with them. psutil's
-    # handles do not signal a pid that another process has taken since.
-    everything = [p for proc in supervisor + recorded for p in process_tree(proc.pid)]
-    for proc in supervisor:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()  # it shuts the cluster down, then exits
-    psutil.wait_procs(supervisor, timeout=STOP_TIMEOUT)
-    stop_processes(everything)
-    shutil.rmtree(state["temp_dir"], ignore_errors=True)
+    _end_cluster(state)
     _remove_files(name, with_log=True)
     return True
 
 
-def _running_state(name: str) -> dict | None:
-    state = _read_state(name)
-    if state is not None and _alive([state["pid"]]):
-        return state
-    return None
+def _end_cluster(state: dict) -> None:
+    """Ends the processes of the cluster `state` describes that still run (its
+    supervisor first: it shuts the cluster down), with what they started, and
+    removes its temp dir."""
+    supervisor = _supervisor(state)
+    recorded = find_processes(state.get("processes") or [], state["written"])
+    # Their workers (and what those started) are ended with them. psutil's
+    # handles do not signal a pid that another process has taken since.
+    supervisors = [supervisor] if supervisor is not None else []
+    everything = [p for proc in supervisors + recorded for p in process_tree(proc)]
+    for proc in supervisors:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()  # it shuts the cluster down, then exits
+    psutil.wait_procs(supervisors, timeout=STOP_TIMEOUT)
+    stop_processes(everything)
+    _remove_temp_dir(state.get("temp_dir"))
+
+
+def _supervisor(state: dict) -> psutil.Process | None:
+    """The cluster's local_cluster_main process, if it still runs."""
+    # A state file written before start times were recorded has a bare pid.
+    entry = [state["pid"], state["created"]] if "created" in state else state["pid"]
+    found = find_processes([entry], state["written"])
+    return found[0] if found else None
+
+
+def _remove_temp_dir(path: str | None) -> None:
+    # Only a dir of the shape local_cluster_main makes: the file could be edited.
+    if path and os.path.basename(path).startswith(TEMP_PREFIX):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_state(name: str) -> dict | None:
+    """The state file, with `written`: when it was (a process that started
+    later is none of the cluster's)."""
+    path = _state_file(name)
     try:
-        with open(_state_file(name)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        with open(path) as f:
+            state = json.load(f)
+        state["written"] = os.stat(path).st_mtime
+    except (OSError, ValueError, TypeError):
         return None
-
-
-def _alive(pids: list[int]) -> list[psutil.Process]:
-    """The processes among `pids` that still run what we started: a pid
-    reused by another program since is left alone."""
-    alive = []
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            proc = psutil.Process(pid)
-            if proc.status() != psutil.STATUS_ZOMBIE and _is_ray_or_ours(proc):
-                alive.append(proc)
-    return alive
-
-
-def _is_ray_or_ours(proc: psutil.Process) -> bool:
-    cmdline = " ".join(proc.cmdline())
-    return MAIN_MODULE in cmdline or "ray" in cmdline
+    if not isinstance(state.get("pid"), int) or "address" not in state:
+        return None
+    return state
 
 
 def _remove_files(name: str, with_log: bool = False) -> None:

@@ -3,9 +3,11 @@
 
 `python -m gpkg_ray.remote.local_cluster_main STATE_FILE SPEC_JSON`: starts a
 head and its workers on this machine, on 127.0.0.1 only, with Ray's token
-auth (the token is in the environment), then writes STATE_FILE: its own pid,
-the address, its temp dir and the pid of every Ray process of the cluster, so
-that `guild remote stop` can end them by pid even if this process is gone.
+auth (the token is in the environment), then writes STATE_FILE: its own pid
+and start time, the address, its temp dir and the pid and start time of every
+Ray process of the cluster, so that `guild remote stop` can end exactly them
+even if this process is gone (and not the programs that have their pids after
+a kill or a restart of the machine).
 On SIGTERM it shuts the cluster down, removes its temp dir and STATE_FILE.
 """
 
@@ -19,6 +21,8 @@ import sys
 import tempfile
 import threading
 
+from gpkg_ray.remote.local_cluster import TEMP_PREFIX
+
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
@@ -29,7 +33,7 @@ def main(state_file: str, spec: dict) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     # A temp dir of its own, not the machine's shared /tmp/ray; a short path,
     # since Ray puts sockets there.
-    temp_dir = tempfile.mkdtemp(prefix="gpkg-ray-cluster-")
+    temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX)
     keep_ray_address_file_in(temp_dir)
     try:
         from ray.cluster_utils import Cluster
@@ -72,11 +76,15 @@ def keep_ray_address_file_in(temp_dir: str) -> None:
 def _write_state(state_file: str, address: str, temp_dir: str) -> None:
     import psutil
 
+    from gpkg_ray.processes import handles
+
+    me = psutil.Process()
     state = {
-        "pid": os.getpid(),
+        "pid": me.pid,
+        "created": me.create_time(),
         "address": address,
         "temp_dir": temp_dir,
-        "processes": [p.pid for p in psutil.Process().children(recursive=True)],
+        "processes": handles(me.children(recursive=True)),
     }
     tmp = f"{state_file}.tmp"
     with open(tmp, "w") as f:

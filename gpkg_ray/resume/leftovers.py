@@ -8,9 +8,11 @@ before it starts anything:
 - processes the attempt recorded (pid and start time) that are still alive;
 - the embedded Ray's temp dir;
 - runs of the tune (by its tag, or named in its journal) without an exit
-  status: a step still running is stopped as `guild stop` does, a `guild run`
-  still starting one is stopped by pid; every such run is then marked
-  `terminated`.
+  status: a step still running is stopped as `guild stop` does; every such run
+  is then marked `terminated`;
+- whatever else its steps left running (a `guild run` still starting an op or
+  closing its run, a step launcher), found by the tune run's id in their
+  environment (environ.STEP_TUNE_VAR).
 """
 
 from __future__ import annotations
@@ -24,29 +26,20 @@ from typing import Any
 import psutil
 
 from gpkg_ray import guild_api
-from gpkg_ray.environ import RAY_TEMP_PREFIX
-from gpkg_ray.processes import process_tree, stop_processes
+from gpkg_ray.environ import RAY_TEMP_PREFIX, STEP_TUNE_VAR
+from gpkg_ray.processes import find_processes, handles, process_tree, stop_processes
 
 
 def attempt_processes(procs: list[psutil.Process]) -> list[list[float]]:
     """(pid, start time) of each process: what a later attempt needs to find
     exactly these processes again, not others that reuse a pid."""
-    handles = []
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            handles.append([proc.pid, proc.create_time()])
-    return handles
+    return handles(procs)
 
 
 def end_attempt(attempt: dict[str, Any]) -> int:
     """Ends what a journal's attempt entry recorded; returns how many processes
     were still alive."""
-    alive = []
-    for pid, created in attempt.get("processes") or []:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc = psutil.Process(int(pid))
-            if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
+    alive = find_processes(attempt.get("processes") or [])
     stop_processes(alive)
     _remove_ray_temp_dir(attempt.get("ray_temp_dir"))
     return len(alive)
@@ -66,22 +59,22 @@ def settle_runs(guild_home: str, tag: str, exclude: str, known: set[str]) -> lis
     runs its journal names), but `exclude` (the tune run), that have no exit
     status; returns their ids.
 
-    A `guild run` still starting one of them (a kill can come before it made
-    its run, or while the run is pending) is stopped first, found by the run id
-    it was given: nothing else of the tune's would stop it.
+    Their ops are stopped as `guild stop` does; then whatever else the tune's
+    steps left running is stopped, found by the tune run's id in its
+    environment: a `guild run` still starting one of them (a kill can come
+    before it made its run, or while the run is pending), forked from a step
+    launcher or not, which nothing else of the tune's would stop.
     """
+    leftovers = step_processes(exclude)
     runs = {
         r.id: r for r in guild_api.home_runs(guild_home) if tag in (r.get("tags") or [])
     }
     runs.update((run_id, guild_api.open_run(guild_home, run_id)) for run_id in known)
     runs.pop(exclude, None)
     open_runs = {i: r for i, r in runs.items() if guild_api.exit_status(r) is None}
-    if not open_runs:
-        return []
-    launchers = _launchers(set(open_runs))
     for run in open_runs.values():
         _stop_op(run)
-    stop_processes([p for proc in launchers for p in process_tree(proc.pid)])
+    stop_processes([p for proc in leftovers for p in process_tree(proc)])
     settled = []
     for run in open_runs.values():
         if os.path.isdir(run.dir):
@@ -96,19 +89,25 @@ def settle_runs(guild_home: str, tag: str, exclude: str, known: set[str]) -> lis
 
 def _stop_op(run: guild_api.Run) -> None:
     """Stops the run's op as `guild stop` does, if it still runs."""
-    op_pid = guild_api.live_op_pid(run)
-    if op_pid is not None:
-        guild_api.stop_op(op_pid)
+    op = guild_api.live_op(run)
+    if op is not None:
+        guild_api.stop_op(op)
         # An orphaned `guild run` records the exit status itself.
         guild_api.wait_for_exit_status(run)
 
 
-def _launchers(run_ids: set[str]) -> list[psutil.Process]:
-    """The `guild run --run-id ID` processes of these runs that still run."""
+def step_processes(tune_run_id: str) -> list[psutil.Process]:
+    """The processes started for the steps of tune run `tune_run_id` that still
+    run: STEP_TUNE_VAR says so in their environment (as they started: a
+    forked step has its launcher's)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        with contextlib.suppress(ValueError, IndexError):
-            if cmd[cmd.index("--run-id") + 1] in run_ids:
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):
+            if (
+                proc.environ().get(STEP_TUNE_VAR) == tune_run_id
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
                 found.append(proc)
     return found

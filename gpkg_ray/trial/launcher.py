@@ -8,7 +8,8 @@ child per step that runs Guild's own command line (`guild.main`) with the
 step's arguments. The child is the same `guild run` as a fresh one, less its
 start-up: same run directory, same op process, same exit status.
 
-Both launchers give a Popen-like handle (`pid`, `poll`, `wait`).
+Both launchers give a Popen-like handle (`pid`, `poll`, `wait`) and a psutil
+handle on the `guild run` process, taken while its pid was surely its own.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import IO, Protocol
 
 import psutil
 
-from gpkg_ray.processes import GRACE_SECONDS
+from gpkg_ray.processes import GRACE_SECONDS, find_process, wait_ended
 
 START_TIMEOUT_SECONDS = 120.0
 """Longest a start waits for the launcher (its first start waits for its imports)."""
@@ -36,6 +37,9 @@ LOST_EXIT_STATUS = 1
 
 class StepProcess(Protocol):
     pid: int
+    process: psutil.Process | None
+    """The `guild run` process, by a handle that names no other process once
+    it has ended (None if it ended before one was taken)."""
 
     def poll(self) -> int | None: ...
 
@@ -70,7 +74,7 @@ class SubprocessLauncher:
     def start(self, guild_args: list[str], stderr: IO[bytes]) -> StepProcess:
         # Same session as the Ray worker (no start_new_session): when Ray ends
         # the worker's process group, the step goes with it.
-        return subprocess.Popen(
+        return _FreshStep(
             [sys.executable, "-m", "guild.main_bootstrap", *guild_args],
             cwd=self.cwd,
             env=self.env,
@@ -83,12 +87,20 @@ class SubprocessLauncher:
         pass
 
 
+class _FreshStep(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Our child, not reaped before our own wait(): its pid is its own now.
+        self.process = find_process(self.pid)
+
+
 class ForkLauncher:
     """Steps forked from one warm process (gpkg_ray.trial.launcher_main).
 
     Requests and replies are JSON lines on the launcher's stdin and stdout: a
-    start gets `{"started": PID}` back at once, and `{"ended": PID, "exit":
-    STATUS}` comes when the launcher has reaped that child. A thread here reads
+    start gets `{"started": PID, "created": START_TIME}` back at once, and
+    `{"ended": PID, "exit": STATUS}` comes when the launcher has reaped that
+    child (its pid may name another process from then on). A thread here reads
     the replies. The launcher ends when its stdin closes (close(), or this
     process ending), and stops steps still running then.
     """
@@ -103,7 +115,7 @@ class ForkLauncher:
             stdout=subprocess.PIPE,
         )
         self._lock = threading.Lock()  # one start at a time: replies in order
-        self._started: queue.Queue[int | None] = queue.Queue()
+        self._started: queue.Queue[tuple[int, float] | None] = queue.Queue()
         self._ended = threading.Condition()
         self._exits: dict[int, int] = {}
         self.gone = False
@@ -118,12 +130,13 @@ class ForkLauncher:
                 assert self._proc.stdin is not None
                 self._proc.stdin.write(json.dumps(request).encode() + b"\n")
                 self._proc.stdin.flush()
-                pid = self._started.get(timeout=START_TIMEOUT_SECONDS)
+                started = self._started.get(timeout=START_TIMEOUT_SECONDS)
             except (OSError, queue.Empty) as e:
                 raise LauncherGone(f"the step launcher does not answer: {e}") from e
-        if pid is None:
+        if started is None:
             raise LauncherGone("the step launcher ended")
-        return _ForkedStep(self, pid)
+        pid, created = started
+        return _ForkedStep(self, pid, find_process(pid, created))
 
     def close(self) -> None:
         if self._proc.stdin is not None and not self._proc.stdin.closed:
@@ -136,20 +149,21 @@ class ForkLauncher:
             self._proc.kill()
             self._proc.wait()
 
-    def exit_status(self, pid: int, timeout: float | None) -> int | None:
-        """The exit status of forked child `pid`, or None after `timeout`."""
+    def exit_status(
+        self, pid: int, process: psutil.Process | None, timeout: float | None
+    ) -> int | None:
+        """The exit status of forked child `pid` (`process`), or None after
+        `timeout`."""
         with self._ended:
             self._ended.wait_for(lambda: pid in self._exits or self.gone, timeout)
             if pid in self._exits:
                 return self._exits[pid]
             if not self.gone:
                 return None
-        # The launcher ended first (killed): no status to be had, only an end.
-        try:
-            psutil.Process(pid).wait(timeout)
-        except psutil.NoSuchProcess:
-            pass
-        except psutil.TimeoutExpired:
+        # The launcher ended first (killed): no status to be had, only an end,
+        # watched by handle (the child's new parent reaps it, and its pid is
+        # free for any process from then on).
+        if process is not None and not wait_ended(process, timeout):
             return None
         return LOST_EXIT_STATUS
 
@@ -158,7 +172,7 @@ class ForkLauncher:
         for line in self._proc.stdout:
             reply = json.loads(line)
             if "started" in reply:
-                self._started.put(reply["started"])
+                self._started.put((reply["started"], reply["created"]))
             else:
                 with self._ended:
                     self._exits[reply["ended"]] = reply["exit"]
@@ -170,9 +184,12 @@ class ForkLauncher:
 
 
 class _ForkedStep:
-    def __init__(self, launcher: ForkLauncher, pid: int):
+    def __init__(
+        self, launcher: ForkLauncher, pid: int, process: psutil.Process | None
+    ):
         self.launcher = launcher
         self.pid = pid
+        self.process = process
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -186,7 +203,7 @@ class _ForkedStep:
 
     def _status(self, timeout: float | None) -> int | None:
         if self.returncode is None:
-            self.returncode = self.launcher.exit_status(self.pid, timeout)
+            self.returncode = self.launcher.exit_status(self.pid, self.process, timeout)
         return self.returncode
 
 

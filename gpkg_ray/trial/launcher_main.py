@@ -4,10 +4,12 @@ Started by gpkg_ray.trial.launcher.ForkLauncher in a trial's Ray actor, with
 the steps' working directory and environment. Reads JSON lines on stdin,
 `{"args": [...], "stderr": PATH}`, opens PATH, forks a child that runs
 Guild's command line with those arguments, stdin and stdout on /dev/null and
-stderr appended to PATH, and answers `{"started": PID}` on stdout;
-`{"ended": PID, "exit": STATUS}` follows once the child has ended (watched by
-pidfd). One thread, so that a fork never copies a lock another thread holds.
-On end of input, steps still running are stopped, and it exits.
+stderr appended to PATH, and answers `{"started": PID, "created": START_TIME}`
+on stdout (the start time, read before the child can be reaped, tells the
+client's handle from a process that reuses the pid later); `{"ended": PID,
+"exit": STATUS}` follows once the child has ended (watched by pidfd). One
+thread, so that a fork never copies a lock another thread holds. On end of
+input, steps still running are stopped, and it exits.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import os
 import selectors
 import sys
 import traceback
+
+import psutil
 
 from gpkg_ray.processes import process_tree, stop_processes
 
@@ -76,7 +80,8 @@ def _start(request: dict, children: dict[int, int], selector) -> None:
     pidfd = os.pidfd_open(pid)
     children[pidfd] = pid
     selector.register(pidfd, selectors.EVENT_READ)
-    _reply({"started": pid})
+    # Not reaped before _reap: the pid is still the child's.
+    _reply({"started": pid, "created": psutil.Process(pid).create_time()})
 
 
 def _reap(pidfd: int, children: dict[int, int], selector) -> None:

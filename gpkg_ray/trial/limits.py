@@ -31,22 +31,22 @@ class Limits:
     def from_settings(cls, settings) -> Limits:
         return cls(settings.max_time, settings.max_memory, settings.limit_penalty)
 
-    def exceeded(self, started: float, op_pid: int | None) -> str | None:
+    def exceeded(self, started: float, op: psutil.Process | None) -> str | None:
         """Why a trial started at `started` (time.monotonic) with a step whose
-        op runs as `op_pid` is over a limit now, or None."""
+        op runs as `op` is over a limit now, or None."""
         if self.max_time and time.monotonic() - started > self.max_time:
             return f"max-time={self.max_time:g} s reached"
-        if self.max_memory and op_pid is not None:
-            rss = tree_rss(op_pid) / MB
+        if self.max_memory and op is not None:
+            rss = tree_rss(op) / MB
             if rss > self.max_memory:
                 return f"max-memory={self.max_memory:g} MB exceeded ({rss:.0f} MB)"
         return None
 
 
-def tree_rss(pid: int) -> int:
+def tree_rss(root: int | psutil.Process) -> int:
     """Resident memory of a process and its descendants, in bytes."""
     total = 0
-    for proc in process_tree(pid):
+    for proc in process_tree(root):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             total += proc.memory_info().rss
     return total

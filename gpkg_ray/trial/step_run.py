@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import tempfile
@@ -23,6 +24,15 @@ GUILD_NOTES = {"Refreshing flags..."}
 # Stopping a step while `guild run` is starting up: how long to wait for Guild to
 # start the op (the op is stopped as `guild stop` does, see guild_api.stop_op).
 START_WAIT_SECONDS = 5.0
+
+STDERR_MAX_BYTES = 1024 * 1024
+"""Largest the step's stderr file grows between two looks (see StepRun.wait):
+past it, the file is emptied (its tail kept in memory). The op's own stderr
+goes there too, through `guild run`: a chatty op would fill the disk."""
+STDERR_TAIL_BYTES = 64 * 1024
+"""How much of the end of the step's stderr is kept, for its error line."""
+WAIT_SLICE_SECONDS = 0.5
+"""How often a long wait looks at the step's stderr."""
 
 
 class StepRun:
@@ -57,6 +67,13 @@ class StepRun:
         self._stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115
             mode="w+b", prefix="gpkg-ray-step-", delete=False
         )
+        # Every write goes to the end, wherever that is: emptied, the file
+        # takes the next write at its start, and a fresh step (which shares
+        # this open file) leaves no hole.
+        fd = self._stderr.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        self._stderr_tail = b""
+        self._stderr_read = 0  # where the file's unread part starts
 
     @property
     def run_dir(self) -> str:
@@ -82,18 +99,25 @@ class StepRun:
         return self
 
     def wait(self, timeout: float) -> int | None:
-        """Exit status, or None if still running after `timeout` seconds."""
+        """Exit status, or None if still running after `timeout` seconds. Keeps
+        the step's stderr file small meanwhile (STDERR_MAX_BYTES)."""
         assert self._proc is not None
-        try:
-            return self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                status = self._proc.wait(max(0.0, min(left, WAIT_SLICE_SECONDS)))
+            except subprocess.TimeoutExpired:
+                status = None
+            self._read_stderr()
+            if status is not None or left <= WAIT_SLICE_SECONDS:
+                return status
 
-    def op_pid(self) -> int | None:
-        """Pid of the step's op process, from its run's LOCK (a pid that is not
-        this run's op is ignored); None until Guild has started it, and after
-        it ended."""
-        return guild_api.live_op_pid(self._guild_run())
+    def op_process(self) -> psutil.Process | None:
+        """The step's op process, from its run's LOCK (a pid that is not this
+        run's op is ignored); None until Guild has started it, and after it
+        ended."""
+        return guild_api.live_op(self._guild_run())
 
     def op_ended(self) -> bool:
         """Whether the op process has ended: Guild writes the run's exit status
@@ -107,10 +131,10 @@ class StepRun:
         """Pauses the op's process tree (SIGSTOP), as a shell's Ctrl-Z does; the
         `guild run` process that reads its output goes on. Whether it paused
         (not when the op has ended)."""
-        op_pid = self.op_pid()
-        if op_pid is None or self._paused:
+        op = self.op_process()
+        if op is None or self._paused:
             return bool(self._paused)
-        for proc in process_tree(op_pid):
+        for proc in process_tree(op):
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.suspend()
                 self._paused.append(proc)
@@ -128,29 +152,47 @@ class StepRun:
         if self._proc is None or self._proc.poll() is not None:
             self.resume()  # anything of it left goes on to its end
             return
-        op_pid = self._wait_for_op_pid()
-        if op_pid is not None:
-            guild_api.stop_op(op_pid)
+        op = self._wait_for_op()
+        if op is not None:
+            guild_api.stop_op(op)
             # Guild's `guild run` process records the exit status, then exits.
             self.wait(guild_api.STOP_GRACE_SECONDS)
-        stop_processes(process_tree(self._proc.pid))
+        # By handle: the wait may have reaped `guild run`, and its pid may
+        # name another process by now.
+        if self._proc.process is not None:
+            stop_processes(process_tree(self._proc.process))
         self._proc.wait()
         self._paused = []  # stop_op continued them, to end
 
-    def _wait_for_op_pid(self) -> int | None:
+    def _wait_for_op(self) -> psutil.Process | None:
         assert self._proc is not None
         deadline = time.monotonic() + START_WAIT_SECONDS
         while self._proc.poll() is None and time.monotonic() < deadline:
-            pid = self.op_pid()
-            if pid is not None:
-                return pid
+            op = self.op_process()
+            if op is not None:
+                return op
             time.sleep(0.05)
         return None
 
+    def _read_stderr(self) -> None:
+        """Takes what the step wrote to stderr since the last look into the
+        tail kept in memory (the end of it only, if it wrote much), and empties
+        the file once it is over STDERR_MAX_BYTES. (A line written between the
+        read and the emptying is lost: only ever past that size.)"""
+        fd = self._stderr.fileno()
+        size = os.fstat(fd).st_size
+        start = max(self._stderr_read, size - STDERR_TAIL_BYTES)
+        new = os.pread(fd, size - start, start) if size > start else b""
+        self._stderr_tail = (self._stderr_tail + new)[-STDERR_TAIL_BYTES:]
+        self._stderr_read = size
+        if size > STDERR_MAX_BYTES:
+            os.ftruncate(fd, 0)
+            self._stderr_read = 0
+
     def error_line(self) -> str:
         """Last meaningful line on stderr: the op's error or Guild's, usually."""
-        self._stderr.seek(0)
-        lines = self._stderr.read().decode("utf-8", "replace").splitlines()
+        self._read_stderr()
+        lines = self._stderr_tail.decode("utf-8", "replace").splitlines()
         for line in reversed(lines):
             line = line.strip()
             if line and not line.startswith("WARNING:") and line not in GUILD_NOTES:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from gpkg_ray import guild_api
+from gpkg_ray.environ import STEP_TUNE_VAR
 
 # Variables Guild sets for the tune run itself. A step started from inside the tune
 # run must not inherit them: they describe the tune run, not the step.
@@ -30,6 +31,9 @@ class Workspace:
     guild_home: str
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for every step run (e.g. NO_PIP_FREEZE=1)."""
+    tune_run_id: str | None = None
+    """The tune run the steps are for: in their environment (STEP_TUNE_VAR),
+    so that a restart finds what a killed attempt left running."""
 
     def run_dir(self, run_id: str) -> str:
         return guild_api.run_dir(self.guild_home, run_id)
@@ -40,8 +44,11 @@ class Workspace:
             for name, value in os.environ.items()
             if name not in _TUNE_RUN_VARS
             and name not in _RAY_VARS
+            and name != STEP_TUNE_VAR  # a tune that is a step of another's
             and not name.startswith("FLAG_")
         }
         env["GUILD_HOME"] = self.guild_home
+        if self.tune_run_id is not None:
+            env[STEP_TUNE_VAR] = self.tune_run_id
         env.update(self.env)
         return env
