@@ -143,14 +143,16 @@ class Project:
         *flags: str,
         op: str = "tune",
         during: Callable[[subprocess.Popen], None] | None = None,
+        sockets: bool = False,
     ) -> Watched:
-        """Runs a tune, sampling its process tree and listening sockets.
+        """Runs a tune, sampling its process tree (and with `sockets`, its
+        listening sockets: see watch_run).
 
         `during(proc)` is called at each sample while the tune runs. The tune
         runs in a session of its own, as in a terminal: `os.killpg(proc.pid,
         SIGINT)` is a Ctrl-C.
         """
-        return self.watch_run(op, *flags, during=during)
+        return self.watch_run(op, *flags, during=during, sockets=sockets)
 
     def watch_restart(self, run_id: str, *flags: str) -> Watched:
         """Restarts a run (`guild run --restart`), watched as watch_tune does."""
@@ -160,8 +162,11 @@ class Project:
         self,
         *args: str,
         during: Callable[[subprocess.Popen], None] | None = None,
+        sockets: bool = False,
     ) -> Watched:
-        """`guild run -y ARGS`, watched: see watch_tune."""
+        """`guild run -y ARGS`, watched: see watch_tune. With `sockets`, the
+        listening sockets of its processes are sampled too (a fifth of a core
+        while a tune runs: only for the test that checks them)."""
         _require_e2e()
         log = self.path.parent / f"run-{time.monotonic_ns()}-output.txt"
         with open(log, "w") as out:
@@ -179,7 +184,8 @@ class Project:
             while proc.poll() is None and time.monotonic() < deadline:
                 for p in process_tree(proc.pid):
                     seen.setdefault(p.pid, p)
-                    listeners.update(_listening(p))
+                    if sockets:
+                        listeners.update(_listening(p))
                 if during is not None:
                     during(proc)
                 time.sleep(0.2)

@@ -66,7 +66,7 @@ def main_tune(new_project) -> Iterator[MainTune]:
     temp_dir = tempfile.mkdtemp(prefix="gt-")
     project.env["TMPDIR"] = temp_dir
     try:
-        watched = project.watch_tune("max-trials=4", "seed=7")
+        watched = project.watch_tune("max-trials=4", "seed=7", sockets=True)
 
         # What the tune left, seen as it ends.
         yield MainTune(
