@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 
+from gpkg_ray.files import replaced
 from gpkg_ray.remote.local_cluster import TEMP_PREFIX
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
@@ -86,10 +87,8 @@ def _write_state(state_file: str, address: str, temp_dir: str) -> None:
         "temp_dir": temp_dir,
         "processes": handles(me.children(recursive=True)),
     }
-    tmp = f"{state_file}.tmp"
-    with open(tmp, "w") as f:
+    with replaced(state_file) as f:
         json.dump(state, f)
-    os.replace(tmp, state_file)
 
 
 if __name__ == "__main__":

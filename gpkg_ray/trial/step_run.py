@@ -14,7 +14,12 @@ from typing import Any
 import psutil
 
 from gpkg_ray import guild_api
-from gpkg_ray.processes import process_tree, resume_processes, stop_processes
+from gpkg_ray.processes import (
+    has_ended,
+    process_tree,
+    resume_processes,
+    stop_processes,
+)
 from gpkg_ray.trial.launcher import StepLauncher, StepProcess
 from gpkg_ray.trial.workspace import Workspace
 
@@ -60,6 +65,7 @@ class StepRun:
         self.tags = tags
         self._proc: StepProcess | None = None
         self._paused: list[psutil.Process] = []
+        self._op: psutil.Process | None = None
         # Guild saves the step's output in its run; stderr is kept here too, since
         # `guild run` writes its own errors there. Named until the step has it
         # open (a fork launcher opens it by name), then unnamed: nothing is left
@@ -116,8 +122,12 @@ class StepRun:
     def op_process(self) -> psutil.Process | None:
         """The step's op process, from its run's LOCK (a pid that is not this
         run's op is ignored); None until Guild has started it, and after it
-        ended."""
-        return guild_api.live_op(self._guild_run())
+        ended. Found once, then held: a handle knows when its process ended,
+        and every poll asks (limits, pauses), which need not read the LOCK and
+        the process's environment each time."""
+        if self._op is None:
+            self._op = guild_api.live_op(self._guild_run())
+        return None if self._op is None or has_ended(self._op) else self._op
 
     def op_ended(self) -> bool:
         """Whether the op process has ended: Guild writes the run's exit status
