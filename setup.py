@@ -17,6 +17,9 @@ from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GUILDFILE = os.path.join(HERE, "guild.yml")
+OPTIMIZER_MAIN = "gpkg_ray.optimizer"
+"""Main of the optimizer ops (gpkg.ray/random, grid, tpe): their flags are
+the tune op's, less those Guild's batch options stand for."""
 
 
 def _package_def():
@@ -27,9 +30,10 @@ def _package_def():
     raise SystemExit("guild.yml has no 'package' definition")
 
 
-def _tune_flagdefs() -> dict:
-    """The tune op's flags, from the Settings module alone (the rest of the
-    package imports Guild, which the build does not have)."""
+def _tune_flagdefs(batch: bool = False) -> dict:
+    """The tune op's flags (`batch`: the optimizer ops'), from the Settings
+    module alone (the rest of the package imports Guild, which the build does
+    not have)."""
     sys.path.insert(0, HERE)
     try:
         path = os.path.join(HERE, "gpkg_ray", "tuning_spec", "settings.py")
@@ -37,7 +41,7 @@ def _tune_flagdefs() -> dict:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses look their module up
         spec.loader.exec_module(module)
-        return module.guild_flagdefs()
+        return module.guild_flagdefs(batch)
     finally:
         sys.modules.pop("_gpkg_ray_settings", None)
         sys.path.remove(HERE)
@@ -49,6 +53,10 @@ def installed_guildfile() -> list:
         items = yaml.safe_load(f)
     (config,) = [item for item in items if item.get("config") == "tune"]
     config["operations"]["tune"]["flags"] = _tune_flagdefs()
+    (model,) = [item for item in items if item.get("model") == ""]
+    for opdef in model.get("operations", {}).values():
+        if opdef.get("main") == OPTIMIZER_MAIN:
+            opdef["flags"] = _tune_flagdefs(batch=True)
     return items
 
 

@@ -142,6 +142,92 @@ def init_run(run: Run, opref: OpRef, attrs: dict[str, Any]) -> None:
         run.write_attr(name, value)
 
 
+def init_trial_run(
+    batch_dir: str, run_dir: str, flags: dict[str, Any], tags: list[str]
+) -> Run:
+    """Makes the run at `run_dir` a trial of the batch run at `batch_dir`, as
+    Guild's optimizers make theirs (batch_util.init_trial_run): the batch's
+    proto copied, `flags` and the label they give, a link from the batch run
+    to it; `pending` until `guild run --restart` starts it. `tags` join the
+    proto's (the label is Guild's, without them)."""
+    from guild import batch_util
+    from guild import run as guild_run
+
+    trial = batch_util.init_trial_run(guild_run.for_dir(batch_dir), flags, run_dir)
+    if tags:
+        trial.write_attr("tags", _merged(trial.get("tags") or [], tags))
+    return trial
+
+
+def _merged(first: list[str], more: list[str]) -> list[str]:
+    return list(first) + [tag for tag in more if tag not in first]
+
+
+def package_model_op(package_names: Iterable[str], op_name: str):
+    """(model, op name) of op `op_name` of the first Guild package of
+    `package_names` that defines it, as a plugin's `resolve_model_op` gives
+    them; None if none does."""
+    from guild import op_util
+
+    for package in package_names:
+        try:
+            model, _ = op_util._model_op(f"{package}/{op_name}")
+        except op_util.OpDefLookupError:
+            continue
+        if model.modeldef.get_operation(op_name) is not None:
+            return model, op_name
+    return None
+
+
+def is_optimizer_run(run: Run) -> bool:
+    """A run of one of the package's optimizer ops (main gpkg_ray.optimizer),
+    from the command Guild wrote for it."""
+    return "gpkg_ray.optimizer" in (run.get("cmd") or [])
+
+
+def discard_new_run(op, run: Run) -> None:
+    """Removes `run`, which Guild has just made for `op` and not started
+    (from a plugin's `run_starting`): a check that failed leaves no run. A
+    restarted run, and one outside the Guild home (`--print-trials` makes
+    one in a temp dir, which Guild removes), stay."""
+    import shutil
+
+    from guild import var
+
+    if getattr(op, "_run", None) is not None:
+        return
+    if os.path.dirname(os.path.abspath(run.dir)) != os.path.abspath(var.runs_dir()):
+        return
+    shutil.rmtree(run.dir, ignore_errors=True)
+
+
+def batch_proto(run: Run) -> Run | None:
+    """The proto run of batch run `run` (its `.guild/proto`), or None."""
+    return run.batch_proto
+
+
+def run_opspec(run: Run) -> str:
+    """The op of `run` as `guild runs` names it (`train`, `model:train`,
+    `gpkg.ray/tpe`)."""
+    from guild import run_util
+
+    return run_util.format_operation(run, nowarn=True)
+
+
+def print_trials(trials: list[dict[str, Any]]) -> None:
+    """Prints trials' flags as Guild's `--print-trials` does."""
+    from guild import batch_util
+
+    batch_util._print_trials(trials)
+
+
+def save_trials(trials: list[dict[str, Any]], path: str) -> None:
+    """Writes trials' flags as Guild's `--save-trials` does (CSV or JSON)."""
+    from guild import batch_util
+
+    batch_util._save_trials(trials, path)
+
+
 def mark_running(run: Run, pid: int) -> None:
     """Reopens `run` as running in process `pid`: no exit status or stopped
     time, and `pid` in its LOCK (Guild shows it `running` while `pid` lives,

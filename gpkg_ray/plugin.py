@@ -13,23 +13,75 @@ from __future__ import annotations
 from guild import plugin as pluginlib
 
 TUNER_MAIN = "gpkg_ray.tuner"
+OPTIMIZER_MAIN = "gpkg_ray.optimizer"
+
+
+def _main_module(opdef) -> str | None:
+    main = (opdef.main or "").split()
+    return main[0] if main else None
 
 
 def is_tune_op(opdef) -> bool:
-    main = (opdef.main or "").split()
-    return bool(main) and main[0] == TUNER_MAIN
+    return _main_module(opdef) == TUNER_MAIN
+
+
+def is_optimizer_op(opdef) -> bool:
+    """An optimizer op of the package (gpkg.ray/random, grid, tpe)."""
+    return _main_module(opdef) == OPTIMIZER_MAIN
+
+
+PACKAGE_NAMES = ("gpkg-ray", "gpkg.ray")
+"""The package as Guild finds it (pip normalizes the distribution's name to
+`gpkg-ray` in an isolated build), and as users write it."""
 
 
 class TunePlugin(pluginlib.Plugin):
+    def resolve_model_op(self, opspec):
+        """`gpkg.ray/tpe` (`-o gpkg.ray/tpe`) is the package's op whatever
+        name pip gave the distribution: Guild itself finds its ops by the
+        installed name only (`gpkg-ray/tpe`)."""
+        package, slash, op_name = (opspec or "").partition("/")
+        if not slash or package not in PACKAGE_NAMES or ":" in op_name:
+            return None
+        from gpkg_ray import guild_api
+
+        others = [name for name in PACKAGE_NAMES if name != package]
+        return guild_api.package_model_op(others, op_name)
+
     def enabled_for_op(self, opdef):
         if is_tune_op(opdef):
             return True, f"main is {TUNER_MAIN}"
+        if is_optimizer_op(opdef):
+            return True, f"main is {OPTIMIZER_MAIN}"
         return False, "not a gpkg.ray tune operation"
 
-    def apply_cmd_env(self, op, cmd_env):
+    def run_starting(self, run, op, pidfile):
+        """A batch of an optimizer op, checked once Guild has resolved its
+        flags, its proto and its batch options, which it does only after
+        `apply_cmd_env`: a bad space or flag stops with one line, and the
+        batch run Guild has just made (not one restarted) goes."""
         from guild import cli
 
         from gpkg_ray import guild_api
+        from gpkg_ray.errors import GpkgRayError
+        from gpkg_ray.preparation import check_batch
+
+        if not guild_api.is_optimizer_run(run):
+            return
+        try:
+            check_batch(run, guild_api.guild_home())
+        except GpkgRayError as e:
+            guild_api.discard_new_run(op, run)
+            cli.error(str(e))
+
+    def apply_cmd_env(self, op, cmd_env):
+        from gpkg_ray import guild_api
+
+        opdef, flags, user_flags = guild_api.pending_op(op)
+        if opdef is None or is_optimizer_op(opdef):
+            return  # checked in run_starting: Guild has not resolved it yet
+        from guild import cli
+
         from gpkg_ray.errors import GpkgRayError
         from gpkg_ray.preparation import check_tune
         from gpkg_ray.tuning_spec.label import (
@@ -38,7 +90,6 @@ class TunePlugin(pluginlib.Plugin):
             tune_label,
         )
 
-        opdef, flags, user_flags = guild_api.pending_op(op)
         try:
             checked = check_tune(
                 opdef, flags, user_flags, opdef.opref, guild_api.guild_home()

@@ -78,6 +78,37 @@ def check_tune(
     )
 
 
+def check_batch(batch_run, guild_home: str) -> CheckedTune:
+    """Checks a batch run of an optimizer op (`gpkg.ray/tpe`, ...) and its
+    proto: the tune it stands for (see tuning_spec.batch). Raises
+    GpkgRayError with one line."""
+    from gpkg_ray import guild_api
+    from gpkg_ray.tuning_spec.batch import batch_request, batch_spec
+
+    proto = guild_api.batch_proto(batch_run)
+    op = f"gpkg.ray/{batch_run.opref.op_name}"
+    if proto is None:
+        raise SpecError(
+            f"{op} is a Guild optimizer, not an op of its own: run an op with "
+            f"a list or a range of flag values and -o {op}, e.g. "
+            f"`guild run train lr=loguniform[1e-4:1e-1] -o {op}`"
+        )
+    trial_opdef = guild_api.run_opdef(proto)
+    if trial_opdef is None:
+        raise SpecError(f"cannot read the definition of op '{proto.opref.op_name}'")
+    request = batch_request(batch_run, proto, guild_api.run_opspec(proto))
+    spec = batch_spec(request, trial_opdef, batch_run.dir)
+    cluster = resolve_cluster(spec.settings.cluster)
+    if cluster is not None:
+        raise SpecError(
+            f"{op}: cluster={cluster.name}: the trials of a Guild batch run on "
+            "the embedded Ray only, for now; for a cluster use a tune op "
+            "(see the gpkg.ray README)"
+        )
+    check_cluster(cluster, spec.settings.cpus, spec.settings.gpus)
+    return CheckedTune(spec, cluster, (trial_opdef,), trial_opdef.guildfile.dir, ())
+
+
 def _with_cluster_defaults(
     settings: Settings, flags: dict[str, Any], cluster, user_flags: Iterable[str]
 ) -> Settings:

@@ -27,8 +27,15 @@ _EXIT_TUNE_FAILED = 1
 
 
 def main() -> int:
+    return run_tune_op(_check)
+
+
+def run_tune_op(check, batch: bool = False) -> int:
+    """Runs the tune `check()` gives (its run and its CheckedTune); exit
+    status of the op. `batch`: a Guild batch's trials are its step runs (see
+    gpkg_ray.optimizer), with no trial records of their own."""
     try:
-        tune_run, checked = _check()
+        tune_run, checked = check()
     except GpkgRayError as e:
         return _error(e, _EXIT_CONFIG_ERROR)
     from gpkg_ray.engine.interrupts import StopRequest, exit_by_signal
@@ -36,7 +43,7 @@ def main() -> int:
 
     stop = StopRequest()
     try:
-        outcomes = _tune(tune_run, checked, stop)
+        outcomes = _tune(tune_run, checked, stop, batch)
     except GpkgRayError as e:
         return _error(e, _EXIT_TUNE_FAILED)
     except KeyboardInterrupt:  # a second signal, or a stop before the search
@@ -88,13 +95,13 @@ def _check():
     return tune_run, checked
 
 
-def _tune(tune_run, checked, stop):
+def _tune(tune_run, checked, stop, batch: bool = False):
     from gpkg_ray import guild_api
     from gpkg_ray.engine.driver import run_tune
     from gpkg_ray.listener import Listeners
     from gpkg_ray.preparation import prepare_attempt
     from gpkg_ray.results.progress import ProgressPrinter, SearchHeader
-    from gpkg_ray.results.records import TrialRecords
+    from gpkg_ray.results.records import BatchTrialRuns, TrialRecords
     from gpkg_ray.results.report import ReportPreload
     from gpkg_ray.resume.journal import Journal
 
@@ -108,7 +115,9 @@ def _tune(tune_run, checked, stop):
     guild_api.set_tags(tune_run, add=[prepared.tag], remove=[])
     spec, prior = prepared.spec, prepared.prior
     journal = Journal(tune_run.dir)
-    records = TrialRecords(prepared.guild_home, spec.plan.objective, [prepared.tag])
+    records = (BatchTrialRuns if batch else TrialRecords)(
+        prepared.guild_home, spec.plan.objective, [prepared.tag]
+    )
     for outcome in prior.closed:
         journal.trial_ended(outcome)
     for outcome in prior.finished + prior.rerun:

@@ -108,7 +108,7 @@ class TrialRecords(TuneListener):
         tags = self.best_tags
         for outcome in outcomes:
             is_best = outcome is best
-            for run in [self._record(outcome), *self._step_runs(outcome)]:
+            for run in self._runs_of(outcome):
                 if is_best:
                     guild_api.set_tags(run, add=tags, remove=[])
                 else:
@@ -121,12 +121,37 @@ class TrialRecords(TuneListener):
         `-Ft tune-<id> -Ft best` would list more than this tune's best."""
         return [BEST_TAG, *(f"{tag}-{BEST_TAG}" for tag in self.tags)]
 
+    def _runs_of(self, outcome: TrialOutcome) -> list[guild_api.Run]:
+        """The runs a trial's tags go on: its record and its step runs."""
+        return [self._record(outcome), *self._step_runs(outcome)]
+
     def _step_runs(self, outcome: TrialOutcome) -> list[guild_api.Run]:
         return [
             guild_api.open_run(self.guild_home, run_id)
             for run_id in outcome.runs.values()
             if guild_api.run_exists(self.guild_home, run_id)
         ]
+
+
+class BatchTrialRuns(TrialRecords):
+    """The trials of a Guild batch (gpkg_ray.optimizer) are Guild's own trial
+    runs, which hold the trial's flags and scalars themselves: no record runs;
+    the best trial's run is tagged as a tune's best trial is."""
+
+    def trial_started(self, outcome: TrialOutcome) -> None:
+        pass
+
+    def restore(self, outcome: TrialOutcome) -> None:
+        pass
+
+    def trial_updated(self, outcome: TrialOutcome) -> None:
+        pass
+
+    def trial_ended(self, outcome: TrialOutcome) -> None:
+        pass
+
+    def _runs_of(self, outcome: TrialOutcome) -> list[guild_api.Run]:
+        return self._step_runs(outcome)
 
 
 def record_scalars(outcome: TrialOutcome, objective: Objective) -> dict[str, float]:

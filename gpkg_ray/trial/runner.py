@@ -197,7 +197,13 @@ class Trial:
             self._reuse(step, reused)
             return
         run = StepRun(
-            self.workspace, self.launcher, step.opspec, flags, new_run_id(), self.tags
+            self.workspace,
+            self.launcher,
+            step.opspec,
+            flags,
+            new_run_id(),
+            self.tags,
+            batch=step.batch,
         )
         self._step, self._run = step, run
         self._watcher = ScalarWatcher(run.run_dir)

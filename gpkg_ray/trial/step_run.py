@@ -56,13 +56,17 @@ class StepRun:
         flags: dict[str, Any],
         run_id: str,
         tags: tuple[str, ...] = (),
+        batch: str | None = None,
     ):
+        """`batch`: the directory of the Guild batch run whose proto the run
+        is a trial of (see Step.batch)."""
         self.workspace = workspace
         self.launcher = launcher
         self.op = op
         self.flags = flags
         self.run_id = run_id
         self.tags = tags
+        self.batch = batch
         self._proc: StepProcess | None = None
         self._paused: list[psutil.Process] = []
         self._op: psutil.Process | None = None
@@ -86,7 +90,11 @@ class StepRun:
         return self.workspace.run_dir(self.run_id)
 
     def guild_args(self) -> list[str]:
-        """The arguments of `guild`: `run -y --run-id ID OP flag=value...`."""
+        """The arguments of `guild`: `run -y --run-id ID OP flag=value...`;
+        for a batch trial, made from the proto, `run -y --restart ID`, as
+        Guild starts its own batch trials."""
+        if self.batch is not None:
+            return ["run", "-y", "--restart", self.run_id]
         cmd = ["run", "-y", "--run-id", self.run_id]
         for tag in self.tags:
             cmd += ["--tag", tag]
@@ -98,6 +106,12 @@ class StepRun:
         return cmd
 
     def start(self) -> StepRun:
+        if self.batch is not None:
+            # As Guild's batch_util makes a trial: the proto copied, the
+            # trial's flags and label, a link from the batch run.
+            guild_api.init_trial_run(
+                self.batch, self.run_dir, self.flags, list(self.tags)
+            )
         try:
             self._proc = self.launcher.start(self.guild_args(), self._stderr)
         finally:

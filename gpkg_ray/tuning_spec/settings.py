@@ -215,10 +215,19 @@ class Settings:
             )
 
 
-def guild_flagdefs() -> dict[str, dict[str, Any]]:
-    """The `flags:` of the package's `tune` op in guild.yml, one per setting."""
+BATCH_SETTINGS = ("max_trials", "seed", "search", "space", "warm_start")
+"""Settings that the optimizer ops (`gpkg.ray/tpe`, ...) take from Guild's
+batch instead of a flag: `--max-trials`, `--random-seed`, the op's name and
+the proto's flags; warm start is the tune op's only."""
+
+
+def guild_flagdefs(batch: bool = False) -> dict[str, dict[str, Any]]:
+    """The `flags:` of the package's `tune` op in guild.yml, one per setting;
+    with `batch`, those of its optimizer ops (less BATCH_SETTINGS)."""
     flagdefs = {}
     for f in fields(Settings):
+        if batch and f.name in BATCH_SETTINGS:
+            continue
         flagdef: dict[str, Any] = {"description": f.metadata["help"]}
         for key in ("type", "min", "null-label"):
             if f.metadata[key] is not None:

@@ -27,7 +27,7 @@ from gpkg_ray.errors import SpecError
 
 # `[a:b]` is Guild's anonymous uniform. Guild's own decoder misses float bounds
 # (YAML reads "[0:0.5]" as the sexagesimal list [0.5]), so it is matched here.
-_ANONYMOUS_RANGE = re.compile(r"^\[([^\[\]:,]+):([^\[\]:,]+)\]$")
+ANONYMOUS_RANGE = re.compile(r"^\[([^\[\]:,]+):([^\[\]:,]+)\]$")
 
 _SEQUENCES = ("range", "linspace", "logspace")
 
@@ -108,7 +108,7 @@ def parse_value(key: str, raw: Any) -> Domain | None:
 
 def _parse_string(key: str, raw: str) -> Domain:
     text = raw.strip()
-    anonymous = _ANONYMOUS_RANGE.match(text)
+    anonymous = ANONYMOUS_RANGE.match(text)
     if anonymous:
         return _range(key, "uniform", [_number(key, x) for x in anonymous.groups()])
     try:

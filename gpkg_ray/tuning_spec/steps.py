@@ -25,6 +25,10 @@ class Step:
     flagdefs: dict[str, FlagDef] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
     """Dependency flag (e.g. `operation:train`) -> the earlier step it names."""
+    batch: str | None = None
+    """The directory of a Guild batch run whose proto this step's runs are
+    trials of (see tuning_spec.batch): each run is made from the proto as
+    Guild makes a batch trial, and started with `guild run --restart`."""
 
 
 def resolve_steps(raw: Any, tune_opdef) -> tuple[list[Step], list]:
@@ -34,7 +38,9 @@ def resolve_steps(raw: Any, tune_opdef) -> tuple[list[Step], list]:
     opdefs = []
     for name in _step_names(raw):
         opdef = find_opdef(name, tune_opdef)
-        steps.append(Step(name, _opspec(opdef), _flagdefs(opdef), _pins(opdef, steps)))
+        steps.append(
+            Step(name, _opspec(opdef), step_flagdefs(opdef), _pins(opdef, steps))
+        )
         opdefs.append(opdef)
     return steps, opdefs
 
@@ -75,7 +81,8 @@ def _opspec(opdef) -> str:
     return f"{model}:{opdef.name}" if model else opdef.name
 
 
-def _flagdefs(opdef) -> dict[str, FlagDef]:
+def step_flagdefs(opdef) -> dict[str, FlagDef]:
+    """What the op's Guild definition says of each of its flags."""
     return {flag.name: _flagdef(flag) for flag in opdef.flags}
 
 
