@@ -72,6 +72,11 @@ def open_run(guild_home: str, run_id: str) -> Run:
     return guild_run.Run(run_id, run_dir(guild_home, run_id))
 
 
+def is_run_dir(path: str) -> bool:
+    """Whether `path` is a Guild run's directory (it has an opref)."""
+    return os.path.exists(os.path.join(path, ".guild", "opref"))
+
+
 def run_exists(guild_home: str, run_id: str) -> bool:
     return os.path.isdir(run_dir(guild_home, run_id))
 
@@ -177,6 +182,34 @@ def package_model_op(package_names: Iterable[str], op_name: str):
         if model.modeldef.get_operation(op_name) is not None:
             return model, op_name
     return None
+
+
+def implied_optimizer() -> tuple[str, dict[str, Any]] | None:
+    """In `guild run OP FLAG=FUNCTION...` with no `--optimizer`, where Guild
+    asks for its `random` optimizer: the algorithm and flags of OP's default
+    optimizer (its `optimizers:` entry with `default: yes`, or its only one),
+    if it has one; else None."""
+    import click
+    from guild import op_util
+
+    ctx = click.get_current_context(silent=True)
+    params = ctx.params if ctx is not None else {}
+    if params.get("optimizer") or params.get("restart") or not params.get("opspec"):
+        return None
+    try:
+        opdef = op_util.opdef_for_opspec(params["opspec"])
+    except op_util.OpDefLookupError:
+        return None
+    optdef = opdef.default_optimizer if opdef is not None else None
+    if optdef is None:
+        return None
+    return optdef.opspec, dict(optdef.flags)
+
+
+def default_optimizer(opdef) -> tuple[str, dict[str, Any]] | None:
+    """(algorithm, flags) of op `opdef`'s default optimizer, if it has one."""
+    optdef = opdef.default_optimizer
+    return None if optdef is None else (optdef.opspec, dict(optdef.flags))
 
 
 def is_optimizer_run(run: Run) -> bool:

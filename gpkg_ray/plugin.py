@@ -36,17 +36,29 @@ PACKAGE_NAMES = ("gpkg-ray", "gpkg.ray")
 
 
 class TunePlugin(pluginlib.Plugin):
+    # Before Guild's skopt plugin, which resolves `random` (see below).
+    resolve_model_op_priority = 50
+
     def resolve_model_op(self, opspec):
         """`gpkg.ray/tpe` (`-o gpkg.ray/tpe`) is the package's op whatever
         name pip gave the distribution: Guild itself finds its ops by the
-        installed name only (`gpkg-ray/tpe`)."""
+        installed name only (`gpkg-ray/tpe`).
+
+        `random` is what Guild asks for when a flag value is a function
+        (`lr=loguniform[..]`) and no optimizer is named: where the op's
+        default optimizer (`optimizers:` in guild.yml) is one of this
+        package's, that one is the batch op, as with `--optimize`."""
+        from gpkg_ray import guild_api
+
+        if opspec == "random":
+            implied = guild_api.implied_optimizer()
+            if implied is None:
+                return None
+            opspec = implied[0]
         package, slash, op_name = (opspec or "").partition("/")
         if not slash or package not in PACKAGE_NAMES or ":" in op_name:
             return None
-        from gpkg_ray import guild_api
-
-        others = [name for name in PACKAGE_NAMES if name != package]
-        return guild_api.package_model_op(others, op_name)
+        return guild_api.package_model_op(PACKAGE_NAMES, op_name)
 
     def enabled_for_op(self, opdef):
         if is_tune_op(opdef):

@@ -96,7 +96,12 @@ def check_batch(batch_run, guild_home: str) -> CheckedTune:
     trial_opdef = guild_api.run_opdef(proto)
     if trial_opdef is None:
         raise SpecError(f"cannot read the definition of op '{proto.opref.op_name}'")
-    request = batch_request(batch_run, proto, guild_api.run_opspec(proto))
+    request = batch_request(
+        batch_run,
+        proto,
+        guild_api.run_opspec(proto),
+        guild_api.default_optimizer(trial_opdef),
+    )
     spec = batch_spec(request, trial_opdef, batch_run.dir)
     cluster = resolve_cluster(spec.settings.cluster)
     if cluster is not None:

@@ -19,7 +19,7 @@ from gpkg_ray.resume.leftovers import end_attempt, settle_runs
 from gpkg_ray.resume.warm_start import warm_trials
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import non_finite_objective, scalar_key
-from gpkg_ray.trial.scalars import ScalarWatcher
+from gpkg_ray.trial.scalars import watcher_for
 from gpkg_ray.tuning_spec import TrialPlan
 
 KILLED = "the tune was killed"
@@ -131,13 +131,15 @@ def _close_killed(outcome: TrialOutcome, plan: TrialPlan, guild_home: str) -> No
         step: guild_api.open_run(guild_home, run_id)
         for step, run_id in outcome.runs.items()
     }
+    pipelines = {step.name: step.pipeline for step in plan.steps}
     done = all(
         step.name in runs and guild_api.exit_status(runs[step.name]) == 0
         for step in plan.steps
     )
     if done:
         for step, run in runs.items():
-            for tag, scalar in ScalarWatcher(run.dir).latest_final().items():
+            watcher = watcher_for(run.dir, pipelines.get(step, False))
+            for tag, scalar in watcher.latest_final().items():
                 outcome.metrics[scalar_key(step, tag)] = scalar.value
         objective = plan.objective
         value = outcome.metrics.get(scalar_key(objective.step, objective.scalar))

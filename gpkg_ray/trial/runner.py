@@ -25,7 +25,12 @@ from gpkg_ray.trial.result import (
     scalar_key,
     scheduler_time,
 )
-from gpkg_ray.trial.scalars import Scalar, ScalarWatcher
+from gpkg_ray.trial.scalars import (
+    PipelineScalarWatcher,
+    Scalar,
+    ScalarWatcher,
+    watcher_for,
+)
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
 from gpkg_ray.tuning_spec import TrialPlan
@@ -71,7 +76,7 @@ class Trial:
         self._todo = deque(plan.steps)
         self._step: Step | None = None
         self._run: StepRun | None = None
-        self._watcher: ScalarWatcher | None = None
+        self._watcher: ScalarWatcher | PipelineScalarWatcher | None = None
         self._results: deque[TrialResult] = deque()
         self._held: list[TrialResult] = []
         self._progress = _Progress()
@@ -206,7 +211,7 @@ class Trial:
             batch=step.batch,
         )
         self._step, self._run = step, run
-        self._watcher = ScalarWatcher(run.run_dir)
+        self._watcher = watcher_for(run.run_dir, step.pipeline)
         self.runs[step.name] = run.run_id
         self.latest.step = step.name
         self._results.append(self.snapshot())
@@ -219,7 +224,7 @@ class Trial:
         self.runs[step.name] = self.reused[step.name] = run_id
         self.latest.step = step.name
         self._results.append(self.snapshot())
-        watcher = ScalarWatcher(self.workspace.run_dir(run_id))
+        watcher = watcher_for(self.workspace.run_dir(run_id), step.pipeline)
         new = self._record(step, watcher.poll(final=True))
         self.found[step.name] = sorted(watcher.latest)
         self._queue(new, running=False)

@@ -210,3 +210,50 @@ def scalar_series(run_dir: str, tag: str) -> list[Scalar]:
         if series:
             return series
     return []
+
+
+class PipelineScalarWatcher:
+    """Latest value of each scalar tag of a Guild pipeline run (a `steps` op),
+    polled as it goes: the scalars of its step runs, which Guild links from the
+    pipeline's directory by step name (a pipeline logs none of its own, and
+    ScalarWatcher reads no linked run). A tag two steps log is the later
+    step's, as the last step's objective is in a tune."""
+
+    def __init__(self, run_dir: str, rescan_seconds: float = 2.0):
+        self.run_dir = run_dir
+        self.latest: dict[str, Scalar] = {}
+        self._rescan_seconds = rescan_seconds
+        self._steps: dict[str, ScalarWatcher] = {}
+
+    def poll(self, final: bool = False) -> list[tuple[str, Scalar]]:
+        self._find_steps()
+        new: list[tuple[str, Scalar]] = []
+        for watcher in self._steps.values():  # in the order the steps started
+            for tag, scalar in watcher.poll(final):
+                self.latest[tag] = scalar
+                new.append((tag, scalar))
+        return new
+
+    def latest_final(self) -> dict[str, Scalar]:
+        self.poll(final=True)
+        return self.latest
+
+    def _find_steps(self) -> None:
+        try:
+            names = os.listdir(self.run_dir)
+        except OSError:
+            return
+        links = [
+            os.path.join(self.run_dir, name)
+            for name in names
+            if os.path.islink(os.path.join(self.run_dir, name))
+        ]
+        for link in sorted(links, key=lambda path: os.lstat(path).st_mtime_ns):
+            target = os.path.realpath(link)
+            if target not in self._steps and guild_api.is_run_dir(target):
+                self._steps[target] = ScalarWatcher(target, self._rescan_seconds)
+
+
+def watcher_for(run_dir: str, pipeline: bool) -> ScalarWatcher | PipelineScalarWatcher:
+    """What reads a step run's scalars: a pipeline's are its steps'."""
+    return PipelineScalarWatcher(run_dir) if pipeline else ScalarWatcher(run_dir)

@@ -65,11 +65,25 @@ class BatchRequest:
     random_seed: int | None = None
 
 
-def batch_request(batch_run, proto, trial_op: str) -> BatchRequest:
-    """What a batch run and its proto ask for (Guild runs, read)."""
+def batch_request(
+    batch_run, proto, trial_op: str, default_optimizer=None
+) -> BatchRequest:
+    """What a batch run and its proto ask for (Guild runs, read).
+
+    `default_optimizer`: (algorithm, flags) of the trial op's default
+    optimizer. Its flags are the batch's, under those given with -Fo: Guild
+    applies them with `--optimize`, but not when a flag function alone made
+    this op the batch op (see plugin.resolve_model_op)."""
+    search = batch_run.opref.op_name
+    opt_flags = dict(batch_run.get("flags") or {})
+    if default_optimizer is not None:
+        algorithm, flags = default_optimizer
+        if algorithm.partition("/")[2] == search:
+            opt_flags.update(flags)
+            opt_flags.update(batch_run.get("user_flags") or {})
     return BatchRequest(
-        search=batch_run.opref.op_name,
-        opt_flags=batch_run.get("flags") or {},
+        search=search,
+        opt_flags=opt_flags,
         trial_op=trial_op,
         proto_flags=proto.get("flags") or {},
         objective=batch_run.get("objective"),
@@ -95,6 +109,7 @@ def batch_spec(
         request.trial_op,
         request.trial_op,
         step_flagdefs(trial_opdef),
+        pipeline=bool(trial_opdef.steps),
         batch=batch_dir,
     )
     opt = f"gpkg.ray/{request.search}"

@@ -25,6 +25,8 @@ class Step:
     flagdefs: dict[str, FlagDef] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
     """Dependency flag (e.g. `operation:train`) -> the earlier step it names."""
+    pipeline: bool = False
+    """The op is a Guild `steps` op: its scalars are its step runs'."""
     batch: str | None = None
     """The directory of a Guild batch run whose proto this step's runs are
     trials of (see tuning_spec.batch): each run is made from the proto as
