@@ -70,6 +70,7 @@ SHARED_SETUPS = {
     "limited_tune",
     "tuned",
     "shared_cluster",
+    "tpe_batch",
 }
 """Module fixtures that are a tune or a cluster, shared by the tests of their
 module: those tests run on one worker, so it is made once."""
