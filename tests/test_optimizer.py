@@ -7,8 +7,10 @@ a batch to a TuneSpec and its errors are checked in process
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -106,7 +108,7 @@ def tpe_batch(new_project):
         "-o",
         "gpkg.ray/tpe",
         "--max-trials",
-        "4",
+        "3",
         "--random-seed",
         "7",
         "-Fo",
@@ -121,14 +123,14 @@ def test_batch_and_trials_are_guilds(tpe_batch) -> None:
     from the space, and Guild's trial label."""
     project, batch, _ = tpe_batch
     trials = trial_runs(project, batch)
-    assert len(trials) == 4
+    assert len(trials) == 3
     assert {r.id for r in trials} == {r.id for r in project.runs_of("train")}
     assert all(r.status == "completed" for r in trials)
     assert batch.status == "completed"
     listing = project.guild("runs").stdout
     assert "train+gpkg-ray/tpe" in listing or "train+gpkg.ray/tpe" in listing
     only_trials = project.guild("runs", "-Fo", "train").stdout.splitlines()
-    assert len(only_trials) == 4
+    assert len(only_trials) == 3
     for run in trials:
         flags = run.get("flags")
         assert 1e-3 <= flags["lr"] <= 1e-1
@@ -150,7 +152,7 @@ def test_compare_rows_are_the_trials(tpe_batch) -> None:
     objective (`loss`); the best (lowest loss) trial run is tagged best."""
     project, batch, _ = tpe_batch
     rows = {row["run"]: row for row in project.compare("-Fo", "train")}
-    assert len(rows) == 4
+    assert len(rows) == 3
     data = trials_json(batch)
     objectives = {t["runs"]["train"][:8]: t["objective"] for t in data["trials"]}
     for short_id, row in rows.items():
@@ -167,7 +169,7 @@ def test_seed_and_max_concurrent(tpe_batch) -> None:
     project, batch, result = tpe_batch
     assert batch.get("random_seed") == 7
     assert trials_json(batch)["seed"] == 7
-    assert "Search: tpe, seed 7, 4 trials" in result.stdout
+    assert "Search: tpe, seed 7, 3 trials" in result.stdout
     spans = [(r.get("started"), r.get("stopped")) for r in trial_runs(project, batch)]
     most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert 1 <= most <= 2
@@ -193,14 +195,13 @@ def test_default_grid_optimizer_and_maximize(project: Project) -> None:
         "guild: operation 'tpe' does not support --stage-trials"
     ]
     assert project.run_ids() == []
-    lrs = "lr=[0.05,0.02,0.01]"
+    lrs = "lr=[0.05,0.02]"
     printed = run_ok(project, "train-opt", lrs, "--optimize", "--print-trials")
     rows = [line.split() for line in printed.stdout.splitlines()]
     assert rows == [
         ["#", "epochs", "lr"],
         ["1", "2", "0.05"],
         ["2", "2", "0.02"],
-        ["3", "2", "0.01"],
     ]
     assert project.run_ids() == []
     run_ok(project, "train-opt", lrs, "--optimize", "--maximize", "loss")
@@ -208,71 +209,103 @@ def test_default_grid_optimizer_and_maximize(project: Project) -> None:
     assert batch.get("objective") == "-loss"
     assert batch.get("flags")["max-concurrent"] == 1
     trials = trial_runs(project, batch)
-    assert sorted(r.get("flags")["lr"] for r in trials) == [0.01, 0.02, 0.05]
+    assert sorted(r.get("flags")["lr"] for r in trials) == [0.02, 0.05]
     (best,) = project.compare("-Fo", "train-opt", "-Ft", "best")
     assert best["lr"] == "0.05"
 
 
-def test_stop_then_restart_resumes(project: Project, tmp_path: Path) -> None:
-    """`guild stop` of a random batch (ASHA, two trials at once, -Fo) stops
+def test_stop_kill_and_restarts_resume(project: Project, tmp_path: Path) -> None:
+    """`guild stop` of a random batch (-Fo: ASHA, two trials at once) stops
     its trials and leaves no process; `guild run --restart` of the batch
-    resumes it: the interrupted trials run again, to --max-trials in all."""
+    resumes it, as does a restart after the batch was killed (SIGKILL to its
+    op, its trials' runs left running): the interrupted trials run again, to
+    --max-trials in all, and nothing of any attempt is left running."""
     write_project(project)
-    hold = tmp_path / "release"
-    proc = subprocess.Popen(
-        [
-            GUILD,
-            "run",
-            "-y",
-            "train",
-            "lr=loguniform[1e-3:1e-1]",
-            f"hold={hold}",
-            "-o",
-            "gpkg.ray/random",
-            "--max-trials",
-            "3",
-            "-Fo",
-            "max-concurrent=2",
-            "-Fo",
-            "scheduler=asha",
-        ],
-        cwd=project.path,
-        env=project.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    hold = tmp_path / "release"  # the trials wait after their first epoch
+    first = start_guild(
+        project,
+        "train",
+        "lr=loguniform[1e-3:1e-1]",
+        f"hold={hold}",
+        "-o",
+        "gpkg.ray/random",
+        "--max-trials",
+        "2",
+        "-Fo",
+        "max-concurrent=2",
+        "-Fo",
+        "scheduler=asha",
+        # ASHA, with no rung in train's two epochs: no trial stopped early,
+        # whatever the values drawn.
+        "-Fo",
+        "grace-period=5",
     )
-    try:
-        wait_for(
-            lambda: (
-                len([r for r in project.runs_of("train") if r.status == "running"]) == 2
-            ),
-            timeout=120,
-        )
-        procs = process_tree(proc.pid)
+    with ended(first):
+        wait_for(lambda: running_trials(project) == 2, timeout=120)
+        procs = process_tree(first.pid)
         batch = batch_run(project, "random")
         stopped = project.guild("stop", "-y", batch.id)
         assert stopped.returncode == 0, stopped.stderr
-        assert proc.wait(timeout=60) != 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        assert first.wait(timeout=60) != 0
     assert batch.status == "terminated"
     assert {r.status for r in project.runs_of("train")} == {"terminated"}
     wait_for(lambda: not still_running(procs), timeout=30)
-    hold.touch()
-    run_ok(project, "--restart", batch.id)
+
+    second = start_guild(project, "--restart", batch.id)
+    with ended(second):
+        wait_for(lambda: running_trials(project) == 2, timeout=120)
+        procs += process_tree(second.pid)
+        os.kill(batch.pid, signal.SIGKILL)  # the batch's op: its tuner
+        second.wait(timeout=60)
+
+    # The killed attempt's trials still run (held): the restart ends them
+    # before it says it resumes, and only then may trials go on.
+    output = tmp_path / "third-output.txt"
+    third = start_guild(project, "--restart", batch.id, output=output)
+    with ended(third):
+        wait_for(lambda: "Resuming (attempt 3)" in output.read_text(), timeout=120)
+        hold.touch()
+        assert third.wait(timeout=120) == 0, output.read_text()
     assert batch.status == "completed"
     data = trials_json(batch)
-    # ASHA may stop a trial at a rung: it ended all the same.
-    assert {t["status"] for t in data["trials"]} <= {"completed", "stopped"}
-    assert len(data["trials"]) == 3
-    assert data["attempts"] == 2
-    # The two stopped runs stay, linked, as Guild keeps a batch's trials.
-    runs = trial_runs(project, batch)
-    assert len(runs) == 5
-    assert {r.status for r in runs} <= {"completed", "terminated"}
-    assert sum(r.status == "completed" for r in runs) >= 1
+    assert [t["status"] for t in data["trials"]] == ["completed"] * 2
+    assert data["attempts"] == 3
+    # Runs of interrupted attempts stay, linked, as Guild keeps a batch's trials.
+    statuses = sorted(r.status for r in trial_runs(project, batch))
+    assert statuses == ["completed"] * 2 + ["terminated"] * 4
+    assert still_running(procs) == []
+
+
+def start_guild(
+    project: Project, *args: str, output: Path | None = None
+) -> subprocess.Popen:
+    """`guild run -y ARGS` in the background, in a session of its own; its
+    output to `output`, if given."""
+    out = open(output, "w") if output else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            [GUILD, "run", "-y", *args],
+            cwd=project.path,
+            env=project.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if output:
+            out.close()
+
+
+@contextlib.contextmanager
+def ended(proc: subprocess.Popen):
+    """Kills `proc`'s whole session if the block leaves it running (a test
+    that failed)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def running_trials(project: Project) -> int:
