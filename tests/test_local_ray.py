@@ -100,7 +100,7 @@ def test_the_private_ray_names_lean_start_uses():
     """The embedded Ray's lean start (local_ray.lean_node, LEAN_SYSTEM_CONFIG)
     stands on Ray's private API: this fails as soon as an upgrade of Ray moves
     any of it (issue 22). Then see what ray.init starts, and adapt them."""
-    from ray._private import node, parameter, services, worker
+    from ray._private import node, parameter, services, utils, worker
 
     from gpkg_ray.engine.local_ray import LEAN_SYSTEM_CONFIG
 
@@ -121,14 +121,20 @@ def test_the_private_ray_names_lean_start_uses():
         "self",
         "ray_params",
     ]
+    raylet = inspect.getsource(services.start_raylet)
+    assert "ray._private.utils.get_dashboard_dependency_error() is not None" in raylet
+    assert 'dashboard_agent_command.append("--minimal")' in raylet
+    assert (
+        list(inspect.signature(utils.get_dashboard_dependency_error).parameters) == []
+    )
     params = parameter.RayParams()
     assert params.no_monitor is False and params.include_log_monitor is None
     # An unknown RayConfig key makes the GCS exit, and ray.init time out 30 s
     # later: each key is one the raylet knows.
     with open(services.RAYLET_EXECUTABLE, "rb") as f:
-        raylet = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        binary = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         for key in LEAN_SYSTEM_CONFIG:
-            assert raylet.find(key.encode() + b"\0") >= 0, key
+            assert binary.find(key.encode() + b"\0") >= 0, key
 
 
 LIST_RAYS_PROCESSES = """
@@ -138,7 +144,7 @@ with embedded_ray() as ray:
     assert ray._private.node.Node.__name__ == "Node"  # lean_node restored it
     import psutil
     for p in psutil.Process().children(recursive=True):
-        print(p.name(), *p.cmdline()[1:3])
+        print(p.name(), *p.cmdline()[1:])
 """
 
 
@@ -161,11 +167,16 @@ def test_the_embedded_ray_starts_only_what_a_tune_uses(tmp_path):
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert result.returncode == 0, result.stderr
-    names = sorted(line.split()[0] for line in result.stdout.splitlines())
+    lines = result.stdout.splitlines()
+    names = sorted(line.split()[0] for line in lines)
     assert names == [
         "gcs_server",
         "ray::DashboardAgent",
         "ray::RuntimeEnvAgent",
         "raylet",
     ], result.stdout
+    # The raylet's command line holds the agent's (the agent's own is renamed).
+    (raylet,) = [line for line in lines if line.startswith("raylet ")]
+    agent = raylet.split("--dashboard_agent_command=")[1]
+    assert "--minimal" in agent.split("--runtime_env_agent_command=")[0], raylet
     assert not (tmp_path / ".ray").exists()

@@ -13,12 +13,13 @@
   dashboard's API server (its job and state APIs, which ray.init waits ~1.5 s
   for even with include_dashboard=False), the autoscaler's monitor (a single
   local node has nothing to scale), the log monitor (it streams workers' logs
-  to the driver, and log_to_driver is off) and one idle worker per CPU. That
-  was ~3 CPU-seconds of a tune's ~5 on Ray's side, and 1.5 s before the first
-  trial. It takes Ray's private `Node` and `RayParams` (see lean_node): the
-  fast test tests/test_local_ray.py::test_the_private_ray_names_lean_start_uses
-  fails as soon as Ray renames them, and the e2e test beside it checks the set
-  of processes Ray starts.
+  to the driver, and log_to_driver is off) and one idle worker per CPU, and
+  its dashboard agent would serve HTTP and sample the node's processes. That
+  was ~3.5 CPU-seconds of a tune's ~5 on Ray's side, and 1.5 s before the
+  first trial. It takes Ray's private API (see lean_node): the fast test
+  tests/test_local_ray.py::test_the_private_ray_names_lean_start_uses fails
+  as soon as Ray changes it, and the e2e test beside it checks the set of
+  processes Ray starts.
 - Stopped by pid: `ray.shutdown()` first, then any process this instance started
   that is still alive is terminated, then killed (gcs_server can ignore SIGTERM).
   Never a machine-wide `ray stop`.
@@ -174,7 +175,8 @@ actor's worker when Tune asks for it."""
 @contextmanager
 def lean_node() -> Iterator[None]:
     """While it is entered, `ray.init` starts a head node without the
-    dashboard's API server, the autoscaler's monitor and the log monitor.
+    dashboard's API server, the autoscaler's monitor and the log monitor, and
+    with a minimal dashboard agent.
 
     ray.init builds its head as `ray._private.node.Node(ray_params=...)`, with
     no argument that leaves those out: this swaps in a subclass that does, and
@@ -182,6 +184,7 @@ def lean_node() -> Iterator[None]:
     shutdown of the node). Import Ray only after the environment is set.
     """
     from ray._private import node as ray_node
+    from ray._private import utils as ray_utils
 
     ray_node_class = ray_node.Node
 
@@ -196,11 +199,27 @@ def lean_node() -> Iterator[None]:
             """Not started: nothing of a tune uses it (ray.init without a
             dashboard would still start it for its job and state APIs)."""
 
+        def start_raylet(self, *args, **kwargs):
+            """The raylet, whose dashboard agent is started `--minimal`, as
+            where Ray's dashboard packages are missing: without the HTTP
+            server, metrics and the reporter that samples every process of
+            the node every few seconds, none of which a tune uses."""
+            check = ray_utils.get_dashboard_dependency_error
+            ray_utils.get_dashboard_dependency_error = _minimal_agent
+            try:
+                return super().start_raylet(*args, **kwargs)
+            finally:
+                ray_utils.get_dashboard_dependency_error = check
+
     ray_node.Node = LeanNode
     try:
         yield
     finally:
         ray_node.Node = ray_node_class
+
+
+def _minimal_agent() -> str:
+    return "gpkg.ray: the embedded Ray's dashboard agent runs --minimal"
 
 
 def _import_in_background(modules: Sequence[str]) -> None:
