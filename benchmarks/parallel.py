@@ -17,7 +17,7 @@ Targets: efficiency at least 85% at concurrency 2 on a 2-core machine; the whole
 tree at most 1.2 GB.
 
     python benchmarks/parallel.py            # 16 trials of 2 s
-    python benchmarks/parallel.py --quick    # 3 trials of 0.5 s
+    python benchmarks/parallel.py --quick    # 2 trials of 0.2 s
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Figures:
 def main() -> int:
     args = _parse_args()
     op, trials, work = (
-        ("tune-cpu-quick", 3, 0.5) if args.quick else ("tune-cpu", 16, 2.0)
+        ("tune-cpu-quick", 2, 0.2) if args.quick else ("tune-cpu", 16, 2.0)
     )
     results = [_run(op, trials, work, concurrency) for concurrency in (1, 2)]
     results.append(_direct(trials, work, 2))
@@ -67,7 +67,7 @@ def main() -> int:
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 trials of 0.5 s")
+    parser.add_argument("--quick", action="store_true", help="2 trials of 0.2 s")
     return parser.parse_args()
 
 

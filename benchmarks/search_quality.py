@@ -9,7 +9,7 @@ trial number), and the known minimum.
 Target: TPE's median beats random's on every function.
 
     python benchmarks/search_quality.py            # 2 functions, 5 seeds, 50 trials
-    python benchmarks/search_quality.py --quick    # Branin, 1 seed, 6 trials
+    python benchmarks/search_quality.py --quick    # Branin, 1 seed, 4 trials
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> int:
     args = _parse_args()
     functions = ["branin"] if args.quick else list(MINIMA)
     seeds = range(1, 2 if args.quick else 6)
-    trials = 6 if args.quick else 50
+    trials = 4 if args.quick else 50
     checkpoints = (trials // 2, trials) if args.quick else (20, 50)
     rows = []
     for function in functions:
@@ -48,7 +48,7 @@ def main() -> int:
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Branin, 1 seed, 6 trials")
+    parser.add_argument("--quick", action="store_true", help="Branin, 1 seed, 4 trials")
     return parser.parse_args()
 
 

@@ -79,16 +79,9 @@ module: those tests run on one worker, so it is made once."""
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Leaves out the benchmark scripts' runs unless `-m` names them
-    (`pytest -m benchmark`): four minutes of 2 cores that the suite's 10
-    cannot hold. Groups the tests of a shared setup for `--dist loadgroup`
+    """Groups the tests of a shared setup for `--dist loadgroup`
     (pyproject.toml); every other test goes to whichever worker is free, so a
     module of long tests is spread over the workers."""
-    if not config.option.markexpr:
-        benchmarks = [item for item in items if item.get_closest_marker("benchmark")]
-        if benchmarks:
-            config.hook.pytest_deselected(items=benchmarks)
-            items[:] = [item for item in items if item not in benchmarks]
     for item in items:
         shared = sorted(SHARED_SETUPS & set(getattr(item, "fixturenames", ())))
         if shared:

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import REPO
 
-# Real `guild` runs and Ray; not in the default run: `pytest -m benchmark`.
+# Real `guild` runs and Ray; `pytest -m benchmark` runs these alone.
 pytestmark = [pytest.mark.e2e, pytest.mark.benchmark]
 
 
@@ -27,8 +27,8 @@ def _run_quick(script: str, guild_env, *args: str) -> list[str]:
 
 # Fewer trials than --quick's where the script takes --trials: the tables are
 # checked, not the figures.
-EARLY_STOPPING_TRIALS = 4
-OVERHEAD_TRIALS = 2
+EARLY_STOPPING_TRIALS = 2
+OVERHEAD_TRIALS = 1
 
 
 def test_early_stopping_benchmark_quick(guild_env):
@@ -92,3 +92,27 @@ def test_search_quality_benchmark_quick(guild_env):
     for row in rows:  # best after all trials <= best after half; above the minimum
         assert float(row[4]) <= float(row[3]) <= float(row[2])
     assert any(line.startswith("tpe beats random") for line in lines)
+
+
+def test_first_trial_benchmark_quick(guild_env):
+    lines = _run_quick("first_trial.py", guild_env)
+
+    header = next(i for i, line in enumerate(lines) if line.startswith("embedded Ray,"))
+    rows = {
+        line[:34].strip(): line[34:].split() for line in lines[header + 1 : header + 8]
+    }
+    assert list(rows) == [
+        "Ray's own start (ray.init)",
+        "embedded Ray start",
+        "launch to tune run started",
+        "launch to first trial",
+        "launch to first step",
+        "first step - Ray's own start",
+        "Ray CPU per tune (s)",
+    ]
+    assert all(len(cells) == 3 for cells in rows.values()), rows
+    times = [float(rows[name][0]) for name in list(rows)[2:5]]
+    assert 0 < times[0] <= times[1] <= times[2]  # in the order they happen
+    assert float(rows["Ray CPU per tune (s)"][0]) > 0
+    assert any(line.startswith("target +2 s over Ray's own start") for line in lines)
+    assert any(line.startswith("Ray CPU by process") for line in lines)

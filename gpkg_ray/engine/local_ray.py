@@ -9,6 +9,17 @@
   `RAY_AUTH_MODE` in the user's environment is not inherited, and one other
   than `token` is refused; only LOCAL_AUTH_VAR=disabled turns the token off.
 - No dashboard, no usage stats; Ray's logs go to a file, not the run output.
+- Lean: only the processes a tune uses. Ray's defaults would also start the
+  dashboard's API server (its job and state APIs, which ray.init waits ~1.5 s
+  for even with include_dashboard=False), the autoscaler's monitor (a single
+  local node has nothing to scale), the log monitor (it streams workers' logs
+  to the driver, and log_to_driver is off) and one idle worker per CPU, and
+  its dashboard agent would serve HTTP and sample the node's processes. That
+  was ~3.5 CPU-seconds of a tune's ~5 on Ray's side, and 1.5 s before the
+  first trial. It takes Ray's private API (see lean_node): the fast test
+  tests/test_local_ray.py::test_the_private_ray_names_lean_start_uses fails
+  as soon as Ray changes it, and the e2e test beside it checks the set of
+  processes Ray starts.
 - Stopped by pid: `ray.shutdown()` first, then any process this instance started
   that is still alive is terminated, then killed (gcs_server can ignore SIGTERM).
   Never a machine-wide `ray stop`.
@@ -129,14 +140,16 @@ def _run_ray(temp_dir: str, route_logs) -> Iterator[LocalRay]:
         import ray  # after the env is set: Ray reads part of its setup at import
 
         try:
-            ray.init(
-                address="local",
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                object_store_memory=OBJECT_STORE_BYTES,
-                _temp_dir=temp_dir,
-            )
+            with lean_node():
+                ray.init(
+                    address="local",
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    object_store_memory=OBJECT_STORE_BYTES,
+                    _temp_dir=temp_dir,
+                    _system_config=LEAN_SYSTEM_CONFIG,
+                )
         except Exception as e:
             lines = str(e).strip().splitlines()
             reason = lines[0] if lines else type(e).__name__
@@ -150,6 +163,63 @@ def _run_ray(temp_dir: str, route_logs) -> Iterator[LocalRay]:
                 sys.modules["ray"].shutdown()
         finally:
             stop_processes(started, wait_first=True)
+
+
+LEAN_SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
+"""Ray's config (RayConfig keys; the GCS refuses an unknown one): no idle
+workers started for the first driver, one per CPU, each ~0.5 CPU-second of
+Python and Ray's import that a tune may never use; Ray starts a trial's
+actor's worker when Tune asks for it."""
+
+
+@contextmanager
+def lean_node() -> Iterator[None]:
+    """While it is entered, `ray.init` starts a head node without the
+    dashboard's API server, the autoscaler's monitor and the log monitor, and
+    with a minimal dashboard agent.
+
+    ray.init builds its head as `ray._private.node.Node(ray_params=...)`, with
+    no argument that leaves those out: this swaps in a subclass that does, and
+    keeps everything else of ray.init (auth, the driver's connection, its
+    shutdown of the node). Import Ray only after the environment is set.
+    """
+    from ray._private import node as ray_node
+    from ray._private import utils as ray_utils
+
+    ray_node_class = ray_node.Node
+
+    class LeanNode(ray_node_class):
+        def __init__(self, ray_params, *args, **kwargs):
+            if kwargs.get("head"):
+                ray_params.no_monitor = True
+                ray_params.include_log_monitor = False
+            super().__init__(ray_params, *args, **kwargs)
+
+        def start_api_server(self, *, include_dashboard, raise_on_failure):
+            """Not started: nothing of a tune uses it (ray.init without a
+            dashboard would still start it for its job and state APIs)."""
+
+        def start_raylet(self, *args, **kwargs):
+            """The raylet, whose dashboard agent is started `--minimal`, as
+            where Ray's dashboard packages are missing: without the HTTP
+            server, metrics and the reporter that samples every process of
+            the node every few seconds, none of which a tune uses."""
+            check = ray_utils.get_dashboard_dependency_error
+            ray_utils.get_dashboard_dependency_error = _minimal_agent
+            try:
+                return super().start_raylet(*args, **kwargs)
+            finally:
+                ray_utils.get_dashboard_dependency_error = check
+
+    ray_node.Node = LeanNode
+    try:
+        yield
+    finally:
+        ray_node.Node = ray_node_class
+
+
+def _minimal_agent() -> str:
+    return "gpkg.ray: the embedded Ray's dashboard agent runs --minimal"
 
 
 def _import_in_background(modules: Sequence[str]) -> None:
