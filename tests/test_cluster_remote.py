@@ -582,6 +582,151 @@ def test_start_and_stop_say_where_a_cluster_started_outside_guild_is_managed(pro
     )
 
 
+UPSTREAM_GUILD_YML = """
+- model: ''
+  extends: gpkg.ray/tune
+  operations:
+    fetch:
+      main: fetch
+    prepare:
+      main: prepare
+      flags:
+        tag: a
+      requires:
+        - operation: fetch
+          target-type: link   # prepare's raw.txt is a link into fetch's run
+    train:
+      main: train
+      flags:
+        lr: 0.01
+      requires:
+        - operation: prepare
+          select: [prepared.txt, raw.txt]   # raw.txt: fetch's, by its link
+    evaluate:
+      main: evaluate
+      requires:
+        - operation: train
+    tune:
+      config:
+        steps: [train, evaluate]
+        optimize:
+          - max: acc_val
+        space:
+          lr: [0.01, 0.02]
+"""
+
+UPSTREAM_FILES = {
+    "fetch.py": 'open("raw.txt", "w").write("fetched\\n")\n',
+    "prepare.py": (
+        'tag = "a"\n'
+        'raw = open("raw.txt").read()\n'
+        'open("prepared.txt", "w").write(f"{tag} {raw}")\n'
+    ),
+    "train.py": (
+        "import json\n"
+        "lr = 0.01\n"
+        "prepared = open('prepared.txt').read().strip()\n"
+        "raw = open('raw.txt').read().strip()\n"
+        "print(f'loss: {lr}')\n"
+        "json.dump({'lr': lr, 'prepared': prepared, 'raw': raw}, "
+        "open('model.json', 'w'))\n"
+    ),
+    "evaluate.py": (
+        "import json\n"
+        "model = json.load(open('model.json'))\n"
+        "print(f\"acc_val: {1 - model['lr']:.6f}\")\n"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def upstream_tune(new_project, shared_cluster):
+    """A tune on the shared cluster whose `train` requires `prepare`, a run
+    from outside the trial (which requires `fetch` in turn): two prepare
+    runs, the older marked, so that Guild's rule picks it, not the latest."""
+    project = new_project()
+    project.write("guild.yml", UPSTREAM_GUILD_YML)
+    for name, text in UPSTREAM_FILES.items():
+        project.write(name, text)
+    remote = _remote(shared_cluster, **{"trial-cpus": 1})
+    write_guild_config(project, {"geronimo": remote})
+    for args in (["fetch"], ["prepare"], ["prepare", "tag=b"]):
+        ran = project.guild("run", "-y", *args)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    (marked,) = [r for r in project.runs_of("prepare") if r.get("flags")["tag"] == "a"]
+    mark = project.guild("mark", "-y", marked.id)
+    assert mark.returncode == 0, mark.stderr
+
+    tuned = project.tune("cluster=geronimo", "max-trials=2")
+
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    project.marked = marked
+    return project
+
+
+@e2e
+def test_a_run_from_outside_the_trial_is_resolved_on_the_driver_and_sent(
+    upstream_tune, shared_cluster
+):
+    project = upstream_tune
+    (fetch,) = project.runs_of("fetch")
+    trains = project.runs_of("train")
+    assert len(trains) == 2
+    for run in trains:
+        assert run.status == "completed"
+        # The marked prepare run, as Guild's rule picks it on the driver.
+        deps = run.get("deps")["operation:prepare"]["operation:prepare"]
+        assert deps["config"] == project.marked.id
+        assert run.get("flags")["operation:prepare"] == project.marked.id
+        assert run.get("ray_node")["node_id"] == shared_cluster.worker_node_id
+        # The chain: prepare's raw.txt, a link into fetch's run, held there.
+        model = json.loads(Path(run.dir, "model.json").read_text())
+        assert model == {"lr": run.get("flags")["lr"], "prepared": "a fetched",
+                         "raw": "fetched"}  # fmt: skip
+    # The runs sent stay as they were at home, and leave the node with the tune.
+    assert len(project.runs_of("prepare")) == 2
+    assert [r.id for r in project.runs_of("fetch")] == [fetch.id]
+    assert list(shared_cluster.worker_dir.glob("gpkg-ray-runs-*")) == []
+
+
+@e2e
+def test_runs_that_came_home_are_runs_of_the_project(upstream_tune):
+    project = upstream_tune
+    trains = project.runs_of("train")
+    guildfile = str(project.path / "guild.yml")
+    for run in trains:
+        assert run.opref.pkg_name == guildfile
+        assert run.get("env")["PROJECT_DIR"] == str(project.path)
+        assert run.get("env")["GUILD_HOME"] == str(project.guild_home)
+        assert run.get("op")["op-cmd"]["cmd-env"]["PROJECT_DIR"] == str(project.path)
+    listed = project.guild("runs")
+    assert listed.returncode == 0, listed.stderr
+    lines = [line.split() for line in listed.stdout.splitlines() if " train " in line]
+    # As a local run of the project: no `(DIR)` after the op.
+    assert [line[1] for line in lines] == ["train", "train"], listed.stdout
+    assert not [line for line in lines if line[2].startswith("(")], listed.stdout
+    assert "_ray_pkg" not in listed.stdout
+    info = project.guild("runs", "info", trains[0].id)
+    assert "_ray_pkg" not in info.stdout, info.stdout
+    assert len(project.compare("-Fo", "train")) == 2
+    cat = project.guild("cat", "-p", "model.json", trains[0].id)
+    assert cat.returncode == 0 and '"prepared": "a fetched"' in cat.stdout
+    diff = project.guild("diff", "--working", "-c", "diff -r", trains[0].id)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    # A later `guild run` resolves a run that came home, as Guild's rule does.
+    evaluated = project.guild(
+        "run", "-y", "evaluate", f"operation:train={trains[0].id}"
+    )
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    (mine,) = [
+        r for r in project.runs_of("evaluate") if "ray_node" not in r.attr_names()
+    ]
+    assert mine.status == "completed"
+    assert mine.get("deps")["operation:train"]["operation:train"]["config"] == (
+        trains[0].id
+    )
+
+
 # Last of the tests on the shared cluster: it shuts it down.
 @e2e
 def test_status_says_when_the_cluster_is_down(project, shared_cluster):
