@@ -10,9 +10,10 @@ mount namespace): whatever reaches a worker, or comes home from it, went
 through Ray. Only the file that releases a held `train` is seen by all
 (the test's hand, not the tune's data).
 
-One cluster and two short tunes for the module: a tune of two trials, one on
-each worker, during which one worker is switched off (its trial runs again on
-the other), and a tune whose step requires a run the user made at home.
+One cluster and one tune for the module: the user runs `prepare` at home,
+then a tune of two trials whose `train` requires it, one trial on each
+worker, during which one worker is switched off (its trial runs again on the
+other).
 Needs root (CI runs as root); skipped with the reason elsewhere.
 """
 
@@ -40,23 +41,9 @@ GUIDE_A, GUIDE_B = "10.0.0.5", "10.0.0.6"
 SPACE = "lr: loguniform[1e-3:1e-1]\n"
 ONLY_ON_A = "a-file-of-the-head"
 
-UPSTREAM_OPS = """
+PREPARE_OP = """
     prepare:
       main: prepare
-    use-data:
-      main: use_data
-      flags:
-        x: 1
-      requires:
-        - operation: prepare
-    tune-data:
-      <<: *tuner
-      config:
-        steps: [use-data]
-        optimize:
-          - max: acc_val
-        space:
-          x: [1, 2]
 """
 
 PREPARE = """
@@ -66,14 +53,11 @@ with open("data.txt", "w") as f:
     f.write(secrets.token_hex(16))  # made here, at run time: only this run has it
 """
 
-USE_DATA = """
-x = 1
-
+TRAIN_READS_DATA = """
 with open("data.txt") as f:  # prepare's file, resolved by Guild
     data = f.read()
 with open("seen.txt", "w") as f:
     f.write(data)
-print(f"acc_val: {x / 10}")
 """
 
 
@@ -226,10 +210,15 @@ def _start_hosts(cluster: Cluster, guide: dict[str, str]) -> None:
     (project.home / ".guild").mkdir(exist_ok=True)
     (project.home / ".guild" / "config.yml").write_text(remote)
     write_project(project, tune_config(SPACE + f"train:hold: {cluster.release}\n"))
-    with open(project.path / "guild.yml", "a") as f:
-        f.write(UPSTREAM_OPS)
+    # train requires a prepare run, which the user makes at home.
+    guild_yml = project.path / "guild.yml"
+    text = guild_yml.read_text()
+    requires = "      requires:\n        - operation: prepare\n"
+    text = text.replace("      main: train\n", "      main: train\n" + requires, 1)
+    guild_yml.write_text(text + PREPARE_OP)
     project.write("prepare.py", PREPARE)
-    project.write("use_data.py", USE_DATA)
+    with open(project.path / "train.py", "a") as f:
+        f.write(TRAIN_READS_DATA)
 
 
 @pytest.fixture(scope="module")
@@ -280,45 +269,16 @@ def test_a_worker_sees_none_of_the_users_files(separate_hosts):
 
 
 @pytest.fixture(scope="module")
-def upstream_tune(separate_hosts, status):
-    """`prepare` run at home by the user, then a tune whose one step requires
-    it, on the cluster."""
-    project = separate_hosts.project
-    prepared = project.guild("run", "-y", "prepare")
-    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
-    watched = project.watch_run(
-        "tune-data",
-        "cluster=geronimo",
-        "max-trials=1",
-        f"cpus={separate_hosts.worker_cpus}",
-    )
-    separate_hosts.watched.append(watched)
-    return watched
-
-
-@e2e
-def test_a_required_upstream_run_reached_the_worker(separate_hosts, upstream_tune):
-    """Issue 16 section 1: prepare's run, made at home, resolved on the
-    driver and sent to the node that ran use-data (no shared filesystem)."""
-    cluster, project = separate_hosts, separate_hosts.project
-    assert upstream_tune.returncode == 0, upstream_tune.output
-    (prepare,) = project.runs_of("prepare")  # no copy of it came home as a run
-    (used,) = project.runs_of("use-data")
-    assert used.status == "completed"
-    assert used.get("ray_node")["ip"] in {w.ip for w in cluster.workers}
-    data = Path(prepare.dir, "data.txt").read_text()
-    assert Path(used.dir, "seen.txt").read_text() == data
-    assert prepare.id in json.dumps(used.get("deps")), used.get("deps")
-
-
-@pytest.fixture(scope="module")
 def tune_with_a_host_lost(separate_hosts, status):
-    """Two trials at once, one per worker (each takes a worker's CPUs); once
+    """`prepare`, run at home by the user (train requires it); then a tune of
+    two trials at once, one per worker (each takes a worker's CPUs); once
     both trains ran their first epoch and came home in part, the first one's
     host is switched off, then the trains go on. Its trial runs again
     (`max-failures=1`) on the other worker."""
     cluster = separate_hosts
     project = cluster.project
+    prepared = project.guild("run", "-y", "prepare")
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     seen: dict = {}
 
     def switch_off_a_worker_once_both_trials_run(proc):
@@ -382,6 +342,28 @@ def test_trials_ran_on_the_workers_and_their_runs_came_home(
     ]
     assert sorted(accs) == pytest.approx(sorted(1 - lr for lr in lrs), abs=1e-5)
     assert "2 trials on cluster=geronimo" in watched.output
+
+
+@e2e
+def test_a_required_upstream_run_reached_the_workers(
+    separate_hosts, tune_with_a_host_lost
+):
+    """Issue 16 section 1: prepare's run, made at home, resolved on the
+    driver and sent to each worker that ran a train (no shared filesystem)."""
+    cluster, project = separate_hosts, separate_hosts.project
+    watched, seen = tune_with_a_host_lost
+    assert watched.returncode == 0, watched.output
+    (prepare,) = project.runs_of("prepare")  # no copy of it came home as a run
+    data = Path(prepare.dir, "data.txt").read_text()
+    trains = [r for r in project.runs_of("train") if r.id != seen["run"]]
+    ran_on = set()
+    for run in trains:
+        assert Path(run.dir, "seen.txt").read_text() == data, run.id
+        assert prepare.id in json.dumps(run.get("deps")), run.get("deps")
+        ran_on.add(run.get("ray_node")["ip"])
+    lost = project.run(seen["run"])
+    assert prepare.id in json.dumps(lost.get("deps")), "the lost host had it too"
+    assert ran_on | {lost.get("ray_node")["ip"]} == {w.ip for w in cluster.workers}
 
 
 @e2e
