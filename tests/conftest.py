@@ -76,6 +76,9 @@ SHARED_SETUPS = {
 module: those tests run on one worker, so it is made once."""
 
 
+# tryfirst: pytest-xdist reads the groups in its own hook of this name, which
+# ran first and found none.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:

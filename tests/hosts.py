@@ -209,6 +209,12 @@ class Network:
         return stragglers
 
 
+def routes(host: Host) -> list[str]:
+    """The host's IPv4 routes (`ip route`: its main table), one line each."""
+    shown = _ip("-n", host.netns, "-4", "route", "show")
+    return [line for line in shown.stdout.splitlines() if line.strip()]
+
+
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project, Watched, still_running, wait_for
-from hosts import Host, Network, missing_requirement
+from hosts import Host, Network, missing_requirement, routes
 from projects import tune_config, write_project
 
 e2e = pytest.mark.e2e  # real `ray start`, `guild` runs and Ray
@@ -245,6 +245,11 @@ def test_the_guides_commands_made_a_cluster_of_separate_hosts(separate_hosts, st
     for worker in (w1, w2):
         assert by_address[worker.ip][-1] == "worker"
         assert by_address[worker.ip][3] == str(cluster.worker_cpus)
+    # Their network reaches nothing else: no route out of the subnet.
+    for host in (head, w1, w2):
+        shown = routes(host)
+        subnet = head.ip.rsplit(".", 1)[0] + ".0/24 "
+        assert shown and all(route.startswith(subnet) for route in shown), shown
     # The head's address file is in its TMPDIR, not the machine's /tmp/ray.
     address_file = head.tmp / "ray" / "ray_current_cluster"
     assert address_file.read_text().strip() == f"{head.ip}:6379"
