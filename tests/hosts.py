@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -122,6 +123,7 @@ class Network:
     def create(self) -> None:
         """The namespaces, the bridge in the first, a veth from it to each
         other host, their addresses and links up."""
+        _remove_stale_namespaces()
         bridge = self.first
         for host in self.hosts.values():
             _ip("netns", "add", host.netns)
@@ -140,17 +142,17 @@ class Network:
             _ip("-n", host.netns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
             _ip("-n", host.netns, "link", "set", "eth0", "up")
 
-    def start(
+    def boot(
         self,
         host: Host,
         commands: str,
         env: dict[str, str],
         hidden: list[Path] = (),
-        timeout: float = 120,
     ) -> None:
         """Boots `host`: runs the shell `commands` there (in its home, with
-        `env`, `hidden` covered), then keeps it up until `power_off`. Returns
-        once the commands ran; fails with the host's log if they did not."""
+        `env`, `hidden` covered), then keeps it up until `power_off`, or until
+        this thread ends (a test process killed leaves no host running).
+        `wait_up` waits for the commands to have run."""
         script = "\n".join(
             [
                 "set -e",
@@ -169,8 +171,17 @@ class Network:
                 *map(str, hidden)]  # fmt: skip
         with open(host.log, "ab") as log:
             host.proc = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
             )
+
+    def wait_up(self, host: Host, timeout: float = 120) -> None:
+        """Returns once `host`'s commands ran; switches it off and fails with
+        its log if they did not."""
         deadline = time.monotonic() + timeout
         while UP not in host.log.read_text(errors="replace"):
             if host.proc.poll() is not None or time.monotonic() > deadline:
@@ -213,6 +224,27 @@ def routes(host: Host) -> list[str]:
     """The host's IPv4 routes (`ip route`: its main table), one line each."""
     shown = _ip("-n", host.netns, "-4", "route", "show")
     return [line for line in shown.stdout.splitlines() if line.strip()]
+
+
+def _remove_stale_namespaces() -> None:
+    """Removes the namespaces a killed test session left (its hosts died with
+    it, see `boot`): those named after a pid that is gone, with no process."""
+    for name in Network.namespaces():
+        ours = re.fullmatch(r"gpkg-(\d+)-\w+", name)
+        if not ours or os.path.exists(f"/proc/{ours.group(1)}"):
+            continue
+        if not _ip("netns", "pids", name, check=False).stdout.split():
+            _ip("netns", "del", name, check=False)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the thread that started it ends
+    (PR_SET_PDEATHSIG), which `unshare --kill-child` passes on to the host."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
 def _kill(pid: int) -> None:

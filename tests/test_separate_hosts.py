@@ -24,7 +24,6 @@ import re
 import shutil
 import sys
 import textwrap
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,28 +181,21 @@ def _start_hosts(cluster: Cluster, guide: dict[str, str]) -> None:
     # Guild config), and its guild commands run in the head's network.
     project.env.update(PATH=_driver_path(), TMPDIR=str(head.tmp))
     project.prefix = head.exec_prefix()
-    network.start(
-        head, _as_on(guide["head"], head, head), _host_env(head, project.home)
-    )
+    network.boot(head, _as_on(guide["head"], head, head), _host_env(head, project.home))
+    network.wait_up(head)
     token = project.home / ".ray" / "geronimo.token"
     cluster.token = token.read_text().strip()
     (head.tmp / ONLY_ON_A).touch()
     # What a worker must not see: the user's files and the other hosts'.
     users = [project.path.parent, head.dir]
-    threads = []
     for worker in cluster.workers:
         (worker.home / ".ray").mkdir()
         shutil.copy2(token, worker.home / ".ray" / "geronimo.token")  # scp
         hidden = users + [w.dir for w in cluster.workers if w is not worker]
         commands = _as_on(guide["worker"], worker, head)
-        env = _host_env(worker, worker.home)
-        threads.append(
-            threading.Thread(target=network.start, args=(worker, commands, env, hidden))
-        )
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        network.boot(worker, commands, _host_env(worker, worker.home), hidden)
+    for worker in cluster.workers:  # booting at once
+        network.wait_up(worker)
     for worker in cluster.workers:
         assert worker.proc is not None and worker.proc.poll() is None, worker.log
     remote = _as_on(guide["remote"], head, head)
