@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -476,8 +477,19 @@ def test_guild_remote_status_of_a_bad_remote_config_is_that_one_line(project):
     assert error_lines(result) == [f"guild: {expected}"]
 
 
+@pytest.fixture
+def short_tmp():
+    """A temp dir of the test's own with a short path (Ray puts sockets in
+    its temp dir, whose paths may not exceed 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @e2e
-def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
+def test_start_and_stop_a_cluster_the_config_describes_as_local(project, short_tmp):
     address = closed_address()
     write_project(project)
     local = {"workers": 1, "cpus": 2}
@@ -486,9 +498,13 @@ def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
     write_guild_config(project, {"lab": lab})
     state_file = project.home / ".guild" / "ray-clusters" / "lab.json"
     token_file = state_file.with_suffix(".token")
+    # Ray's files shared by every Ray of the machine, in the temp dir these
+    # commands see (/tmp/ray by default): what another cluster left there.
+    ray_globals = _plant_ray_globals(project, short_tmp)
 
     before = project.guild("remote", "status", "lab")
     started = project.guild("remote", "start", "-y", "lab")
+    running_globals = _tree_of(ray_globals)
     processes = []
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -549,6 +565,33 @@ def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
     assert not state_file.with_suffix(".log").exists()
     assert not Path(state["temp_dir"]).exists()
     assert not (project.home / ".ray").exists(), "the token is written nowhere else"
+    # Ray's shared files neither written nor removed, by start, tune or stop.
+    assert running_globals == _tree_of(ray_globals) == _PLANTED
+
+
+_PLANTED = {
+    "ray_current_cluster": "10.9.9.9:6379",
+    "session_latest": "-> session_2026-01-01_00-00-00_0_1",
+}
+
+
+def _plant_ray_globals(project, tmp: Path) -> Path:
+    """Ray's machine-wide files in a temp dir of the test's own (TMPDIR of
+    its commands: Ray's default temp dir is TMPDIR/ray), as another cluster
+    on the machine would have left them."""
+    ray_dir = tmp / "ray"
+    ray_dir.mkdir(parents=True)
+    (ray_dir / "ray_current_cluster").write_text(_PLANTED["ray_current_cluster"])
+    os.symlink(_PLANTED["session_latest"][3:], ray_dir / "session_latest")
+    project.env["TMPDIR"] = str(tmp)
+    return ray_dir
+
+
+def _tree_of(ray_dir: Path) -> dict[str, str]:
+    return {
+        path.name: f"-> {os.readlink(path)}" if path.is_symlink() else path.read_text()
+        for path in ray_dir.iterdir()
+    }
 
 
 def test_stop_removes_every_file_of_the_cluster_its_log_too(tmp_path, monkeypatch):
@@ -711,20 +754,20 @@ def test_runs_that_came_home_are_runs_of_the_project(upstream_tune):
     assert len(project.compare("-Fo", "train")) == 2
     cat = project.guild("cat", "-p", "model.json", trains[0].id)
     assert cat.returncode == 0 and '"prepared": "a fetched"' in cat.stdout
+    # Its source code against the project's (not the copy Ray had on the node).
+    with open(project.path / "train.py", "a") as f:
+        f.write("# changed in the project since\n")
     diff = project.guild("diff", "--working", "-c", "diff -r", trains[0].id)
-    assert diff.returncode == 0, diff.stdout + diff.stderr
+    assert "> # changed in the project since" in diff.stdout, diff.stdout + diff.stderr
     # A later `guild run` resolves a run that came home, as Guild's rule does.
-    evaluated = project.guild(
-        "run", "-y", "evaluate", f"operation:train={trains[0].id}"
-    )
+    evaluated = project.guild("run", "-y", "evaluate")
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     (mine,) = [
         r for r in project.runs_of("evaluate") if "ray_node" not in r.attr_names()
     ]
     assert mine.status == "completed"
-    assert mine.get("deps")["operation:train"]["operation:train"]["config"] == (
-        trains[0].id
-    )
+    resolved = mine.get("deps")["operation:train"]["operation:train"]["config"]
+    assert resolved in {run.id for run in trains}
 
 
 # Last of the tests on the shared cluster: it shuts it down.

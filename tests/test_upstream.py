@@ -57,9 +57,12 @@ def _write(project, extra: str = "") -> None:
         project.write(name, "pass\n")
 
 
-def _guild_run(project, op: str, started: int, marked: bool = False, **files) -> str:
-    """A completed run of `op` of the project, as Guild leaves one."""
-    run_id = os.urandom(16).hex()
+def _guild_run(
+    project, op: str, started: int, marked: bool = False, prefix: str = "", **files
+) -> str:
+    """A completed run of `op` of the project, as Guild leaves one; its id
+    starts with `prefix`."""
+    run_id = prefix + os.urandom(16).hex()[len(prefix) :]
     run = project.guild_home / "runs" / run_id
     (run / ".guild" / "attrs").mkdir(parents=True)
     guildfile = project.path / "guild.yml"
@@ -96,7 +99,8 @@ def _checked(project, *flags: str):
 
 def test_a_required_run_is_guilds_pin_then_marked_then_latest(project):
     _write(project)
-    old = _guild_run(project, "prepare", started=1)
+    # A prefix of digits, which Guild's flag syntax would read as a number.
+    old = _guild_run(project, "prepare", started=1, prefix="09223831")
     latest = _guild_run(project, "prepare", started=3)
     _guild_run(project, "train", started=4)  # a step's op: not required
 

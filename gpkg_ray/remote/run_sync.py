@@ -24,6 +24,10 @@ What the driver's copy says:
 - while the run goes on the node: status `running` (Guild's `LOCK.remote`
   file, holding the cluster's name, as for Guild's own remote runs);
 - once it ended: the run's own status, attrs, output, scalars and files;
+- where it ran, as of the driver: its opref names the project's Guild file
+  here, its attrs `env` and `op` the project dir and GUILD_HOME here (not
+  the copy in Ray's working dir, gone with the cluster): Guild shows and
+  resolves it as a run of the project (RunCollector._relocate);
 - `ray_node`: the node that ran it (IP, host name, Ray node id, its directory
   there);
 - `ray_files_left_on_node`: what of the run is not here, each as

@@ -38,6 +38,7 @@ from gpkg_ray.tuning_spec.overrides import (
 )
 from gpkg_ray.tuning_spec.settings import Settings
 from gpkg_ray.tuning_spec.space import (
+    Choice,
     Domain,
     Fixed,
     FlagDef,
@@ -247,6 +248,8 @@ def _merge(config: list[Param], given: list[Param]) -> list[Param]:
 
 def _param(key: str, raw: Any, steps: list[Step]) -> Param:
     targets = _targets(key, steps)
+    if all(flag in _step(step, steps).requires for step, flag in targets):
+        return Param(key, _run_ids(raw), tuple(targets))
     flagdefs = [
         # A dependency flag (a run id) has no Guild flag definition.
         (f"flag {flag} of {step_name}", _step(step_name, steps).flagdefs.get(flag))
@@ -255,6 +258,14 @@ def _param(key: str, raw: Any, steps: list[Step]) -> Param:
     flagdefs = [(what, flagdef or FlagDef()) for what, flagdef in flagdefs]
     domain = resolve(key, parse_value(key, raw), flagdefs)
     return Param(key, domain, tuple(targets))
+
+
+def _run_ids(raw: Any) -> Domain:
+    """A dependency flag's value: a run id (or a prefix of one), or a list of
+    them to search over, as text: a prefix of digits is no number."""
+    if isinstance(raw, list):
+        return Choice(tuple(str(value) for value in raw))
+    return Fixed(str(raw))
 
 
 def _targets(key: str, steps: list[Step]) -> list[tuple[str, str]]:
