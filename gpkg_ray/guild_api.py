@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -442,6 +443,99 @@ def operation_dependencies(opdef) -> list[tuple[str, str]]:
                 flag = op_dep.source_flag_name_candidates(source)[0]
                 found.append((source.parsed_uri.path, flag))
     return found
+
+
+class NoRequiredRun(Exception):
+    """Guild finds no run for an op's `operation:` requirement: its reason."""
+
+
+def required_run(
+    opdef, flag: str, run_id_prefix: str | None, guild_home: str
+) -> tuple[str, str]:
+    """The run Guild resolves `opdef`'s requirement of dependency flag `flag`
+    to in `guild_home`, by Guild's own rule as `guild run` applies it
+    (guild/resolver.py: the run `run_id_prefix` names, else a marked run,
+    else the latest): (run id, its op as Guild shows it). Raises
+    NoRequiredRun with Guild's reason."""
+    from guild import config, op_dep, resolver, run_util
+
+    flag_vals = {} if run_id_prefix is None else {flag: run_id_prefix}
+    with config.SetGuildHome(guild_home):
+        for depdef in opdef.dependencies:
+            dep = op_dep.dep_for_depdef(depdef, flag_vals)
+            for source in dep.resdef.sources:
+                if source.parsed_uri.scheme != "operation":
+                    continue
+                if op_dep.source_flag_name_candidates(source)[0] != flag:
+                    continue
+                found = op_dep.resolver_for_source(source, dep)
+                try:
+                    run = found.resolve_op_run(run_id_prefix)
+                except resolver.ResolutionError as e:
+                    raise NoRequiredRun(str(e)) from e
+                return run.id, run_util.format_operation(run, nowarn=True)
+    raise NoRequiredRun(f"op {opdef.name} has no requirement {flag}")
+
+
+def required_run_ids(guild_home: str, run_id: str) -> list[str]:
+    """The ids of the runs a run's resolved dependencies name (its `deps`
+    attr) that are in `guild_home`."""
+    deps = open_run(guild_home, run_id).get("deps") or {}
+    found = []
+    for sources in deps.values() if isinstance(deps, dict) else ():
+        for resolved in sources.values() if isinstance(sources, dict) else ():
+            other = resolved.get("config") if isinstance(resolved, dict) else None
+            if (
+                isinstance(other, str)
+                and re.fullmatch(r"[0-9a-f]{32}", other)
+                and run_exists(guild_home, other)
+            ):
+                found.append(other)
+    return found
+
+
+def relocated_opref(encoded: str, project_dir: str) -> tuple[str, str] | None:
+    """A run's opref (the text of `.guild/opref`) as if its op ran from the
+    Guild file of the same name in `project_dir`, and the directory it named;
+    None when it names no Guild file (or cannot be read)."""
+    from guild.opref import OpRef, OpRefError
+
+    try:
+        opref = OpRef.parse(encoded)
+    except (OpRefError, ValueError, TypeError):
+        return None
+    if opref.pkg_type != "guildfile" or not opref.pkg_name:
+        return None
+    guildfile = os.path.join(project_dir, os.path.basename(opref.pkg_name))
+    return str(opref._replace(pkg_name=guildfile)), os.path.dirname(opref.pkg_name)
+
+
+def relocated_attr(encoded: str, moves: Mapping[str, str]) -> str | None:
+    """A run attr's text (YAML, as Guild writes it) with each path `moves`
+    names (old -> new) replaced wherever a string holds it; None when the
+    text is not YAML or nothing changed."""
+    from guild import yaml_util
+
+    try:
+        value = yaml_util.decode_yaml(encoded)
+    except Exception:
+        return None
+
+    def moved(val: Any) -> Any:
+        if isinstance(val, str):
+            for old, new in moves.items():
+                val = val.replace(old, new)
+            return val
+        if isinstance(val, dict):
+            return {moved(k): moved(v) for k, v in val.items()}
+        if isinstance(val, list):
+            return [moved(v) for v in val]
+        return val
+
+    relocated = moved(value)
+    if relocated == value:
+        return None
+    return yaml_util.encode_yaml(relocated, strict=True) + os.linesep
 
 
 def sourcecode_root(opdef) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gpkg_ray.cluster import check_cluster, cluster_defaults, resolve_cluster
@@ -69,6 +69,7 @@ def check_tune(
     cluster = resolve_cluster(settings.cluster)
     settings = _with_cluster_defaults(settings, flags, cluster, user_flags)
     spec, step_opdefs = read_spec(tune_opdef, settings, flags)
+    spec = _with_upstream(spec, step_opdefs, guild_home, cluster)
     check_cluster(cluster, settings.cpus, settings.gpus)
     warm_runs = earlier_tune_runs(
         settings.warm_start, opref, guild_home, exclude=tune_run_id
@@ -112,6 +113,19 @@ def check_batch(batch_run, guild_home: str) -> CheckedTune:
         )
     check_cluster(cluster, spec.settings.cpus, spec.settings.gpus)
     return CheckedTune(spec, cluster, (trial_opdef,), trial_opdef.guildfile.dir, ())
+
+
+def _with_upstream(spec: TuneSpec, step_opdefs, guild_home: str, cluster) -> TuneSpec:
+    """`spec` with the runs from outside the trial its steps require, resolved
+    once for the tune; on a cluster, checked against its size policy."""
+    from gpkg_ray import upstream
+
+    runs = upstream.resolve_upstream(spec.plan, step_opdefs, guild_home)
+    if not runs:
+        return spec
+    if cluster is not None:
+        upstream.check_size(runs, guild_home, cluster)
+    return replace(spec, plan=replace(spec.plan, upstream=runs))
 
 
 def _with_cluster_defaults(

@@ -71,11 +71,15 @@ SHARED_SETUPS = {
     "tuned",
     "shared_cluster",
     "tpe_batch",
+    "separate_hosts",
 }
 """Module fixtures that are a tune or a cluster, shared by the tests of their
 module: those tests run on one worker, so it is made once."""
 
 
+# tryfirst: pytest-xdist reads the groups in its own hook of this name, which
+# ran first and found none.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
@@ -109,6 +113,8 @@ class Project:
         self.env = env
         self.guild_home = Path(env["GUILD_HOME"])
         self.home = Path(env["HOME"])
+        self.prefix: list[str] = []
+        """Runs its `guild` commands elsewhere: `ip netns exec NS`, say."""
 
     def write(self, name: str, text: str) -> Path:
         target = self.path / name
@@ -121,7 +127,7 @@ class Project:
     ) -> subprocess.CompletedProcess:
         _require_e2e()
         return subprocess.run(
-            [GUILD, *args],
+            [*self.prefix, GUILD, *args],
             cwd=self.path,
             env=self.env,
             capture_output=True,
@@ -165,7 +171,7 @@ class Project:
         log = self.path.parent / f"run-{time.monotonic_ns()}-output.txt"
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                [GUILD, "run", "-y", *args],
+                [*self.prefix, GUILD, "run", "-y", *args],
                 cwd=self.path,
                 env=self.env,
                 stdout=out,

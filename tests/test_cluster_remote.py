@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -476,8 +477,19 @@ def test_guild_remote_status_of_a_bad_remote_config_is_that_one_line(project):
     assert error_lines(result) == [f"guild: {expected}"]
 
 
+@pytest.fixture
+def short_tmp():
+    """A temp dir of the test's own with a short path (Ray puts sockets in
+    its temp dir, whose paths may not exceed 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @e2e
-def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
+def test_start_and_stop_a_cluster_the_config_describes_as_local(project, short_tmp):
     address = closed_address()
     write_project(project)
     local = {"workers": 1, "cpus": 2}
@@ -486,9 +498,13 @@ def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
     write_guild_config(project, {"lab": lab})
     state_file = project.home / ".guild" / "ray-clusters" / "lab.json"
     token_file = state_file.with_suffix(".token")
+    # Ray's files shared by every Ray of the machine, in the temp dir these
+    # commands see (/tmp/ray by default): what another cluster left there.
+    ray_globals = _plant_ray_globals(project, short_tmp)
 
     before = project.guild("remote", "status", "lab")
     started = project.guild("remote", "start", "-y", "lab")
+    running_globals = _tree_of(ray_globals)
     processes = []
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -549,6 +565,33 @@ def test_start_and_stop_a_cluster_the_config_describes_as_local(project):
     assert not state_file.with_suffix(".log").exists()
     assert not Path(state["temp_dir"]).exists()
     assert not (project.home / ".ray").exists(), "the token is written nowhere else"
+    # Ray's shared files neither written nor removed, by start, tune or stop.
+    assert running_globals == _tree_of(ray_globals) == _PLANTED
+
+
+_PLANTED = {
+    "ray_current_cluster": "10.9.9.9:6379",
+    "session_latest": "-> session_2026-01-01_00-00-00_0_1",
+}
+
+
+def _plant_ray_globals(project, tmp: Path) -> Path:
+    """Ray's machine-wide files in a temp dir of the test's own (TMPDIR of
+    its commands: Ray's default temp dir is TMPDIR/ray), as another cluster
+    on the machine would have left them."""
+    ray_dir = tmp / "ray"
+    ray_dir.mkdir(parents=True)
+    (ray_dir / "ray_current_cluster").write_text(_PLANTED["ray_current_cluster"])
+    os.symlink(_PLANTED["session_latest"][3:], ray_dir / "session_latest")
+    project.env["TMPDIR"] = str(tmp)
+    return ray_dir
+
+
+def _tree_of(ray_dir: Path) -> dict[str, str]:
+    return {
+        path.name: f"-> {os.readlink(path)}" if path.is_symlink() else path.read_text()
+        for path in ray_dir.iterdir()
+    }
 
 
 def test_stop_removes_every_file_of_the_cluster_its_log_too(tmp_path, monkeypatch):
@@ -580,6 +623,151 @@ def test_start_and_stop_say_where_a_cluster_started_outside_guild_is_managed(pro
     assert "geronimo is a cluster started outside Guild: start it with `ray start " in (
         result.stderr
     )
+
+
+UPSTREAM_GUILD_YML = """
+- model: ''
+  extends: gpkg.ray/tune
+  operations:
+    fetch:
+      main: fetch
+    prepare:
+      main: prepare
+      flags:
+        tag: a
+      requires:
+        - operation: fetch
+          target-type: link   # prepare's raw.txt is a link into fetch's run
+    train:
+      main: train
+      flags:
+        lr: 0.01
+      requires:
+        - operation: prepare
+          select: [prepared.txt, raw.txt]   # raw.txt: fetch's, by its link
+    evaluate:
+      main: evaluate
+      requires:
+        - operation: train
+    tune:
+      config:
+        steps: [train, evaluate]
+        optimize:
+          - max: acc_val
+        space:
+          lr: [0.01, 0.02]
+"""
+
+UPSTREAM_FILES = {
+    "fetch.py": 'open("raw.txt", "w").write("fetched\\n")\n',
+    "prepare.py": (
+        'tag = "a"\n'
+        'raw = open("raw.txt").read()\n'
+        'open("prepared.txt", "w").write(f"{tag} {raw}")\n'
+    ),
+    "train.py": (
+        "import json\n"
+        "lr = 0.01\n"
+        "prepared = open('prepared.txt').read().strip()\n"
+        "raw = open('raw.txt').read().strip()\n"
+        "print(f'loss: {lr}')\n"
+        "json.dump({'lr': lr, 'prepared': prepared, 'raw': raw}, "
+        "open('model.json', 'w'))\n"
+    ),
+    "evaluate.py": (
+        "import json\n"
+        "model = json.load(open('model.json'))\n"
+        "print(f\"acc_val: {1 - model['lr']:.6f}\")\n"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def upstream_tune(new_project, shared_cluster):
+    """A tune on the shared cluster whose `train` requires `prepare`, a run
+    from outside the trial (which requires `fetch` in turn): two prepare
+    runs, the older marked, so that Guild's rule picks it, not the latest."""
+    project = new_project()
+    project.write("guild.yml", UPSTREAM_GUILD_YML)
+    for name, text in UPSTREAM_FILES.items():
+        project.write(name, text)
+    remote = _remote(shared_cluster, **{"trial-cpus": 1})
+    write_guild_config(project, {"geronimo": remote})
+    for args in (["fetch"], ["prepare"], ["prepare", "tag=b"]):
+        ran = project.guild("run", "-y", *args)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    (marked,) = [r for r in project.runs_of("prepare") if r.get("flags")["tag"] == "a"]
+    mark = project.guild("mark", "-y", marked.id)
+    assert mark.returncode == 0, mark.stderr
+
+    tuned = project.tune("cluster=geronimo", "max-trials=2")
+
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    project.marked = marked
+    return project
+
+
+@e2e
+def test_a_run_from_outside_the_trial_is_resolved_on_the_driver_and_sent(
+    upstream_tune, shared_cluster
+):
+    project = upstream_tune
+    (fetch,) = project.runs_of("fetch")
+    trains = project.runs_of("train")
+    assert len(trains) == 2
+    for run in trains:
+        assert run.status == "completed"
+        # The marked prepare run, as Guild's rule picks it on the driver.
+        deps = run.get("deps")["operation:prepare"]["operation:prepare"]
+        assert deps["config"] == project.marked.id
+        assert run.get("flags")["operation:prepare"] == project.marked.id
+        assert run.get("ray_node")["node_id"] == shared_cluster.worker_node_id
+        # The chain: prepare's raw.txt, a link into fetch's run, held there.
+        model = json.loads(Path(run.dir, "model.json").read_text())
+        assert model == {"lr": run.get("flags")["lr"], "prepared": "a fetched",
+                         "raw": "fetched"}  # fmt: skip
+    # The runs sent stay as they were at home, and leave the node with the tune.
+    assert len(project.runs_of("prepare")) == 2
+    assert [r.id for r in project.runs_of("fetch")] == [fetch.id]
+    assert list(shared_cluster.worker_dir.glob("gpkg-ray-runs-*")) == []
+
+
+@e2e
+def test_runs_that_came_home_are_runs_of_the_project(upstream_tune):
+    project = upstream_tune
+    trains = project.runs_of("train")
+    guildfile = str(project.path / "guild.yml")
+    for run in trains:
+        assert run.opref.pkg_name == guildfile
+        assert run.get("env")["PROJECT_DIR"] == str(project.path)
+        assert run.get("env")["GUILD_HOME"] == str(project.guild_home)
+        assert run.get("op")["op-cmd"]["cmd-env"]["PROJECT_DIR"] == str(project.path)
+    listed = project.guild("runs")
+    assert listed.returncode == 0, listed.stderr
+    lines = [line.split() for line in listed.stdout.splitlines() if " train " in line]
+    # As a local run of the project: no `(DIR)` after the op.
+    assert [line[1] for line in lines] == ["train", "train"], listed.stdout
+    assert not [line for line in lines if line[2].startswith("(")], listed.stdout
+    assert "_ray_pkg" not in listed.stdout
+    info = project.guild("runs", "info", trains[0].id)
+    assert "_ray_pkg" not in info.stdout, info.stdout
+    assert len(project.compare("-Fo", "train")) == 2
+    cat = project.guild("cat", "-p", "model.json", trains[0].id)
+    assert cat.returncode == 0 and '"prepared": "a fetched"' in cat.stdout
+    # Its source code against the project's (not the copy Ray had on the node).
+    with open(project.path / "train.py", "a") as f:
+        f.write("# changed in the project since\n")
+    diff = project.guild("diff", "--working", "-c", "diff -r", trains[0].id)
+    assert "> # changed in the project since" in diff.stdout, diff.stdout + diff.stderr
+    # A later `guild run` resolves a run that came home, as Guild's rule does.
+    evaluated = project.guild("run", "-y", "evaluate")
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    (mine,) = [
+        r for r in project.runs_of("evaluate") if "ray_node" not in r.attr_names()
+    ]
+    assert mine.status == "completed"
+    resolved = mine.get("deps")["operation:train"]["operation:train"]["config"]
+    assert resolved in {run.id for run in trains}
 
 
 # Last of the tests on the shared cluster: it shuts it down.

@@ -32,6 +32,7 @@ from gpkg_ray.engine.local_ray import (
 from gpkg_ray.environ import patched_environ
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.remote.config import ClusterConfig
+from gpkg_ray.upstream import UpstreamBundle, pack, remove_installed
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ClusterRuns:
     """The RunCollector actor on the driver's node."""
     tune_run_id: str
     max_copy_bytes: int
+    upstream: UpstreamBundle | None = None
+    """Runs from outside the trial its steps require, for each node's Guild
+    home of the tune (see gpkg_ray.upstream)."""
 
 
 def driver_env(cluster: ClusterConfig, token: str | None) -> dict[str, str]:
@@ -106,10 +110,13 @@ def cluster_session(
     guild_home: str,
     tune_run_id: str,
     log_file: str | None = None,
+    upstream_ids: tuple[str, ...] = (),
+    project_dir: str | None = None,
 ) -> Iterator[ClusterRuns]:
-    """Joins `cluster` with the steps' source and a collector for their runs;
-    on exit, closes runs left open, removes the tune's files on the nodes, and
-    leaves the cluster."""
+    """Joins `cluster` with the steps' source and a collector for their runs
+    (written as runs of `project_dir`), and the runs `upstream_ids` of
+    GUILD_HOME packed for the nodes; on exit, closes runs left open, removes
+    the tune's files on the nodes, and leaves the cluster."""
     from gpkg_ray.remote.source import stage_source
 
     source_dir = tempfile.mkdtemp(prefix="gpkg-ray-source-")
@@ -118,16 +125,20 @@ def cluster_session(
         with joined_cluster(cluster, source_dir, log_file):
             import ray
 
-            collector = start_collector(guild_home, cluster.name)
+            collector = start_collector(guild_home, cluster.name, project_dir)
             prepare_node_homes(tune_run_id)
+            bundle = None
+            if upstream_ids:
+                packed = ray.put(pack(guild_home, list(upstream_ids)))
+                bundle = UpstreamBundle(tuple(upstream_ids), packed)
             try:
                 yield ClusterRuns(
-                    collector, tune_run_id, int(cluster.max_copy_mb * 2**20)
+                    collector, tune_run_id, int(cluster.max_copy_mb * 2**20), bundle
                 )
             finally:
                 ray.get(collector.close_all.remote(LOST_AT_END))
                 ray.kill(collector)
-                remove_node_homes(tune_run_id)
+                remove_node_homes(tune_run_id, tuple(upstream_ids))
     finally:
         shutil.rmtree(source_dir, ignore_errors=True)
 
@@ -144,7 +155,7 @@ def _runtime_env(cluster: ClusterConfig, source_dir: str) -> dict[str, Any]:
     return env
 
 
-def start_collector(guild_home: str, cluster_name: str):
+def start_collector(guild_home: str, cluster_name: str, project_dir: str | None):
     """The RunCollector actor, on this driver's node (where GUILD_HOME is)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -160,7 +171,7 @@ def start_collector(guild_home: str, cluster_name: str):
             max_concurrency=1,
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
         )
-        .remote(guild_home, cluster_name)
+        .remote(guild_home, cluster_name, project_dir)
     )
 
 
@@ -172,14 +183,15 @@ def prepare_node_homes(tune_run_id: str) -> None:
     _on_each_node(clear_node_home, tune_run_id)
 
 
-def remove_node_homes(tune_run_id: str) -> None:
-    """Removes the tune's Guild home on each live node, unless runs with files
-    left on the node are in it (see `remote.run_sync`)."""
-    _on_each_node(_remove_node_home, tune_run_id)
+def remove_node_homes(tune_run_id: str, upstream_ids: tuple[str, ...] = ()) -> None:
+    """Removes the tune's Guild home on each live node (with the required runs
+    it was sent), unless runs with files left on the node are in it (see
+    `remote.run_sync`)."""
+    _on_each_node(_remove_node_home, tune_run_id, upstream_ids)
 
 
-def _on_each_node(func, tune_run_id: str) -> None:
-    """Runs `func(tune_run_id)` on each live node; waits up to 30 s."""
+def _on_each_node(func, *args) -> None:
+    """Runs `func(*args)` on each live node; waits up to 30 s."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -189,17 +201,18 @@ def _on_each_node(func, tune_run_id: str) -> None:
             scheduling_strategy=NodeAffinitySchedulingStrategy(
                 node["NodeID"], soft=False
             )
-        ).remote(tune_run_id)
+        ).remote(*args)
         for node in ray.nodes()
         if node["Alive"]
     ]
     ray.wait(pending, num_returns=len(pending), timeout=30)
 
 
-def _remove_node_home(tune_run_id: str) -> None:
+def _remove_node_home(tune_run_id: str, upstream_ids: tuple[str, ...] = ()) -> None:
     from gpkg_ray.remote.run_sync import node_home_path
 
     home = node_home_path(tune_run_id)
+    remove_installed(home, upstream_ids)
     runs = guild_api.runs_dir(home)
     if not os.path.isdir(runs) or not os.listdir(runs):
         shutil.rmtree(home, ignore_errors=True)

@@ -70,13 +70,17 @@ def ray_session(
             yield None
         return
     from gpkg_ray.engine.cluster_ray import cluster_session
+    from gpkg_ray.upstream import sent_run_ids
 
+    upstream = sent_run_ids(prepared.spec.plan.upstream, prepared.guild_home)
     with cluster_session(
         cluster,
         prepared.checked.step_opdefs,
         prepared.guild_home,
         prepared.run_id,
         log_file,
+        tuple(upstream),
+        prepared.checked.project_dir,
     ) as cluster_runs:
         yield cluster_runs
 

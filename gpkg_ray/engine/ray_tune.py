@@ -32,6 +32,7 @@ from gpkg_ray.trial.result import TrialResult
 from gpkg_ray.trial.runner import Trial
 from gpkg_ray.trial.workspace import Workspace
 from gpkg_ray.tuning_spec import TrialPlan
+from gpkg_ray.upstream import install as install_upstream
 
 if TYPE_CHECKING:
     from gpkg_ray.preparation import PreparedTune
@@ -73,6 +74,8 @@ class GuildTrial(tune.Trainable):
             # where it was), and runs go to a Guild home of this node, then home.
             source = os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())
             home = node_guild_home(cluster_runs.tune_run_id)
+            if cluster_runs.upstream is not None:
+                install_upstream(home, cluster_runs.upstream)
             workspace = replace(workspace, project_dir=source, guild_home=home)
             self._sender = RunSender(
                 deliver_to(cluster_runs.collector),

@@ -24,6 +24,10 @@ What the driver's copy says:
 - while the run goes on the node: status `running` (Guild's `LOCK.remote`
   file, holding the cluster's name, as for Guild's own remote runs);
 - once it ended: the run's own status, attrs, output, scalars and files;
+- where it ran, as of the driver: its opref names the project's Guild file
+  here, its attrs `env` and `op` the project dir and GUILD_HOME here (not
+  the copy in Ray's working dir, gone with the cluster): Guild shows and
+  resolves it as a run of the project (RunCollector._relocate);
 - `ray_node`: the node that ran it (IP, host name, Ray node id, its directory
   there);
 - `ray_files_left_on_node`: what of the run is not here, each as
@@ -664,6 +668,11 @@ def _size_text(size: int) -> str:
 
 # --- The driver's side --------------------------------------------------------
 
+OPREF = ".guild/opref"
+RELOCATED = {OPREF, ".guild/attrs/env", ".guild/attrs/op"}
+"""Guild's files of a run that name where it ran: see RunCollector._relocate."""
+RELOCATED_MAX_BYTES = 2**20
+
 _KIND_ORDER = {DIR: 0, FILE: 1, LINK: 2}
 """Directories before what goes in them; links last, to what they point to."""
 
@@ -681,9 +690,16 @@ class RunCollector:
     as `error` instead of left `running`.
     """
 
-    def __init__(self, guild_home: str, cluster_name: str):
+    def __init__(
+        self, guild_home: str, cluster_name: str, project_dir: str | None = None
+    ):
+        """`project_dir`: the project the driver's tune runs from; the runs
+        are written as runs of its Guild file (see `_relocate`)."""
         self.guild_home = guild_home
         self.cluster_name = cluster_name
+        self.project_dir = project_dir
+        self._node_dirs: dict[str, str] = {}
+        """Run id -> the project dir on its node (its opref named)."""
         self._trial_of: dict[str, str] = {}
         """Run id -> its trial, for the runs this collector made."""
         self._open: dict[str, set[str]] = {}
@@ -755,6 +771,7 @@ class RunCollector:
             return []
         try:
             resend = self._apply(tree, run_id, changes)
+            self._relocate(tree, run_id, changes)
             self._write_state(tree, run_id, node, changes)
         finally:
             tree.close()
@@ -875,6 +892,66 @@ class RunCollector:
         self._refuse(f"{rel}: {why}")
         left[rel[:500]] = f"refused: {why}"
         return None
+
+    def _relocate(self, tree: RunTree, run_id: str, changes: RunFiles) -> None:
+        """Guild's files of the run that name where it ran, rewritten as of
+        the driver once they came whole: the opref names the project's Guild
+        file here (not the copy in Ray's working dir on the node, gone with
+        the cluster), and the attrs `env` and `op` the project dir and Guild
+        home here. So Guild shows and resolves the run as one of the project
+        (`guild runs`, `compare`, `diff`, a later `guild run` requiring it).
+        The node's copy now differs from this one: a later change of such a
+        file is sent whole (see `_apply_entry`), and rewritten again."""
+        if self.project_dir is None:
+            return
+        written = {
+            entry.path
+            for entry in _list(changes.entries)
+            if isinstance(entry, Entry)
+            and entry.path in RELOCATED
+            and (run_id, entry.path) not in self._partial
+        }
+        attrs = written - {OPREF}
+        if OPREF in written and self._relocate_opref(tree, run_id):
+            attrs = RELOCATED - {OPREF}  # those that came before it too
+        node_dir = self._node_dirs.get(run_id)
+        if node_dir is None:
+            return
+        moves = {node_dir: self.project_dir}
+        node_home = os.path.dirname(os.path.dirname(str(changes.node_run_dir)))
+        if os.path.isabs(node_home) and node_home != os.sep:
+            moves[node_home] = self.guild_home
+        for rel in sorted(attrs):
+            parts = rel.split("/")
+            text = tree.read(parts, RELOCATED_MAX_BYTES)
+            moved = (
+                None
+                if text is None
+                else guild_api.relocated_attr(text.decode("utf-8", "replace"), moves)
+            )
+            if moved is not None:
+                data = moved.encode()
+                tree.write(parts, data, 0, len(data), time.time(), into_tmp=True)
+
+    def _relocate_opref(self, tree: RunTree, run_id: str) -> bool:
+        """Rewrites the run's opref; whether it named a project dir."""
+        parts = OPREF.split("/")
+        text = tree.read(parts, RELOCATED_MAX_BYTES)
+        assert self.project_dir is not None
+        found = (
+            None
+            if text is None
+            else guild_api.relocated_opref(
+                text.decode("utf-8", "replace"), self.project_dir
+            )
+        )
+        if found is None:
+            return False
+        opref, node_dir = found
+        self._node_dirs[run_id] = node_dir
+        data = opref.encode()
+        tree.write(parts, data, 0, len(data), time.time(), into_tmp=True)
+        return True
 
     def _write_state(
         self, tree: RunTree, run_id: str, node: NodeInfo, changes: RunFiles

@@ -143,6 +143,28 @@ class RunTree:
                 )
             return True
 
+    def read(self, parts: list[str], limit: int) -> bytes | None:
+        """The bytes of the regular file at `parts`, or None when it is not
+        one (or not reached without following a link) or over `limit`."""
+        try:
+            with self._parent(parts[:-1], create=False) as parent:
+                if parent is None or _kind_at(parent, parts[-1]) != "file":
+                    return None
+                fd = os.open(
+                    parts[-1],
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                    dir_fd=parent,
+                )
+        except (Refused, OSError):
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+                return None
+            return os.pread(fd, st.st_size, 0)
+        finally:
+            os.close(fd)
+
     def link_inside(self, parts: list[str], target: str) -> bool:
         """Whether a link at `parts` to `target` points inside the run (not
         to the run's directory itself), now and whatever the run's tree

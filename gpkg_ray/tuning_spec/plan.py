@@ -38,13 +38,15 @@ from gpkg_ray.tuning_spec.overrides import (
 )
 from gpkg_ray.tuning_spec.settings import Settings
 from gpkg_ray.tuning_spec.space import (
+    Choice,
     Domain,
     Fixed,
+    FlagDef,
     Range,
     parse_value,
     resolve,
 )
-from gpkg_ray.tuning_spec.steps import Step, resolve_steps
+from gpkg_ray.tuning_spec.steps import Step, UpstreamRun, resolve_steps
 
 _CONFIG_KEYS = ("steps", "optimize", "space", "scheduler-metric")
 
@@ -72,6 +74,9 @@ class TrialPlan:
     """The scalar a scheduler watches while a trial runs: by default the
     objective; set it to a scalar the training step logs each epoch when the
     objective comes from a later step."""
+    upstream: tuple[UpstreamRun, ...] = ()
+    """Runs from outside the trial its steps require, resolved once per tune
+    (see gpkg_ray.upstream): set after the spec is read."""
 
     @property
     def searched(self) -> tuple[Param, ...]:
@@ -86,13 +91,23 @@ class TrialPlan:
         }
 
     def step_flags(self, step: str, sampled: dict[str, Any]) -> dict[str, Any]:
+        """The flags `guild run STEP` is given in a trial with `sampled`: the
+        space's values, and the runs from outside the trial it requires,
+        pinned by their full run id."""
         values = self.trial_values(sampled)
-        return {
+        flags = {
             flag: values[p.key]
             for p in self.params
             for target_step, flag in p.targets
             if target_step == step
         }
+        for run in self.upstream:
+            given = flags.get(run.flag)
+            if run.step == step and run.given == (
+                None if given is None else str(given)
+            ):
+                flags[run.flag] = run.run_id
+        return flags
 
 
 @dataclass(frozen=True)
@@ -233,12 +248,24 @@ def _merge(config: list[Param], given: list[Param]) -> list[Param]:
 
 def _param(key: str, raw: Any, steps: list[Step]) -> Param:
     targets = _targets(key, steps)
+    if all(flag in _step(step, steps).requires for step, flag in targets):
+        return Param(key, _run_ids(raw), tuple(targets))
     flagdefs = [
-        (f"flag {flag} of {step_name}", _step(step_name, steps).flagdefs[flag])
+        # A dependency flag (a run id) has no Guild flag definition.
+        (f"flag {flag} of {step_name}", _step(step_name, steps).flagdefs.get(flag))
         for step_name, flag in targets
     ]
+    flagdefs = [(what, flagdef or FlagDef()) for what, flagdef in flagdefs]
     domain = resolve(key, parse_value(key, raw), flagdefs)
     return Param(key, domain, tuple(targets))
+
+
+def _run_ids(raw: Any) -> Domain:
+    """A dependency flag's value: a run id (or a prefix of one), or a list of
+    them to search over, as text: a prefix of digits is no number."""
+    if isinstance(raw, list):
+        return Choice(tuple(str(value) for value in raw))
+    return Fixed(str(raw))
 
 
 def _targets(key: str, steps: list[Step]) -> list[tuple[str, str]]:
@@ -249,7 +276,7 @@ def _targets(key: str, steps: list[Step]) -> list[tuple[str, str]]:
     if step_name and any(s.name == step_name for s in steps):
         _check_not_pinned(key, _step(step_name, steps), flag)
         return [(step_name, flag)]
-    targets = [(s.name, key) for s in steps if key in s.flagdefs]
+    targets = [(s.name, key) for s in steps if key in _settable(s)]
     for step_name, flag in targets:
         _check_not_pinned(key, _step(step_name, steps), flag)
     return targets
@@ -263,10 +290,17 @@ def _no_such_flag(key: str, steps: list[Step]) -> str | None:
         if flag in step.flagdefs:
             return None
         return f"step {step_name} defines no flag '{flag}' ({_flag_list(step)})"
-    if any(key in s.flagdefs for s in steps):
+    if any(key in _settable(s) for s in steps):
         return None
     flags = "; ".join(f"{s.name}: {_flag_list(s)}" for s in steps)
     return f"no step defines flag '{key}' ({flags})"
+
+
+def _settable(step: Step) -> set[str]:
+    """What a space entry may set on `step`: its flags, and its dependency
+    flags for runs from outside the trial (`operation:prepare: RUN_ID` pins
+    the run its op requires)."""
+    return set(step.flagdefs) | set(step.requires)
 
 
 def _check_not_pinned(key: str, step: Step, flag: str) -> None:

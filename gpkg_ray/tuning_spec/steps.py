@@ -31,6 +31,26 @@ class Step:
     """The directory of a Guild batch run whose proto this step's runs are
     trials of (see tuning_spec.batch): each run is made from the proto as
     Guild makes a batch trial, and started with `guild run --restart`."""
+    requires: dict[str, str] = field(default_factory=dict)
+    """Dependency flag (e.g. `operation:prepare`) -> Guild's op pattern, for
+    each `operation:` requirement that no earlier step meets: a run from
+    outside the trial, resolved once per tune (see `upstream`)."""
+
+
+@dataclass(frozen=True)
+class UpstreamRun:
+    """A run from outside the trial that a step requires, as resolved once
+    for the tune: each trial pins the step's dependency flag to it."""
+
+    step: str
+    flag: str
+    """The dependency flag, e.g. `operation:prepare`."""
+    given: str | None
+    """The user's pin (a run id or a prefix of one) it was resolved from, as
+    the space gives it to the step; None: Guild's choice (marked, else latest)."""
+    run_id: str
+    op: str
+    """The run's op, as Guild shows it (`prepare`)."""
 
 
 def resolve_steps(raw: Any, tune_opdef) -> tuple[list[Step], list]:
@@ -40,8 +60,15 @@ def resolve_steps(raw: Any, tune_opdef) -> tuple[list[Step], list]:
     opdefs = []
     for name in _step_names(raw):
         opdef = find_opdef(name, tune_opdef)
+        pins, requires = _pins(opdef, steps)
         steps.append(
-            Step(name, _opspec(opdef), step_flagdefs(opdef), _pins(opdef, steps))
+            Step(
+                name,
+                _opspec(opdef),
+                step_flagdefs(opdef),
+                pins,
+                requires=requires,
+            )
         )
         opdefs.append(opdef)
     return steps, opdefs
@@ -99,14 +126,17 @@ def _flagdef(flag) -> FlagDef:
     )
 
 
-def _pins(opdef, earlier: list[Step]) -> dict[str, str]:
-    """Dependency flags of `opdef` that require an op run by an earlier step."""
-    pins = {}
+def _pins(opdef, earlier: list[Step]) -> tuple[dict[str, str], dict[str, str]]:
+    """Dependency flags of `opdef` that require an op run by an earlier step
+    (flag -> step), and the others (flag -> op pattern)."""
+    pins, requires = {}, {}
     for op_pattern, flag in guild_api.operation_dependencies(opdef):
         upstream = _latest_matching(op_pattern, earlier)
         if upstream:
             pins[flag] = upstream.name
-    return pins
+        else:
+            requires[flag] = op_pattern
+    return pins, requires
 
 
 def _latest_matching(op_pattern: str, earlier: list[Step]) -> Step | None:
