@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from gpkg_ray.errors import GpkgRayError, SpecError
+from gpkg_ray.errors import DiskFull, GpkgRayError, SpecError, is_disk_full
 
 # Private names: Guild would read public module globals as flags if a project's
 # op imported the tuner's flags (`flags-import: all` without `flags-dest: args`).
@@ -39,6 +39,11 @@ def main() -> int:
         outcomes = _tune(tune_run, checked, stop)
     except GpkgRayError as e:
         return _error(e, _EXIT_TUNE_FAILED)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        # A write of the tune's own (its journal stays whole: resume.journal).
+        return _error(DiskFull(f"{e.strerror}: {e.filename}"), _EXIT_TUNE_FAILED)
     except KeyboardInterrupt:  # a second signal, or a stop before the search
         print("gpkg.ray: stopped", file=sys.stderr, flush=True)
         if stop.signal is not None:
