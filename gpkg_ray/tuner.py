@@ -14,6 +14,7 @@ StopRequest why it stopped early (a signal, or trials that all failed alike).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -27,6 +28,9 @@ _EXIT_TUNE_FAILED = 1
 
 
 def main() -> int:
+    # A log line that cannot be written (a full disk) is no reason for a
+    # traceback among the tune's lines: the tune says what went wrong.
+    logging.raiseExceptions = False
     try:
         tune_run, checked = _check()
     except GpkgRayError as e:
