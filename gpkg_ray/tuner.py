@@ -14,11 +14,12 @@ StopRequest why it stopped early (a signal, or trials that all failed alike).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 
-from gpkg_ray.errors import GpkgRayError, SpecError
+from gpkg_ray.errors import DiskFull, GpkgRayError, SpecError, is_disk_full
 
 # Private names: Guild would read public module globals as flags if a project's
 # op imported the tuner's flags (`flags-import: all` without `flags-dest: args`).
@@ -34,6 +35,9 @@ def run_tune_op(check, batch: bool = False) -> int:
     """Runs the tune `check()` gives (its run and its CheckedTune); exit
     status of the op. `batch`: a Guild batch's trials are its step runs (see
     gpkg_ray.optimizer), with no trial records of their own."""
+    # A log line that cannot be written (a full disk) is no reason for a
+    # traceback among the tune's lines: the tune says what went wrong.
+    logging.raiseExceptions = False
     try:
         tune_run, checked = check()
     except GpkgRayError as e:
@@ -46,6 +50,11 @@ def run_tune_op(check, batch: bool = False) -> int:
         outcomes = _tune(tune_run, checked, stop, batch)
     except GpkgRayError as e:
         return _error(e, _EXIT_TUNE_FAILED)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        # A write of the tune's own (its journal stays whole: resume.journal).
+        return _error(DiskFull(f"{e.strerror}: {e.filename}"), _EXIT_TUNE_FAILED)
     except KeyboardInterrupt:  # a second signal, or a stop before the search
         print("gpkg.ray: stopped", file=sys.stderr, flush=True)
         if stop.signal is not None:

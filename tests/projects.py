@@ -4,7 +4,10 @@
 a path, it waits after its first epoch until that file exists (a test releases
 it on an event, instead of a long `sleep`). Its `mode`: `crash`
 exits non-zero, `silent` makes the evaluation record no `acc_val`, `hog` takes
-20 MB more memory each epoch, `flaky` crashes the first time it runs with its
+20 MB more memory each epoch, `daemon` starts a process that daemonizes
+(setsid, double fork) and sleeps, `daemon-hog` one that takes 20 MB more
+every quarter second (daemon.py; each records its pid in the project's
+`daemon-pids` before train goes on), `flaky` crashes the first time it runs with its
 `lr` in the project (a marker file says it ran). Its loss is `lr` times the
 epochs left, so a lower `lr` is better at every epoch and in `acc_val` (1 - lr).
 Three evaluate ops record `acc_val` three ways: Guild's default output scalars,
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import os
 import textwrap
+
+import psutil
 
 
 def tune_config(space: str) -> str:
@@ -46,7 +51,7 @@ GUILD_YML = """
         hold: ''
         mode:
           default: ok
-          choices: [ok, crash, silent, hog, flaky]
+          choices: [ok, crash, silent, hog, flaky, daemon, daemon-hog]
     evaluate:
       main: evaluate
       requires:
@@ -94,6 +99,7 @@ GUILD_YML = """
 TRAIN = """
 import json
 import os
+import sys
 import time
 
 lr = 0.01
@@ -103,7 +109,26 @@ sleep = 0.0
 hold = ""
 mode = "ok"
 
+
+def daemonize():
+    # A process that escapes its parent: setsid and a double fork.
+    pids = os.path.join(os.environ["PROJECT_DIR"], "daemon-pids")
+    script = os.path.join(os.environ["PROJECT_DIR"], "daemon.py")
+    child = os.fork()
+    if child == 0:
+        os.setsid()
+        daemon = os.fork()
+        if daemon == 0:
+            os.execv(sys.executable, [sys.executable, script, mode])
+        with open(pids, "a") as f:
+            f.write(f"{daemon}\\n")
+        os._exit(0)
+    os.waitpid(child, 0)
+
+
 hogged = []
+if mode.startswith("daemon"):
+    daemonize()
 for step in range(epochs):
     if step == 1 and hold:
         deadline = time.time() + 120  # a test that fails does not hang here
@@ -122,6 +147,18 @@ if mode == "flaky" and not os.path.exists(marker):
     raise SystemExit("train crashed, this time")
 with open("model.json", "w") as f:
     json.dump({"lr": lr, "batch_size": batch_size, "mode": mode}, f)
+"""
+
+DAEMON = """
+import sys
+import time
+
+held = []
+deadline = time.time() + 120  # a test that fails leaves it no longer
+while time.time() < deadline:
+    if sys.argv[1] == "daemon-hog" and len(held) < 20:
+        held.append(b"x" * (20 * 1024 * 1024))  # written: resident
+    time.sleep(0.25)
 """
 
 EVALUATE = """
@@ -160,6 +197,7 @@ def write_project(project, tune_config: str = TUNE_CONFIG) -> None:
     config = textwrap.indent(textwrap.dedent(tune_config).strip(), " " * 8)
     project.write("guild.yml", GUILD_YML.replace("{tune_config}", config))
     project.write("train.py", TRAIN)
+    project.write("daemon.py", DAEMON)
     project.write("evaluate.py", EVALUATE)
     project.write("evaluate_custom.py", EVALUATE_CUSTOM)
     project.write("evaluate_tb.py", EVALUATE_TB)
@@ -211,3 +249,29 @@ def plugin_check(opdef, flag_vals: dict, user_flags: dict) -> None:
     from gpkg_ray.preparation import check_tune
 
     check_tune(opdef, flag_vals, user_flags, opdef.opref, config.guild_home())
+
+
+def daemon_pids(project) -> list[int]:
+    """The pids `train` recorded of what it daemonized (mode `daemon*`)."""
+    pids = project.path / "daemon-pids"
+    return [int(pid) for pid in pids.read_text().split()] if pids.exists() else []
+
+
+def daemons_running(project) -> list[psutil.Process]:
+    """What `train` daemonized that still runs (a pid that names another
+    process since is not the project's daemon.py)."""
+    running = []
+    for pid in daemon_pids(project):
+        try:
+            proc = psutil.Process(pid)
+            if str(project.path / "daemon.py") in proc.cmdline():
+                running.append(proc)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return running
+
+
+def kill_daemons(project) -> None:
+    """Ends what a failed test left of `train`'s daemons, by pid."""
+    for proc in daemons_running(project):
+        proc.kill()

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import Project, Watched, still_running
-from projects import tune_config, write_project
+from projects import (
+    daemon_pids,
+    daemons_running,
+    kill_daemons,
+    tune_config,
+    write_project,
+)
 
 from gpkg_ray.trial.scalars import ScalarWatcher
 
@@ -43,6 +49,9 @@ def _assert_nothing_left(project, watched) -> None:
     assert still_running(watched.processes) == []
     statuses = project.statuses()
     assert "running" not in statuses.values(), statuses
+    # What steps daemonized (setsid, double fork: mode `daemon`), which is
+    # not below the tune's processes unless the launcher keeps it there.
+    assert daemons_running(project) == []
 
 
 @pytest.mark.parametrize("scheduler", sorted(MIN_STOPPED))
@@ -181,13 +190,14 @@ class LimitedTune:
 def limited_tune(new_project) -> LimitedTune:
     """Both per-trial limits with a penalty, in one grid run two at a time: a
     runaway (`ok` for 1000 epochs) for max-time, a step whose memory grows
-    (`hog`) for max-memory, and a short trial of each mode that completes."""
+    (`hog`), or that of a process it daemonized (`daemon-hog`), for
+    max-memory, and a short trial of each mode that completes."""
     project = new_project()
     _runaway_project(
         project,
         """
         lr: 0.01
-        train:mode: [hog, ok]
+        train:mode: [hog, ok, daemon-hog]
         train:epochs: [1000, 2]
         train:sleep: 0.1
         """,
@@ -207,7 +217,8 @@ def limited_tune(new_project) -> LimitedTune:
         (t["values"]["train:mode"], t["values"]["train:epochs"]): t
         for t in project.trials()
     }
-    return LimitedTune(project, watched, trials)
+    yield LimitedTune(project, watched, trials)
+    kill_daemons(project)
 
 
 def test_max_time_stops_a_runaway_trial_with_the_penalty(limited_tune):
@@ -231,6 +242,20 @@ def test_max_memory_stops_a_runaway_step_with_the_penalty(limited_tune):
         project, limited_tune.trials["hog", 1000], "max-memory=300 MB exceeded"
     )
     assert limited_tune.trials["hog", 2]["status"] == "completed"
+    _assert_nothing_left(project, watched)
+
+
+def test_max_memory_counts_what_a_step_daemonized(limited_tune):
+    project, watched = limited_tune.project, limited_tune.watched
+
+    assert watched.returncode == 0, watched.output
+    # The op stays small: the memory is its daemon's (setsid, double fork).
+    _assert_penalized(
+        project, limited_tune.trials["daemon-hog", 1000], "max-memory=300 MB exceeded"
+    )
+    assert limited_tune.trials["daemon-hog", 2]["status"] == "completed"
+    # Both daemons ran, and neither outlived its step.
+    assert len(daemon_pids(project)) == 2
     _assert_nothing_left(project, watched)
 
 
@@ -314,14 +339,17 @@ STOPS = {
 
 
 @pytest.mark.parametrize("how", sorted(STOPS))
-def test_stopping_the_tune_stops_its_trials_and_saves_results(project, how):
+def test_stopping_the_tune_stops_its_trials_and_saves_results(project, how, request):
     stop, reason = STOPS[how]
+    # Each train daemonizes a sleeper: the stop reaches it too.
+    request.addfinalizer(lambda: kill_daemons(project))
     _runaway_project(
         project,
         """
         lr: [0.01, 0.02, 0.03, 0.04]
         train:epochs: 1000
         train:sleep: 0.2
+        train:mode: daemon
         """,
     )
 
@@ -341,6 +369,7 @@ def test_stopping_the_tune_stops_its_trials_and_saves_results(project, how):
         assert project.run(trial["runs"]["train"]).status == "terminated"
         assert project.record_of(trial).status == "terminated"
     assert "2 trials: 0 completed, 2 stopped, 0 failed" in watched.output
+    assert len(daemon_pids(project)) == 2
     _assert_nothing_left(project, watched)
 
 

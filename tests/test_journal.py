@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 
 import psutil
+import pytest
 
+from gpkg_ray.errors import DiskFull
 from gpkg_ray.resume.journal import JOURNAL, Journal, read_journal
 from gpkg_ray.trial.outcome import TrialOutcome
 
@@ -106,3 +110,45 @@ def test_the_journals_directory_entry_is_synced_when_it_is_created(
     synced.clear()
     journal.trial_started(_outcome(1))  # appended: the name is on disk already
     assert synced == [str(tmp_path / JOURNAL)]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A run directory on a small tmpfs, filled to the last byte (root mounts
+    it, as in CI); unmounted at the end."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(run_dir)]
+    mounted = subprocess.run(mount, capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield run_dir
+    finally:
+        subprocess.run(["umount", "--lazy", str(run_dir)], check=True)
+
+
+def test_a_full_disk_leaves_the_journal_whole(full_disk):
+    journal = Journal(str(full_disk))
+    journal.attempt(1, seed=7)
+    journal.trial_started(_outcome(1))
+    before = (full_disk / JOURNAL).read_bytes()
+    with (
+        open(full_disk / "filler", "wb", buffering=0) as f,
+        contextlib.suppress(OSError),
+    ):
+        while True:
+            f.write(b"\0" * 4096)
+    long = _outcome(1, status="completed", error="x" * 20000)  # past one page
+
+    with pytest.raises(DiskFull) as raised:
+        journal.trial_ended(long)
+
+    assert (full_disk / JOURNAL).read_bytes() == before  # no part of a line
+    assert str(raised.value).startswith("the disk is full (No space left on device")
+    assert "`guild run --restart run` finishes the search" in str(raised.value)
+    os.remove(full_disk / "filler")
+    journal.trial_ended(long)
+    assert read_journal(str(full_disk)).outcomes[1].status == "completed"

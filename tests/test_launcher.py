@@ -5,11 +5,12 @@ running. Real `guild run`s, no Ray."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 import psutil
 import pytest
 from conftest import still_running, wait_for
-from projects import write_project
+from projects import daemon_pids, daemons_running, kill_daemons, write_project
 
 from gpkg_ray.processes import process_tree
 from gpkg_ray.trial.launcher import (
@@ -37,6 +38,15 @@ def launcher(request, project, workspace):
     launcher = LAUNCHERS[request.param](str(project.path), project.env)
     yield launcher
     launcher.close()
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch):
+    """This process's temp dir, empty at the start."""
+    path = tmp_path / "temp"
+    path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    return path
 
 
 def _step(workspace, launcher, **flags) -> StepRun:
@@ -78,11 +88,24 @@ def test_a_forked_step_is_the_same_guild_run(project, workspace):
         step.close()
 
 
-def test_a_failed_step_gives_its_exit_status_and_error(project, workspace, launcher):
-    step = _step(workspace, launcher, mode="crash")
-    # Its stderr file has no name once the step has it open: a killed tune
+def test_a_failed_step_gives_its_exit_status_and_error(
+    project, workspace, launcher, temp_dir
+):
+    seen = []
+
+    class Watched:  # what is in the temp dir when the launcher gets the file
+        def __getattr__(self, name):
+            return getattr(launcher, name)
+
+        def start(self, args, stderr):
+            seen.append(sorted(os.listdir(temp_dir)))
+            return launcher.start(args, stderr)
+
+    step = _step(workspace, Watched(), mode="crash")
+    # The step's stderr file never has a name: a tune killed at any moment
     # leaves nothing in the temp dir.
-    assert not os.path.exists(step._stderr.name)
+    assert seen == [[]]
+    assert os.listdir(temp_dir) == []
     assert step.wait(60) == 1
     assert step.error_line() == "train crashed on purpose"
     assert project.run(step.run_id).status == "error"
@@ -111,6 +134,9 @@ def test_closing_the_fork_launcher_stops_a_running_step(project, workspace):
     wait_for(lambda: step.op_process() is not None)
     tree = process_tree(launcher._proc.pid)
     assert len(tree) >= 3  # the launcher, `guild run`, the op
+    # It forks from one thread only (its preloads start no thread that a fork
+    # would copy stuck, as NumPy's BLAS pool was).
+    assert len(os.listdir(f"/proc/{launcher._proc.pid}/task")) == 1
     launcher.close()
     psutil.wait_procs(tree, timeout=10)
     assert still_running(tree) == []
@@ -124,3 +150,29 @@ def test_a_killed_fork_launcher_is_gone(project, workspace):
     with pytest.raises(LauncherGone):
         _step(workspace, launcher)
     launcher.close()
+
+
+def test_what_a_forked_step_daemonizes_is_counted_and_stopped(
+    project, workspace, request
+):
+    request.addfinalizer(lambda: kill_daemons(project))
+    launcher = ForkLauncher(str(project.path), project.env)
+    try:
+        step = _step(workspace, launcher, mode="daemon", epochs=100, sleep=0.2)
+        wait_for(lambda: step.op_process() is not None and daemon_pids(project))
+        (daemon,) = daemons_running(project)
+        # Below the launcher (a subreaper), not init: counted with the op.
+        assert daemon.ppid() == launcher._proc.pid
+        assert daemon.pid in [p.pid for p in step.op_processes()]
+        step.close()
+        assert project.run(step.run_id).status == "terminated"
+        assert daemons_running(project) == []
+
+        # A step that completes: what it left goes with it.
+        step = _step(workspace, launcher, mode="daemon", epochs=1)
+        assert step.wait(60) == 0, step.error_line()
+        assert len(daemon_pids(project)) == 2
+        assert daemons_running(project) == []
+        step.close()
+    finally:
+        launcher.close()

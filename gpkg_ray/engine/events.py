@@ -12,7 +12,7 @@ import cloudpickle
 from ray.exceptions import RayActorError
 from ray.tune import Callback
 
-from gpkg_ray.errors import LOST_WORKER, TrialFailed
+from gpkg_ray.errors import DISK_FULL_TEXTS, LOST_WORKER, DiskFull, TrialFailed
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import TrialResult
@@ -97,9 +97,17 @@ class TrialEvents(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         outcome = self.outcomes[trial.trial_id]
         self._apply_result(outcome, trial.last_result or {})
+        error = _error_message(trial)
+        full = [text for text in DISK_FULL_TEXTS if text in error]
+        if full:
+            # Not the trial's failure: the tune stops (Ray ends the search on
+            # a callback's error), the trial left running in the journal, so
+            # a restart runs it again.
+            self.listener.trial_updated(outcome)
+            raise DiskFull(f"{full[0]}: trial {outcome.number}: {error}")
         outcome.status = "failed"
         outcome.objective = None
-        outcome.error = _error_message(trial)
+        outcome.error = error
         self._end(outcome)
 
     def _apply_result(self, outcome: TrialOutcome, reported: dict) -> TrialResult:

@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from gpkg_ray.errors import DiskFull, is_disk_full
 from gpkg_ray.files import fsync_dir
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
@@ -67,7 +68,7 @@ class Journal(TuneListener):
     """Appends each attempt, Ray start and trial event to the journal."""
 
     def __init__(self, run_dir: str):
-        self.path = os.path.join(run_dir, JOURNAL)
+        self.path = os.path.join(os.path.abspath(run_dir), JOURNAL)
         self._runs: dict[int, dict[str, str]] = {}
 
     def attempt(self, number: int, **info: Any) -> None:
@@ -97,17 +98,34 @@ class Journal(TuneListener):
         self._append({"event": "trial", "outcome": outcome.to_json()})
 
     def _append(self, entry: dict[str, Any]) -> None:
-        line = json.dumps(entry, default=str) + "\n"
+        data = (json.dumps(entry, default=str) + "\n").encode()
         created = not os.path.exists(self.path)
-        with open(self.path, "a") as f:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
             # A killed writer can leave a partial line: start on a fresh one.
-            if f.tell() and not _ends_with_newline(self.path):
-                f.write("\n")
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+            if size and not _ends_with_newline(self.path):
+                data = b"\n" + data
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except OSError as e:
+                # A full disk takes part of a line: the journal is left as it
+                # was (cutting a file short needs no space).
+                os.ftruncate(fd, size)
+                if is_disk_full(e):
+                    run_id = os.path.basename(os.path.dirname(self.path))
+                    raise DiskFull(f"{e.strerror}: {self.path}", run_id) from e
+                raise
+        finally:
+            os.close(fd)
         if created:  # the file's entry in the run dir is on disk too
             fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _ends_with_newline(path: str) -> bool:

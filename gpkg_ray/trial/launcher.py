@@ -10,6 +10,9 @@ start-up: same run directory, same op process, same exit status.
 
 Both launchers give a Popen-like handle (`pid`, `poll`, `wait`) and a psutil
 handle on the `guild run` process, taken while its pid was surely its own.
+The fork launcher is a child subreaper: what a step daemonizes (setsid,
+double fork) stays below it, where `leftovers` finds it, and is stopped when
+the step ends.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +29,7 @@ from typing import IO, Protocol
 
 import psutil
 
-from gpkg_ray.processes import GRACE_SECONDS, find_process, wait_ended
+from gpkg_ray.processes import GRACE_SECONDS, find_process, process_tree, wait_ended
 
 START_TIMEOUT_SECONDS = 120.0
 """Longest a start waits for the launcher (its first start waits for its imports)."""
@@ -43,6 +47,11 @@ class StepProcess(Protocol):
 
     def poll(self) -> int | None: ...
 
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes of the step no longer below its `guild run`: ones it
+        daemonized (setsid, double fork), where they can be found."""
+        ...
+
     def wait(self, timeout: float | None = None) -> int:
         """Exit status; raises subprocess.TimeoutExpired after `timeout`."""
         ...
@@ -53,7 +62,8 @@ class StepLauncher(Protocol):
     """Whether it can start no more steps (make a new one)."""
 
     def start(self, guild_args: list[str], stderr: IO[bytes]) -> StepProcess:
-        """Starts `guild GUILD_ARGS` with its stderr to `stderr` (a named file)."""
+        """Starts `guild GUILD_ARGS` with its stderr to `stderr` (an open
+        file, which needs no name)."""
         ...
 
     def close(self) -> None: ...
@@ -90,30 +100,39 @@ class SubprocessLauncher:
 class _FreshStep(subprocess.Popen):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Our child, not reaped before our own wait(): its pid is its own now.
-        self.process = find_process(self.pid)
+        self.process = own_child(self.pid)
+
+    def leftovers(self) -> list[psutil.Process]:
+        return []  # reparented to whatever reaps orphans: not found from here
 
 
 class ForkLauncher:
     """Steps forked from one warm process (gpkg_ray.trial.launcher_main).
 
-    Requests and replies are JSON lines on the launcher's stdin and stdout: a
-    start gets `{"started": PID, "created": START_TIME}` back at once, and
-    `{"ended": PID, "exit": STATUS}` comes when the launcher has reaped that
-    child (its pid may name another process from then on). A thread here reads
-    the replies. The launcher ends when its stdin closes (close(), or this
-    process ending), and stops steps still running then.
+    Requests are JSON lines on a Unix socket (the launcher's stdin), each with
+    the step's stderr as an open file (SCM_RIGHTS): a file that never has a
+    name leaves none behind, whenever either process is killed. Replies are
+    JSON lines on the launcher's stdout: a start gets `{"started": PID,
+    "created": START_TIME}` back at once, and `{"ended": PID, "exit": STATUS}`
+    comes when the launcher has reaped that child and stopped what it
+    daemonized (its pid may name another process from then on). A thread here
+    reads the replies. The launcher ends when its socket closes (close(), or
+    this process ending), and stops steps still running then.
     """
 
     def __init__(self, cwd: str, env: dict[str, str]):
+        self._channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # Same session and process group as the Ray worker, as for a fresh step.
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gpkg_ray.trial.launcher_main"],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        with theirs:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "gpkg_ray.trial.launcher_main"],
+                cwd=cwd,
+                env=env,
+                stdin=theirs.fileno(),
+                stdout=subprocess.PIPE,
+            )
+        self.process = own_child(self._proc.pid)
+        """The launcher, by handle: the parent of what steps daemonized."""
         self._lock = threading.Lock()  # one start at a time: replies in order
         self._started: queue.Queue[tuple[int, float] | None] = queue.Queue()
         self._ended = threading.Condition()
@@ -124,12 +143,12 @@ class ForkLauncher:
         ).start()
 
     def start(self, guild_args: list[str], stderr: IO[bytes]) -> StepProcess:
-        request = {"args": guild_args, "stderr": stderr.name}
+        request = json.dumps({"args": guild_args}).encode() + b"\n"
         with self._lock:
             try:
-                assert self._proc.stdin is not None
-                self._proc.stdin.write(json.dumps(request).encode() + b"\n")
-                self._proc.stdin.flush()
+                sent = socket.send_fds(self._channel, [request], [stderr.fileno()])
+                if sent != len(request):
+                    raise OSError(f"{sent} of {len(request)} bytes sent")
                 started = self._started.get(timeout=START_TIMEOUT_SECONDS)
             except (OSError, queue.Empty) as e:
                 raise LauncherGone(f"the step launcher does not answer: {e}") from e
@@ -139,9 +158,8 @@ class ForkLauncher:
         return _ForkedStep(self, pid, find_process(pid, created))
 
     def close(self) -> None:
-        if self._proc.stdin is not None and not self._proc.stdin.closed:
-            with contextlib.suppress(OSError):  # a launcher that was killed
-                self._proc.stdin.close()
+        with contextlib.suppress(OSError):  # a launcher that was killed
+            self._channel.close()
         try:
             # A step still running is stopped first: SIGTERM, then SIGKILL.
             self._proc.wait(timeout=CLOSE_WAIT_SECONDS)
@@ -201,10 +219,35 @@ class _ForkedStep:
             raise subprocess.TimeoutExpired(f"guild run (pid {self.pid})", timeout or 0)
         return status
 
+    def leftovers(self) -> list[psutil.Process]:
+        launcher = self.launcher.process
+        if launcher is None:
+            return []
+        try:
+            children = launcher.children()
+        except psutil.NoSuchProcess:
+            return []
+        # One step runs at a time: any other child is an orphan of this one.
+        return [
+            p
+            for child in children
+            if child.pid != self.pid
+            for p in process_tree(child)
+        ]
+
     def _status(self, timeout: float | None) -> int | None:
         if self.returncode is None:
             self.returncode = self.launcher.exit_status(self.pid, self.process, timeout)
         return self.returncode
+
+
+def own_child(pid: int) -> psutil.Process | None:
+    """A handle on child `pid` of this process, not reaped yet: its pid is
+    its own. (find_process with no start time to check would find none.)"""
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
 
 
 def step_launcher(cwd: str, env: dict[str, str]) -> StepLauncher:

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import psutil
 
-from gpkg_ray.processes import process_tree
-
 MB = 1024 * 1024
 
 
@@ -23,7 +21,8 @@ class Limits:
     max_time: float = 0.0
     """Wall seconds from the start of a trial's first step; 0 = no limit."""
     max_memory: float = 0.0
-    """MB of RSS of a step's processes (its op and their children); 0 = none."""
+    """MB of RSS of a step's processes (its op, their children, and what it
+    daemonized where the fork launcher finds it); 0 = none."""
     penalty: float | None = None
     """Objective of a trial stopped at a limit; None = the trial fails."""
 
@@ -31,22 +30,22 @@ class Limits:
     def from_settings(cls, settings) -> Limits:
         return cls(settings.max_time, settings.max_memory, settings.limit_penalty)
 
-    def exceeded(self, started: float, op: psutil.Process | None) -> str | None:
+    def exceeded(self, started: float, procs: list[psutil.Process]) -> str | None:
         """Why a trial started at `started` (time.monotonic) with a step whose
-        op runs as `op` is over a limit now, or None."""
+        op runs as `procs` (StepRun.op_processes) is over a limit now, or None."""
         if self.max_time and time.monotonic() - started > self.max_time:
             return f"max-time={self.max_time:g} s reached"
-        if self.max_memory and op is not None:
-            rss = tree_rss(op) / MB
+        if self.max_memory and procs:
+            rss = total_rss(procs) / MB
             if rss > self.max_memory:
                 return f"max-memory={self.max_memory:g} MB exceeded ({rss:.0f} MB)"
         return None
 
 
-def tree_rss(root: int | psutil.Process) -> int:
-    """Resident memory of a process and its descendants, in bytes."""
+def total_rss(procs: list[psutil.Process]) -> int:
+    """Resident memory of `procs`, in bytes."""
     total = 0
-    for proc in process_tree(root):
+    for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             total += proc.memory_info().rss
     return total

@@ -142,7 +142,7 @@ class Trial:
         if exit_status is not None:
             self._end_step(exit_status)
             return
-        reason = self.limits.exceeded(self._started, self._run.op_process())
+        reason = self.limits.exceeded(self._started, self._run.op_processes())
         if reason is not None:
             self._stop_at_limit(reason)
         else:

@@ -71,12 +71,10 @@ class StepRun:
         self._paused: list[psutil.Process] = []
         self._op: psutil.Process | None = None
         # Guild saves the step's output in its run; stderr is kept here too, since
-        # `guild run` writes its own errors there. Named until the step has it
-        # open (a fork launcher opens it by name), then unnamed: nothing is left
-        # in the temp dir even when this process is killed. Closed in close().
-        self._stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            mode="w+b", prefix="gpkg-ray-step-", delete=False
-        )
+        # `guild run` writes its own errors there. A file without a name
+        # (O_TMPFILE), handed to the launcher open: nothing is ever left in the
+        # temp dir, whichever process is killed when. Closed in close().
+        self._stderr = tempfile.TemporaryFile(mode="w+b", prefix="gpkg-ray-step-")  # noqa: SIM115
         # Every write goes to the end, wherever that is: emptied, the file
         # takes the next write at its start, and a fresh step (which shares
         # this open file) leaves no hole.
@@ -112,10 +110,7 @@ class StepRun:
             guild_api.init_trial_run(
                 self.batch, self.run_dir, self.flags, list(self.tags)
             )
-        try:
-            self._proc = self.launcher.start(self.guild_args(), self._stderr)
-        finally:
-            os.unlink(self._stderr.name)
+        self._proc = self.launcher.start(self.guild_args(), self._stderr)
         return self
 
     def wait(self, timeout: float) -> int | None:
@@ -130,8 +125,20 @@ class StepRun:
             except subprocess.TimeoutExpired:
                 status = None
             self._read_stderr()
+            if status is None:
+                self._stop_leftovers_of_ended_op()
             if status is not None or left <= WAIT_SLICE_SECONDS:
                 return status
+
+    def _stop_leftovers_of_ended_op(self) -> None:
+        """Stops what the step daemonized once its op has ended: `guild run`
+        reads the op's output until every copy of it is closed (before it
+        reaps the op or records its exit status), and a daemon that kept one
+        would hold the step open."""
+        assert self._proc is not None
+        leftovers = self._proc.leftovers()
+        if leftovers and not _runs_a_child(self._proc.process):
+            stop_processes(leftovers)
 
     def op_process(self) -> psutil.Process | None:
         """The step's op process, from its run's LOCK (a pid that is not this
@@ -142,6 +149,14 @@ class StepRun:
         if self._op is None:
             self._op = guild_api.live_op(self._guild_run())
         return None if self._op is None or has_ended(self._op) else self._op
+
+    def op_processes(self) -> list[psutil.Process]:
+        """What a memory limit counts: the op's process tree and what the step
+        daemonized (see StepProcess.leftovers); none once the op has ended."""
+        op = self.op_process()
+        if op is None or self._proc is None:
+            return []
+        return [*process_tree(op), *self._proc.leftovers()]
 
     def op_ended(self) -> bool:
         """Whether the op process has ended: Guild writes the run's exit status
@@ -179,12 +194,15 @@ class StepRun:
         op = self._wait_for_op()
         if op is not None:
             guild_api.stop_op(op)
+            # What it daemonized, which may hold the op's output open (see wait).
+            stop_processes(self._proc.leftovers())
             # Guild's `guild run` process records the exit status, then exits.
             self.wait(guild_api.STOP_GRACE_SECONDS)
         # By handle: the wait may have reaped `guild run`, and its pid may
         # name another process by now.
         if self._proc.process is not None:
             stop_processes(process_tree(self._proc.process))
+        # The fork launcher stops what the step daemonized before it answers.
         self._proc.wait()
         self._paused = []  # stop_op continued them, to end
 
@@ -226,6 +244,15 @@ class StepRun:
     def close(self) -> None:
         self.stop()
         self._stderr.close()
+
+
+def _runs_a_child(proc: psutil.Process | None) -> bool:
+    """Whether `proc` has a child that has not ended (a zombie has)."""
+    try:
+        children = proc.children() if proc is not None else []
+    except psutil.NoSuchProcess:
+        return False
+    return not all(has_ended(child) for child in children)
 
 
 def new_run_id() -> str:
