@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+from gpkg_ray import faults
 from gpkg_ray.errors import GpkgRayError, SpecError
 
 # Private names: Guild would read public module globals as flags if a project's
@@ -44,6 +45,7 @@ def main() -> int:
         if stop.signal is not None:
             exit_by_signal(stop.signal)  # Guild records it `terminated`
         return _EXIT_TUNE_FAILED
+    faults.point("tune-end")  # every result written, the run not yet ended
     if stop.signal is not None:
         exit_by_signal(stop.signal)  # the results so far are saved
     if stop.failure is not None:  # its first trials all failed the same way

@@ -13,7 +13,8 @@ from typing import Any
 
 import psutil
 
-from gpkg_ray import guild_api
+from gpkg_ray import faults, guild_api
+from gpkg_ray.environ import step_stderr_prefix
 from gpkg_ray.processes import (
     has_ended,
     process_tree,
@@ -71,7 +72,9 @@ class StepRun:
         # open (a fork launcher opens it by name), then unnamed: nothing is left
         # in the temp dir even when this process is killed. Closed in close().
         self._stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            mode="w+b", prefix="gpkg-ray-step-", delete=False
+            mode="w+b",
+            prefix=step_stderr_prefix(workspace.tune_run_id),
+            delete=False,
         )
         # Every write goes to the end, wherever that is: emptied, the file
         # takes the next write at its start, and a fresh step (which shares
@@ -100,6 +103,7 @@ class StepRun:
     def start(self) -> StepRun:
         try:
             self._proc = self.launcher.start(self.guild_args(), self._stderr)
+            faults.point("step-starting")  # forked, its stderr file still named
         finally:
             os.unlink(self._stderr.name)
         return self
