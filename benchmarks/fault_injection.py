@@ -7,7 +7,8 @@ whole process group at one point (the test hook gpkg_ray.faults, armed by
 GPKG_RAY_FAULT in the environment of that `guild run` only); then it runs
 `guild run --restart TUNE_RUN -y`, as a user would, until the tune completes.
 The `restart` case kills the first restart too, while it ends what the killed
-attempt left. Then, in the case's own Guild home and temp dir:
+attempt left; `chain` kills three times (the quick mode). Then, in the case's
+own Guild home and temp dir:
 
     trials       trials in trials.json: every one completed, numbered 1..N
     dups         trials with two completed runs of one step (one ran twice)
@@ -15,6 +16,9 @@ attempt left. Then, in the case's own Guild home and temp dir:
     procs        processes of any of the case's sessions still alive once the
                  last `guild run` has returned (Ray's included); the script
                  then kills them by pid
+    orphans      processes of a killed `guild run`'s session still alive as it
+                 returned (Ray's workers, step launchers and steps have their
+                 own process groups): what the restart must end
     temp         what is left in the case's TMPDIR (the embedded Ray's temp
                  dir, a step's stderr file) and files written aside
                  (`.NAME.*.tmp`) in the tune run
@@ -22,8 +26,8 @@ attempt left. Then, in the case's own Guild home and temp dir:
 A case is OK when the kill came (`guild run` ended by SIGKILL), the last
 restart exited 0 and every count is as it should be. Exits 1 if one is not.
 
-    python benchmarks/fault_injection.py            # 11 points, 6 trials each
-    python benchmarks/fault_injection.py --quick    # 2 points, 2 trials
+    python benchmarks/fault_injection.py            # 14 cases, 6 trials each
+    python benchmarks/fault_injection.py --quick    # `chain` alone, 2 trials
     python benchmarks/fault_injection.py --points steps-running tune-end
 """
 
@@ -54,25 +58,32 @@ EXIT_WAIT_SECONDS = 3.0
 
 POINTS: dict[str, tuple[str, ...]] = {
     # name: GPKG_RAY_FAULT of each killed `guild run`, in order
+    "before-ray": ("before-ray",),  # the attempt journaled, Ray not started
     "ray-starting": ("ray-starting",),  # Ray up, not yet in the journal
     "ray-up": ("ray-up",),  # in the journal, before the first trial
     "step-starting": ("step-starting",),  # a step's `guild run` just forked
     "steps-running": ("steps-running:3",),
     "between-steps": ("between-steps",),  # train ended, evaluate not started
     "journal-write": ("journal-write:6",),  # a journal line cut on disk
+    "record-write": ("record-write:2",),  # a trial record's scalars written
     "trial-ended": ("trial-ended:2",),  # a trial's end told, before the next
     "results-write": ("results-write",),  # trials.csv written aside
     "report-write": ("report-write",),  # the report's first plot written
     "tune-end": ("tune-end",),  # every result written, the run not ended
     "restart": ("steps-running:3", "resume-cleanup"),  # the restart killed too
+    # Three kills, one tune: Ray's start, a restart's cleanup, running steps.
+    "chain": ("ray-starting", "resume-cleanup", "steps-running:3"),
 }
-QUICK_POINTS = ("ray-starting", "steps-running")
+QUICK_POINTS = ("chain",)
 
 
 @dataclass
 class Case:
     point: str
     kills: int = 0
+    orphans: int = 0
+    """Processes of a killed `guild run`'s session alive as it returned (most
+    of all its kills): what the kill left for the restart to end."""
     restarts: int = 0
     trials: int = 0
     dups: int = 0
@@ -101,7 +112,7 @@ def main() -> int:
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 points, 2 trials")
+    parser.add_argument("--quick", action="store_true", help="chain, 2 trials")
     parser.add_argument("--points", nargs="+", help=f"of: {' '.join(POINTS)}")
     parser.add_argument("--trials", type=int, help="max-trials (6; quick: 2)")
     parser.add_argument("--concurrency", type=int, default=2)
@@ -178,22 +189,30 @@ class Tune:
         return sorted(os.listdir(runs)) if runs.exists() else []
 
     def left_processes(self) -> list[psutil.Process]:
-        """Live processes of any session this case's `guild run`s started."""
+        """Live processes of any session this case's `guild run`s started,
+        given EXIT_WAIT_SECONDS to exit."""
         deadline = time.monotonic() + EXIT_WAIT_SECONDS
         while True:
-            left = []
-            for proc in psutil.process_iter():
-                try:
-                    if (
-                        os.getsid(proc.pid) in self.sessions
-                        and proc.status() != psutil.STATUS_ZOMBIE
-                    ):
-                        left.append(proc)
-                except (psutil.Error, OSError):
-                    pass
+            left = self.session_processes()
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(0.1)
+
+    def session_processes(self, which: list[int] | None = None) -> list:
+        """Live processes of the sessions of this case's `guild run`s (of
+        those at the indexes `which`)."""
+        sessions = {self.sessions[i] for i in which} if which else set(self.sessions)
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if (
+                    os.getsid(proc.pid) in sessions
+                    and proc.status() != psutil.STATUS_ZOMBIE
+                ):
+                    found.append(proc)
+            except (psutil.Error, OSError):
+                pass
+        return found
 
 
 def _run_case(point: str, trials: int, concurrency: int, keep: bool) -> Case:
@@ -240,6 +259,7 @@ def _kill_and_restart(tune: Tune, case: Case, flags: list[str], faults) -> None:
             )
             return
         case.kills += 1
+        case.orphans = max(case.orphans, len(tune.session_processes([-1])))
         try:
             run_id = tune.tune_run().id
         except ValueError:
@@ -337,12 +357,12 @@ def _tail(output: str, lines: int = 5) -> str:
 def _print_table(cases: list[Case], trials: int) -> None:
     print()
     print(
-        f"{'point':<16}{'kills':>6}{'restarts':>9}{'trials':>7}{'dups':>5}"
+        f"{'point':<16}{'kills':>6}{'orphans':>8}{'restarts':>9}{'trials':>7}{'dups':>5}"
         f"{'running':>8}{'procs':>6}{'temp':>5}{'wall s':>8}  result"
     )
     for c in cases:
         print(
-            f"{c.point:<16}{c.kills:>6}{c.restarts:>9}{c.trials:>7}{c.dups:>5}"
+            f"{c.point:<16}{c.kills:>6}{c.orphans:>8}{c.restarts:>9}{c.trials:>7}{c.dups:>5}"
             f"{c.running:>8}{len(c.procs):>6}{len(c.temp):>5}{c.seconds:>8.1f}  "
             f"{'OK' if c.ok else 'FAIL'}"
         )

@@ -118,6 +118,7 @@ def _tune(tune_run, checked, stop):
     for line in prior.lines(spec.settings.max_trials):
         print(line, flush=True)
     journal.attempt(prepared.attempt, seed=prepared.seed)
+    faults.point("before-ray")
     new = []
     if prepared.trials_left:
         progress = ProgressPrinter(
