@@ -31,6 +31,9 @@ class TuneListener:
     """Receives a tune's events on the driver. Every method does nothing
     here: a listener overrides those it needs."""
 
+    def ray_starting(self, temp_dir: str) -> None:
+        """An embedded Ray is about to start in `temp_dir` (not made yet)."""
+
     def ray_started(self, temp_dir: str, processes: list[psutil.Process]) -> None:
         """An embedded Ray is up: its temp dir, and the processes it started."""
 
@@ -51,6 +54,10 @@ class Listeners(TuneListener):
 
     def __init__(self, *listeners: TuneListener):
         self.listeners = listeners
+
+    def ray_starting(self, temp_dir: str) -> None:
+        for listener in self.listeners:
+            listener.ray_starting(temp_dir)
 
     def ray_started(self, temp_dir: str, processes: list[psutil.Process]) -> None:
         for listener in self.listeners:

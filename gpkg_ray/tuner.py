@@ -19,6 +19,7 @@ import os
 import sys
 import time
 
+from gpkg_ray import faults
 from gpkg_ray.errors import DiskFull, GpkgRayError, SpecError, is_disk_full
 
 # Private names: Guild would read public module globals as flags if a project's
@@ -60,6 +61,7 @@ def run_tune_op(check, batch: bool = False) -> int:
         if stop.signal is not None:
             exit_by_signal(stop.signal)  # Guild records it `terminated`
         return _EXIT_TUNE_FAILED
+    faults.point("tune-end")  # every result written, the run not yet ended
     if stop.signal is not None:
         exit_by_signal(stop.signal)  # the results so far are saved
     if stop.failure is not None:  # its first trials all failed the same way
@@ -134,6 +136,7 @@ def _tune(tune_run, checked, stop, batch: bool = False):
     for line in prior.lines(spec.settings.max_trials):
         print(line, flush=True)
     journal.attempt(prepared.attempt, seed=prepared.seed)
+    faults.point("before-ray")
     new = []
     if prepared.trials_left:
         progress = ProgressPrinter(

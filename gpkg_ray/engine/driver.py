@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from gpkg_ray import faults
 from gpkg_ray.listener import SearchStarted, TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.workspace import Workspace
@@ -65,8 +66,11 @@ def ray_session(
         # Ray is imported inside: the embedded Ray's loopback setting first.
         from gpkg_ray.engine.local_ray import embedded_ray
 
-        with embedded_ray(log_file=log_file, preload=[_ENGINE]) as ray:
+        with embedded_ray(
+            log_file=log_file, preload=[_ENGINE], announce=listener.ray_starting
+        ) as ray:
             listener.ray_started(ray.temp_dir, ray.processes)
+            faults.point("ray-up")
             yield None
         return
     from gpkg_ray.engine.cluster_ray import cluster_session

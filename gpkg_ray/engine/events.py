@@ -12,6 +12,7 @@ import cloudpickle
 from ray.exceptions import RayActorError
 from ray.tune import Callback
 
+from gpkg_ray import faults
 from gpkg_ray.errors import DISK_FULL_TEXTS, LOST_WORKER, DiskFull, TrialFailed
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.trial.outcome import TrialOutcome
@@ -124,6 +125,7 @@ class TrialEvents(Callback):
     def _end(self, outcome: TrialOutcome) -> None:
         outcome.ended = time.time()
         self.listener.trial_ended(outcome)
+        faults.point("trial-ended")
 
 
 def _error_message(trial) -> str:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from gpkg_ray import faults
 from gpkg_ray.environ import RAY_TEMP_PREFIX, patched_environ
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.processes import descendants, stop_processes
@@ -105,16 +106,19 @@ class LocalRay:
 
 @contextmanager
 def embedded_ray(
-    log_file: str | None = None, preload: Sequence[str] = ()
+    log_file: str | None = None,
+    preload: Sequence[str] = (),
+    announce: Callable[[str], None] | None = None,
 ) -> Iterator[LocalRay]:
     """Starts a private local Ray; stops it and all its processes on exit.
 
     Enter it before anything imports Ray: Ray decides at import whether it may
     listen beyond loopback. `preload` names modules to import while Ray starts
     (Ray's start mostly waits on its processes; Tune's import takes 1.5 s).
+    `announce(temp_dir)` is called before that dir is made (see new_temp_dir).
     """
     check_ray_not_imported()
-    temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
+    temp_dir = new_temp_dir(announce)
     try:
         # No RAY_ADDRESS: nothing in this process should find another cluster.
         # No token of the user's either: this Ray's own, in RAY_AUTH_TOKEN.
@@ -131,6 +135,26 @@ def embedded_ray(
                 reload_ray_config()  # the environment is restored: let Ray see it
         finally:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def new_temp_dir(announce: Callable[[str], None] | None = None) -> str:
+    """Makes the embedded Ray's temp dir (private, in the system's temp dir),
+    calling `announce(path)` first: the journal records the path before the
+    dir exists, so a kill at any moment of Ray's start (which fills the dir)
+    leaves no dir a restart does not know of."""
+    while True:
+        path = os.path.join(
+            tempfile.gettempdir(), RAY_TEMP_PREFIX + secrets.token_hex(4)
+        )
+        if os.path.lexists(path):
+            continue
+        if announce is not None:
+            announce(path)
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:  # taken since: announced for nothing
+            continue
 
 
 def _run_ray(temp_dir: str, route_logs) -> Iterator[LocalRay]:
@@ -155,6 +179,7 @@ def _run_ray(temp_dir: str, route_logs) -> Iterator[LocalRay]:
             reason = lines[0] if lines else type(e).__name__
             raise ClusterError(f"cannot start an embedded Ray: {reason}") from e
         route_logs()  # ray.init drops the handlers of Ray's logger
+        faults.point("ray-starting")  # up, not yet in the journal
         yield LocalRay(temp_dir, descendants(me))
     finally:
         started = descendants(me)

@@ -26,7 +26,7 @@ import glob
 import os
 from importlib import metadata
 
-from gpkg_ray import guild_api
+from gpkg_ray import faults, guild_api
 from gpkg_ray.listener import TuneListener
 from gpkg_ray.remote.run_tree import TMP_SUFFIX
 from gpkg_ray.trial.outcome import TrialOutcome
@@ -90,6 +90,7 @@ class TrialRecords(TuneListener):
         record = self._record(outcome)
         _show_step_runs(self.guild_home, record, outcome)
         _write_record_scalars(record, record_scalars(outcome, self.objective))
+        faults.point("record-write")  # its scalars written, not yet ended
         with open(record.guild_path("output"), "w") as f:
             f.write(_output_text(outcome))
         guild_api.close_run(record, _EXIT_STATUS[outcome.status])

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from gpkg_ray import faults
 from gpkg_ray.files import replaced
 from gpkg_ray.listener import SearchStarted, TuneListener
 from gpkg_ray.results.progress import format_value
@@ -102,6 +103,7 @@ def write_report(
         )
     for name, _, figure in figures:
         plots.save_png(figure, os.path.join(report_dir, name))
+        faults.point("report-write")
     # A copy, not `../trials.csv`: the folder may be copied alone.
     trials_csv = os.path.join(run_dir, TRIALS_CSV)
     has_csv = os.path.isfile(trials_csv)

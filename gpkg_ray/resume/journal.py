@@ -4,6 +4,7 @@ One JSON object per line, appended and flushed to disk as things happen, so a
 tune killed at any moment (kill -9, a lost machine) leaves what it knew:
 
     {"event": "attempt", "attempt": 2, "seed": 7}
+    {"event": "ray", "ray_temp_dir": "...", "processes": []}   # Ray starting
     {"event": "ray", "ray_temp_dir": "...", "processes": [[pid, start], ...]}
     {"event": "trial", "outcome": {...}}     # a trial started, got runs, ended
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from gpkg_ray import faults
 from gpkg_ray.errors import DiskFull, is_disk_full
 from gpkg_ray.files import fsync_dir
 from gpkg_ray.listener import TuneListener
@@ -74,6 +76,11 @@ class Journal(TuneListener):
     def attempt(self, number: int, **info: Any) -> None:
         self._append({"event": "attempt", "attempt": number, **info})
 
+    def ray_starting(self, temp_dir: str) -> None:
+        """The embedded Ray's temp dir, before Ray makes and fills it: a kill
+        while Ray starts leaves a dir the restart removes."""
+        self._append({"event": "ray", "ray_temp_dir": temp_dir, "processes": []})
+
     def ray_started(self, temp_dir: str, processes: list[psutil.Process]) -> None:
         """The embedded Ray of the current attempt: what a restart must end if
         this attempt is killed."""
@@ -107,7 +114,10 @@ class Journal(TuneListener):
             if size and not _ends_with_newline(self.path):
                 data = b"\n" + data
             try:
-                _write_all(fd, data)
+                half = len(data) // 2
+                _write_all(fd, data[:half])
+                faults.point("journal-write")  # a line cut on disk
+                _write_all(fd, data[half:])
                 os.fsync(fd)
             except OSError as e:
                 # A full disk takes part of a line: the journal is left as it

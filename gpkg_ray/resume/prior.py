@@ -9,13 +9,16 @@ attempt. Warm-start trials of other tune runs are told to the searcher only.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gpkg_ray import guild_api
+from gpkg_ray import faults, guild_api
+from gpkg_ray.files import remove_written_aside
+from gpkg_ray.results.report import REPORT_DIR
 from gpkg_ray.resume.journal import read_journal
-from gpkg_ray.resume.leftovers import end_attempt, settle_runs
+from gpkg_ray.resume.leftovers import end_attempt, remove_step_files, settle_runs
 from gpkg_ray.resume.warm_start import warm_trials
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import non_finite_objective, scalar_key
@@ -107,6 +110,7 @@ def load_prior(
     if not state.attempts:  # a first attempt: nothing of this tune exists yet
         return prior
     prior.ended_processes = sum(end_attempt(a) for a in state.attempts)
+    faults.point("resume-cleanup")  # a restart killed while it cleans up
     journaled = {
         run_id
         for o in state.outcomes.values()
@@ -114,6 +118,9 @@ def load_prior(
         for run_id in o.runs.values()
     }
     prior.settled_runs = settle_runs(guild_home, tag, run_id, journaled)
+    remove_step_files(run_id)  # after its steps' processes are ended
+    for directory in (run_dir, os.path.join(run_dir, REPORT_DIR)):
+        remove_written_aside(directory)  # results a kill cut: written anew
     for outcome in sorted(state.outcomes.values(), key=lambda o: o.number):
         if outcome.status == "running":
             _close_killed(outcome, plan, guild_home)

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from typing import Any
 
+from gpkg_ray import faults
 from gpkg_ray.errors import TrialFailed
 from gpkg_ray.resume.reuse import reusable_run
 from gpkg_ray.trial.launcher import StepLauncher
@@ -142,6 +143,7 @@ class Trial:
         if exit_status is not None:
             self._end_step(exit_status)
             return
+        faults.point("steps-running")
         reason = self.limits.exceeded(self._started, self._run.op_processes())
         if reason is not None:
             self._stop_at_limit(reason)
@@ -190,6 +192,8 @@ class Trial:
         self._held.extend(new)
 
     def _start(self, step: Step) -> None:
+        if self.runs:
+            faults.point("between-steps")  # the step before has ended
         flags = self.plan.step_flags(step.name, self.sampled)
         flags.update(
             {flag: self.runs[upstream] for flag, upstream in step.pins.items()}

@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from gpkg_ray import guild_api
+from gpkg_ray import faults, guild_api
 from gpkg_ray.processes import (
     has_ended,
     process_tree,
@@ -111,6 +111,7 @@ class StepRun:
                 self.batch, self.run_dir, self.flags, list(self.tags)
             )
         self._proc = self.launcher.start(self.guild_args(), self._stderr)
+        faults.point("step-starting")  # forked, its run not yet made
         return self
 
     def wait(self, timeout: float) -> int | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from gpkg_ray import guild_api
 from gpkg_ray.environ import STEP_TUNE_VAR
+from gpkg_ray.faults import FAULT_VAR
 
 # Variables Guild sets for the tune run itself. A step started from inside the tune
 # run must not inherit them: they describe the tune run, not the step.
@@ -45,6 +46,7 @@ class Workspace:
             if name not in _TUNE_RUN_VARS
             and name not in _RAY_VARS
             and name != STEP_TUNE_VAR  # a tune that is a step of another's
+            and name != FAULT_VAR  # the test hook kills the tune, not its steps
             and not name.startswith("FLAG_")
         }
         env["GUILD_HOME"] = self.guild_home
