@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gpkg_ray.errors import DiskFull
 from gpkg_ray.engine.local_ray import new_temp_dir
 from gpkg_ray.environ import step_stderr_prefix
+from gpkg_ray.errors import DiskFull
 from gpkg_ray.resume.journal import JOURNAL, Journal, read_journal
 from gpkg_ray.resume.leftovers import end_attempt, remove_step_files
 from gpkg_ray.trial.outcome import TrialOutcome
