@@ -42,7 +42,14 @@ def _sleep(run_id: str | None = None) -> subprocess.Popen:
     env.pop("RUN_ID", None)
     if run_id is not None:
         env["RUN_ID"] = run_id
-    return subprocess.Popen(["sleep", "60"], env=env)
+    proc = subprocess.Popen(["sleep", "60"], env=env)
+    # Until it has exec'd, /proc shows the environment of this process (a
+    # loaded machine's window, seen in CI): wait for `sleep` itself.
+    deadline = time.monotonic() + 10
+    while psutil.Process(proc.pid).cmdline() != ["sleep", "60"]:
+        assert time.monotonic() < deadline, "sleep did not start"
+        time.sleep(0.01)
+    return proc
 
 
 def _alive(pid: int) -> bool:
