@@ -12,16 +12,6 @@ RAY_TEMP_PREFIX = "gpkg-ray-"
 not in the engine, since a restart finds and removes the dir of a killed
 attempt (resume.leftovers) without importing the engine."""
 
-STEP_STDERR_PREFIX = "gpkg-ray-step-"
-"""Prefix of a step's stderr file in the temp dir (named only while its
-`guild run` starts): with the tune run's id after it (step_stderr_prefix), so
-that a restart removes those a killed attempt left (resume.leftovers)."""
-
-
-def step_stderr_prefix(tune_run_id: str | None) -> str:
-    return f"{STEP_STDERR_PREFIX}{tune_run_id}-" if tune_run_id else STEP_STDERR_PREFIX
-
-
 STEP_TUNE_VAR = "GPKG_RAY_TUNE_RUN"
 """In the environment of every process a tune starts for its steps (step
 launchers, `guild run`s, their ops): the tune run's id. A restart finds what a

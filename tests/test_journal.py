@@ -6,17 +6,15 @@ import contextlib
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
 
 from gpkg_ray.engine.local_ray import new_temp_dir
-from gpkg_ray.environ import step_stderr_prefix
 from gpkg_ray.errors import DiskFull
 from gpkg_ray.resume.journal import JOURNAL, Journal, read_journal
-from gpkg_ray.resume.leftovers import end_attempt, remove_step_files
+from gpkg_ray.resume.leftovers import end_attempt
 from gpkg_ray.trial.outcome import TrialOutcome
 
 
@@ -180,23 +178,3 @@ def test_a_ray_temp_dir_is_journaled_before_it_exists_and_a_restart_removes_it(
     assert attempt["ray_temp_dir"] == temp_dir
     assert end_attempt(attempt) == 0
     assert not os.path.exists(temp_dir)
-
-
-def test_a_restart_removes_the_step_stderr_files_of_its_tune_only(tmp_path):
-    # A step's stderr file is named while its `guild run` starts; a tune killed
-    # then left it in the temp dir for good.
-    ours = tempfile.NamedTemporaryFile(  # noqa: SIM115
-        prefix=step_stderr_prefix("a" * 32), delete=False
-    )
-    other = tempfile.NamedTemporaryFile(  # noqa: SIM115
-        prefix=step_stderr_prefix("b" * 32), delete=False
-    )
-    try:
-        assert remove_step_files("a" * 32) == 1
-        assert not os.path.exists(ours.name)
-        assert os.path.exists(other.name)  # another tune's
-    finally:
-        for f in (ours, other):
-            f.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(f.name)

@@ -19,7 +19,6 @@ before it starts anything:
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ from typing import Any
 import psutil
 
 from gpkg_ray import guild_api
-from gpkg_ray.environ import RAY_TEMP_PREFIX, STEP_TUNE_VAR, step_stderr_prefix
+from gpkg_ray.environ import RAY_TEMP_PREFIX, STEP_TUNE_VAR
 from gpkg_ray.processes import find_processes, handles, process_tree, stop_processes
 
 
@@ -54,22 +53,6 @@ def _remove_ray_temp_dir(path: str | None) -> None:
     if os.path.dirname(os.path.abspath(path)) != os.path.abspath(tempfile.gettempdir()):
         return
     shutil.rmtree(path, ignore_errors=True)
-
-
-def remove_step_files(tune_run_id: str) -> int:
-    """Removes the stderr files of tune run `tune_run_id`'s steps left in the
-    temp dir (a step's file is named only while its `guild run` starts: a kill
-    then leaves it); returns how many. Call it before this attempt starts a
-    step."""
-    pattern = os.path.join(
-        glob.escape(tempfile.gettempdir()), step_stderr_prefix(tune_run_id) + "*"
-    )
-    removed = 0
-    for path in glob.glob(pattern):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-            removed += 1
-    return removed
 
 
 def settle_runs(guild_home: str, tag: str, exclude: str, known: set[str]) -> list[str]:

@@ -18,7 +18,7 @@ from gpkg_ray import faults, guild_api
 from gpkg_ray.files import remove_written_aside
 from gpkg_ray.results.report import REPORT_DIR
 from gpkg_ray.resume.journal import read_journal
-from gpkg_ray.resume.leftovers import end_attempt, remove_step_files, settle_runs
+from gpkg_ray.resume.leftovers import end_attempt, settle_runs
 from gpkg_ray.resume.warm_start import warm_trials
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import non_finite_objective, scalar_key
@@ -118,7 +118,6 @@ def load_prior(
         for run_id in o.runs.values()
     }
     prior.settled_runs = settle_runs(guild_home, tag, run_id, journaled)
-    remove_step_files(run_id)  # after its steps' processes are ended
     for directory in (run_dir, os.path.join(run_dir, REPORT_DIR)):
         remove_written_aside(directory)  # results a kill cut: written anew
     for outcome in sorted(state.outcomes.values(), key=lambda o: o.number):
