@@ -103,16 +103,30 @@ def check_batch(batch_run, guild_home: str) -> CheckedTune:
         guild_api.run_opspec(proto),
         guild_api.default_optimizer(trial_opdef),
     )
+    request, cluster = _batch_cluster(request, trial_opdef, op)
     spec = batch_spec(request, trial_opdef, batch_run.dir)
-    cluster = resolve_cluster(spec.settings.cluster)
-    if cluster is not None:
-        raise SpecError(
-            f"{op}: cluster={cluster.name}: the trials of a Guild batch run on "
-            "the embedded Ray only, for now; for a cluster use a tune op "
-            "(see the gpkg.ray README)"
-        )
     check_cluster(cluster, spec.settings.cpus, spec.settings.gpus)
     return CheckedTune(spec, cluster, (trial_opdef,), trial_opdef.guildfile.dir, ())
+
+
+def _batch_cluster(request, trial_opdef, op: str):
+    """The batch's cluster (its `cluster` flag), and `request` with the
+    remote's trial resources for the `cpus`/`gpus` flags not given."""
+    from gpkg_ray.tuning_spec.batch import with_opt_flags
+
+    cluster = resolve_cluster(str(request.opt_flags.get("cluster") or "local"))
+    if cluster is None:
+        return request, None
+    if trial_opdef.steps:
+        # Guild makes a pipeline's step runs itself, inside the trial's `guild
+        # run`: only the trial's own run would come home from the node.
+        raise SpecError(
+            f"{op}: cluster={cluster.name}: a pipeline (a `steps` op) as the "
+            "trial runs on the embedded Ray only: use cluster=local, or a tune "
+            "op whose steps are the pipeline's"
+        )
+    defaults = cluster_defaults(cluster, request.given)
+    return with_opt_flags(request, defaults), cluster
 
 
 def _with_upstream(spec: TuneSpec, step_opdefs, guild_home: str, cluster) -> TuneSpec:

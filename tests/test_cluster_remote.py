@@ -21,6 +21,10 @@ from conftest import (
     write_guild_config,
 )
 from projects import tune_config, write_project
+from test_optimizer import batch_run as optimizer_batch_run
+from test_optimizer import guild_label as optimizer_guild_label
+from test_optimizer import trial_runs as optimizer_trial_runs
+from test_optimizer import write_project as write_optimizer_project
 
 from gpkg_ray.processes import process_tree
 
@@ -257,6 +261,52 @@ def test_a_tune_on_a_cluster_runs_its_steps_on_the_worker_and_brings_runs_home(
     cat = project.guild("cat", "-p", "model.json", project.runs_of("train")[0].id)
     assert cat.returncode == 0 and '"lr"' in cat.stdout
     # Nothing of the tune is left on the worker.
+    assert list(cluster.worker_dir.glob("gpkg-ray-runs-*")) == []
+
+
+@e2e
+def test_a_guild_batch_on_a_cluster_runs_its_trials_on_the_worker(
+    project, shared_cluster
+):
+    """`-o gpkg.ray/grid -Fo cluster=NAME`: the trials run on the worker,
+    made there from the batch's proto, and come home as the batch's trials:
+    linked from the batch run, completed, with their flags, label, scalars
+    and source; two at once (the remote's trial-cpus=1 on a 2-CPU worker)."""
+    cluster = shared_cluster
+    write_optimizer_project(project)
+    write_guild_config(project, {"geronimo": _remote(cluster, **{"trial-cpus": 1})})
+
+    result = project.guild(
+        "run",
+        "-y",
+        "train",
+        "lr=[0.1,0.01]",
+        "-o",
+        "gpkg.ray/grid",
+        "-Fo",
+        "cluster=geronimo",
+        "-Fo",
+        "max-concurrent=2",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    batch = optimizer_batch_run(project, "grid")
+    trials = optimizer_trial_runs(project, batch)
+    assert sorted(r.get("flags")["lr"] for r in trials) == [0.01, 0.1]
+    assert {r.id for r in trials} == {r.id for r in project.runs_of("train")}
+    for run in trials:
+        assert run.status == "completed", (run.id, run.status)
+        node = run.get("ray_node")
+        assert node["node_id"] == cluster.worker_node_id
+        assert node["run_dir"].startswith(str(cluster.worker_dir))
+        assert run.get("label") == optimizer_guild_label(run.get("flags"))
+        assert os.path.exists(os.path.join(run.dir, "train.py")), "source code"
+        assert not os.path.exists(run.guild_path("LOCK.remote"))
+    rows = {row["run"]: row for row in project.compare("-Fo", "train")}
+    assert sorted(rows) == sorted(r.short_id for r in trials)
+    for run in trials:  # train's last loss is its lr
+        loss = float(rows[run.short_id]["loss"])
+        assert loss == pytest.approx(run.get("flags")["lr"], rel=1e-5)
     assert list(cluster.worker_dir.glob("gpkg-ray-runs-*")) == []
 
 

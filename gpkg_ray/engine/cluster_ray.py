@@ -31,6 +31,7 @@ from gpkg_ray.engine.local_ray import (
 )
 from gpkg_ray.environ import patched_environ
 from gpkg_ray.errors import ClusterError
+from gpkg_ray.remote.batch_proto import BatchProto, pack_proto, remove_protos
 from gpkg_ray.remote.config import ClusterConfig
 from gpkg_ray.upstream import UpstreamBundle, pack, remove_installed
 
@@ -46,6 +47,9 @@ class ClusterRuns:
     upstream: UpstreamBundle | None = None
     """Runs from outside the trial its steps require, for each node's Guild
     home of the tune (see gpkg_ray.upstream)."""
+    batch: BatchProto | None = None
+    """A Guild batch's proto, which its trial runs are made from on the
+    nodes (see remote.batch_proto)."""
 
 
 def driver_env(cluster: ClusterConfig, token: str | None) -> dict[str, str]:
@@ -112,11 +116,14 @@ def cluster_session(
     log_file: str | None = None,
     upstream_ids: tuple[str, ...] = (),
     project_dir: str | None = None,
+    batch_dir: str | None = None,
 ) -> Iterator[ClusterRuns]:
     """Joins `cluster` with the steps' source and a collector for their runs
     (written as runs of `project_dir`), and the runs `upstream_ids` of
-    GUILD_HOME packed for the nodes; on exit, closes runs left open, removes
-    the tune's files on the nodes, and leaves the cluster."""
+    GUILD_HOME packed for the nodes; for a Guild batch (the batch run at
+    `batch_dir`), its proto packed for the nodes, and its trial runs linked
+    from it as they come home. On exit, closes runs left open, removes the
+    tune's files on the nodes, and leaves the cluster."""
     from gpkg_ray.remote.source import stage_source
 
     source_dir = tempfile.mkdtemp(prefix="gpkg-ray-source-")
@@ -125,15 +132,25 @@ def cluster_session(
         with joined_cluster(cluster, source_dir, log_file):
             import ray
 
-            collector = start_collector(guild_home, cluster.name, project_dir)
+            collector = start_collector(
+                guild_home, cluster.name, project_dir, batch_dir
+            )
             prepare_node_homes(tune_run_id)
             bundle = None
             if upstream_ids:
                 packed = ray.put(pack(guild_home, list(upstream_ids)))
                 bundle = UpstreamBundle(tuple(upstream_ids), packed)
+            batch = None
+            if batch_dir is not None:
+                batch_id = os.path.basename(os.path.normpath(batch_dir))
+                batch = BatchProto(batch_id, ray.put(pack_proto(batch_dir)))
             try:
                 yield ClusterRuns(
-                    collector, tune_run_id, int(cluster.max_copy_mb * 2**20), bundle
+                    collector,
+                    tune_run_id,
+                    int(cluster.max_copy_mb * 2**20),
+                    bundle,
+                    batch,
                 )
             finally:
                 ray.get(collector.close_all.remote(LOST_AT_END))
@@ -155,7 +172,12 @@ def _runtime_env(cluster: ClusterConfig, source_dir: str) -> dict[str, Any]:
     return env
 
 
-def start_collector(guild_home: str, cluster_name: str, project_dir: str | None):
+def start_collector(
+    guild_home: str,
+    cluster_name: str,
+    project_dir: str | None,
+    batch_dir: str | None = None,
+):
     """The RunCollector actor, on this driver's node (where GUILD_HOME is)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -171,7 +193,7 @@ def start_collector(guild_home: str, cluster_name: str, project_dir: str | None)
             max_concurrency=1,
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
         )
-        .remote(guild_home, cluster_name, project_dir)
+        .remote(guild_home, cluster_name, project_dir, batch_dir)
     )
 
 
@@ -213,6 +235,7 @@ def _remove_node_home(tune_run_id: str, upstream_ids: tuple[str, ...] = ()) -> N
 
     home = node_home_path(tune_run_id)
     remove_installed(home, upstream_ids)
+    remove_protos(home)
     runs = guild_api.runs_dir(home)
     if not os.path.isdir(runs) or not os.listdir(runs):
         shutil.rmtree(home, ignore_errors=True)

@@ -85,6 +85,7 @@ def ray_session(
         log_file,
         tuple(upstream),
         prepared.checked.project_dir,
+        prepared.spec.plan.steps[0].batch,
     ) as cluster_runs:
         yield cluster_runs
 

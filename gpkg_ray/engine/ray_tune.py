@@ -23,6 +23,7 @@ from gpkg_ray.engine.schedulers import build_scheduler
 from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
 from gpkg_ray.listener import Listeners, TuneListener
+from gpkg_ray.remote.batch_proto import install_proto
 from gpkg_ray.remote.run_sync import NodeInfo, RunSender, deliver_to, node_guild_home
 from gpkg_ray.resume.reuse import offered_runs
 from gpkg_ray.trial.launcher import StepLauncher, step_launcher
@@ -76,6 +77,8 @@ class GuildTrial(tune.Trainable):
             home = node_guild_home(cluster_runs.tune_run_id)
             if cluster_runs.upstream is not None:
                 install_upstream(home, cluster_runs.upstream)
+            if cluster_runs.batch is not None:
+                plan = _with_batch_dir(plan, install_proto(home, cluster_runs.batch))
             workspace = replace(workspace, project_dir=source, guild_home=home)
             self._sender = RunSender(
                 deliver_to(cluster_runs.collector),
@@ -150,6 +153,16 @@ class GuildTrial(tune.Trainable):
         self._sender.sync(self.trial_id, runs, running, force=ended)
         if ended:
             self._sender.remove_runs(runs)
+
+
+def _with_batch_dir(plan: TrialPlan, batch_dir: str) -> TrialPlan:
+    """`plan` with its batch trials made from the batch run at `batch_dir`
+    (on a node: the stub of the batch run there)."""
+    steps = tuple(
+        replace(step, batch=batch_dir) if step.batch is not None else step
+        for step in plan.steps
+    )
+    return replace(plan, steps=steps)
 
 
 class CloseLostRuns(tune.Callback):

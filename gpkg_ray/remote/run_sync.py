@@ -691,11 +691,18 @@ class RunCollector:
     """
 
     def __init__(
-        self, guild_home: str, cluster_name: str, project_dir: str | None = None
+        self,
+        guild_home: str,
+        cluster_name: str,
+        project_dir: str | None = None,
+        batch_dir: str | None = None,
     ):
         """`project_dir`: the project the driver's tune runs from; the runs
-        are written as runs of its Guild file (see `_relocate`)."""
+        are written as runs of its Guild file (see `_relocate`). `batch_dir`:
+        the Guild batch run whose trials the runs are, linked from it as Guild
+        links a batch's trials (see remote.batch_proto)."""
         self.guild_home = guild_home
+        self.batch_dir = batch_dir
         self.cluster_name = cluster_name
         self.project_dir = project_dir
         self._node_dirs: dict[str, str] = {}
@@ -800,6 +807,10 @@ class RunCollector:
         if first:
             self._trial_of[run_id] = trial_id
             self._open.setdefault(trial_id, set()).add(run_id)
+            if self.batch_dir is not None:
+                from gpkg_ray.remote.batch_proto import link_trial
+
+                link_trial(self.batch_dir, guild_api.runs_dir(self.guild_home), run_id)
         return tree
 
     def _apply(

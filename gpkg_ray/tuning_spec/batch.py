@@ -63,6 +63,16 @@ class BatchRequest:
     """Guild's objective attr: `-NAME` maximizes NAME, `NAME` minimizes it."""
     max_trials: int | None = None
     random_seed: int | None = None
+    given: tuple[str, ...] = ()
+    """The optimizer's flags given (-Fo, or the op's optimizer in guild.yml),
+    not defaults: a cluster's trial-cpus stand for `cpus` left out."""
+
+
+def with_opt_flags(request: BatchRequest, flags: dict[str, Any]) -> BatchRequest:
+    """`request` with the optimizer's `flags` set (over its own)."""
+    from dataclasses import replace
+
+    return replace(request, opt_flags={**request.opt_flags, **flags})
 
 
 def batch_request(
@@ -76,11 +86,13 @@ def batch_request(
     this op the batch op (see plugin.resolve_model_op)."""
     search = batch_run.opref.op_name
     opt_flags = dict(batch_run.get("flags") or {})
+    given = set(batch_run.get("user_flags") or {})
     if default_optimizer is not None:
         algorithm, flags = default_optimizer
         if algorithm.partition("/")[2] == search:
             opt_flags.update(flags)
             opt_flags.update(batch_run.get("user_flags") or {})
+            given.update(flags)
     return BatchRequest(
         search=search,
         opt_flags=opt_flags,
@@ -89,6 +101,7 @@ def batch_request(
         objective=batch_run.get("objective"),
         max_trials=batch_run.get("max_trials"),
         random_seed=batch_run.get("random_seed"),
+        given=tuple(sorted(given)),
     )
 
 
