@@ -561,6 +561,77 @@ def pending_op(op) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     return op._opdef, op._op_flag_vals, op._user_flag_vals
 
 
+class PendingRun:
+    """What a batch check reads of a run Guild has not made yet: its opref
+    and attrs, as the run will have them (see `pending_batch`)."""
+
+    batch_proto = None
+
+    def __init__(self, opref: OpRef, attrs: dict[str, Any]):
+        self.opref = opref
+        self._attrs = attrs
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._attrs.get(name, default)
+
+
+def pending_batch(op) -> tuple[PendingRun, PendingRun, Any] | None:
+    """(batch run, proto run, the trial op's definition) as Guild is about to
+    make them for `op`, a new batch of an optimizer op, from a plugin's
+    `apply_cmd_env`; None where that cannot be told as Guild tells it (a
+    restart, `--proto`, `--edit-flags`, batch files, a remote, no click
+    context).
+
+    Guild calls `apply_cmd_env` for a batch op before it has parsed the
+    optimizer's flags (`-Fo`) and its batch options (run_impl's
+    `_state_init_batch_op`: `_op_init_op_cmd` comes before
+    `_op_init_user_flags(opt_flags)`, `_op_init_op_flags` and
+    `_op_init_batch_config`), and it makes the batch run only after its
+    `Continue?` prompt. So this resolves them the same way, with Guild's
+    own functions of run_impl, from the same command line: the trial op's
+    flags (the proto's), the optimizer's flags over those its `optimizers:`
+    entry gave `op`, `--max-trials` and the objective."""
+    import click
+    from guild import click_util
+    from guild.commands import run_impl
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or getattr(op, "_run", None) is not None:
+        return None
+    params = dict(ctx.params)
+    skip = ("restart", "proto", "edit_flags", "remote", "help_op", "stage_trials")
+    if any(params.get(name) for name in skip) or "opt_flags" not in params:
+        return None
+    args = click_util.Args(**params)
+    run_impl._maybe_shift_opspec(args)
+    if not args.opspec:
+        return None
+    user_op = run_impl.Operation()
+    user_op._opdef = run_impl.opdef_for_opspec(args.opspec)
+    run_impl._op_init_user_flags(args.flags, user_op)
+    if user_op._batch_trials:
+        return None
+    run_impl._op_init_op_flags(args, user_op)
+    batch = run_impl.Operation()
+    batch._opdef = op._opdef
+    batch._op_flag_vals.update(op._op_flag_vals)
+    run_impl._op_init_user_flags(args.opt_flags, batch)
+    run_impl._op_init_op_flags(args, batch)
+    run_impl._op_init_batch_config(args, user_op, batch)
+    batch_run = PendingRun(
+        op._opdef.opref,
+        {
+            "flags": batch._op_flag_vals,
+            "user_flags": batch._user_flag_vals,
+            "objective": batch._objective,
+            "max_trials": batch._max_trials,
+            "random_seed": args.random_seed,
+        },
+    )
+    proto = PendingRun(user_op._opdef.opref, {"flags": user_op._op_flag_vals})
+    return batch_run, proto, user_op._opdef
+
+
 def set_pending_label(op, label: str) -> None:
     """Makes `label` the label of the run Guild is about to create for `op`
     (from a plugin's `apply_cmd_env`, which Guild calls before it renders the

@@ -86,12 +86,36 @@ class TunePlugin(pluginlib.Plugin):
             guild_api.discard_new_run(op, run)
             cli.error(str(e))
 
+    @staticmethod
+    def _check_pending_batch(op) -> None:
+        """A new batch of an optimizer op, checked before Guild's `Continue?`
+        prompt and before it makes any run, on its flags and batch options
+        resolved as Guild is about to resolve them (guild_api.pending_batch).
+        Checked again in run_starting, on the runs Guild made."""
+        from guild import cli
+
+        from gpkg_ray import guild_api
+        from gpkg_ray.errors import GpkgRayError
+        from gpkg_ray.preparation import check_pending_batch
+
+        pending = guild_api.pending_batch(op)
+        if pending is None:
+            return
+        batch_run, proto, trial_opdef = pending
+        try:
+            check_pending_batch(batch_run, proto, trial_opdef)
+        except GpkgRayError as e:
+            cli.error(str(e))
+
     def apply_cmd_env(self, op, cmd_env):
         from gpkg_ray import guild_api
 
         opdef, flags, user_flags = guild_api.pending_op(op)
-        if opdef is None or is_optimizer_op(opdef):
-            return  # checked in run_starting: Guild has not resolved it yet
+        if opdef is None:
+            return
+        if is_optimizer_op(opdef):
+            self._check_pending_batch(op)
+            return
         from guild import cli
 
         from gpkg_ray.errors import GpkgRayError

@@ -84,7 +84,6 @@ def check_batch(batch_run, guild_home: str) -> CheckedTune:
     proto: the tune it stands for (see tuning_spec.batch). Raises
     GpkgRayError with one line."""
     from gpkg_ray import guild_api
-    from gpkg_ray.tuning_spec.batch import batch_request, batch_spec
 
     proto = guild_api.batch_proto(batch_run)
     op = f"gpkg.ray/{batch_run.opref.op_name}"
@@ -97,6 +96,20 @@ def check_batch(batch_run, guild_home: str) -> CheckedTune:
     trial_opdef = guild_api.run_opdef(proto)
     if trial_opdef is None:
         raise SpecError(f"cannot read the definition of op '{proto.opref.op_name}'")
+    return check_pending_batch(batch_run, proto, trial_opdef, batch_run.dir)
+
+
+def check_pending_batch(
+    batch_run, proto, trial_opdef, batch_dir: str | None = None
+) -> CheckedTune:
+    """Checks a batch of an optimizer op: its batch run and proto as Guild
+    made them, or as it is about to (guild_api.pending_batch: `batch_dir`
+    None); `trial_opdef` is the proto's op definition. Raises GpkgRayError
+    with one line."""
+    from gpkg_ray import guild_api
+    from gpkg_ray.tuning_spec.batch import batch_request, batch_spec
+
+    op = f"gpkg.ray/{batch_run.opref.op_name}"
     request = batch_request(
         batch_run,
         proto,
@@ -104,7 +117,7 @@ def check_batch(batch_run, guild_home: str) -> CheckedTune:
         guild_api.default_optimizer(trial_opdef),
     )
     request, cluster = _batch_cluster(request, trial_opdef, op)
-    spec = batch_spec(request, trial_opdef, batch_run.dir)
+    spec = batch_spec(request, trial_opdef, batch_dir)
     check_cluster(cluster, spec.settings.cpus, spec.settings.gpus)
     return CheckedTune(spec, cluster, (trial_opdef,), trial_opdef.guildfile.dir, ())
 

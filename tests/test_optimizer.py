@@ -195,6 +195,33 @@ def test_default_grid_optimizer_and_maximize(project: Project) -> None:
         "guild: operation 'tpe' does not support --stage-trials"
     ]
     assert project.run_ids() == []
+    # Without -y: a bad -Fo value or space stops before Guild's prompt.
+    for args, line in [
+        (
+            ["-Fo", "cluster=nosuch"],
+            "guild: unknown cluster 'nosuch': use cluster=local, or define a "
+            "remote 'nosuch' of type ray-cluster in your Guild config "
+            "(ray-cluster remotes defined: none)",
+        ),
+        (
+            ["--maximize", "evaluate#acc_val"],
+            "guild: gpkg.ray/grid: --maximize evaluate#acc_val names step "
+            "evaluate, but train is not a pipeline (a `steps` op): name its "
+            "scalar alone, e.g. --maximize acc_val",
+        ),
+    ]:
+        asked = subprocess.run(
+            [GUILD, "run", "train", "lr=[0.1,0.2]", "-o", "gpkg.ray/grid", *args],
+            cwd=project.path,
+            env=project.env,
+            input="y\n",
+            capture_output=True,
+            text=True,
+        )
+        assert asked.returncode != 0
+        assert "Continue?" not in asked.stdout + asked.stderr
+        assert error_lines(asked) == [line]
+    assert project.run_ids() == []
     lrs = "lr=[0.05,0.02]"
     printed = run_ok(project, "train-opt", lrs, "--optimize", "--print-trials")
     rows = [line.split() for line in printed.stdout.splitlines()]
@@ -314,8 +341,10 @@ def running_trials(project: Project) -> int:
 
 def test_pipeline_as_the_trial(project: Project) -> None:
     """A Guild `steps` op as the trial: each trial is a pipeline run (its
-    steps Guild's runs), scored by a scalar its steps logged. One at a time:
-    Guild's `evaluate` step takes the latest `train` run."""
+    steps Guild's runs), scored by a step's scalar (`--maximize
+    evaluate#acc_val`). Two at once: Guild isolates a pipeline's steps
+    (`isolate-runs`, on by default), so each trial's `evaluate` takes its own
+    pipeline's `train`, not the latest one: its accuracy is 1 - its lr."""
     write_project(project)
     run_ok(
         project,
@@ -324,14 +353,20 @@ def test_pipeline_as_the_trial(project: Project) -> None:
         "-o",
         "gpkg.ray/grid",
         "--maximize",
-        "acc_val",
+        "evaluate#acc_val",
         "-Fo",
-        "max-concurrent=1",
+        "max-concurrent=2",
     )
     batch = batch_run(project, "grid")
     trials = trial_runs(project, batch)
     assert sorted(r.get("flags")["lr"] for r in trials) == [0.01, 0.1]
     assert all(r.opref.op_name == "pipeline" for r in trials)
+    (_, first_stop), (second_start, _) = sorted(
+        (r.get("started"), r.get("stopped")) for r in trials
+    )
+    assert second_start < first_stop, "the two pipelines ran one after the other"
     data = trials_json(batch)
-    assert sorted(t["objective"] for t in data["trials"]) == pytest.approx([0.9, 0.99])
+    lrs = {r.id[:8]: r.get("flags")["lr"] for r in trials}
+    scores = {t["runs"]["pipeline"][:8]: t["objective"] for t in data["trials"]}
+    assert scores == pytest.approx({run: 1 - lr for run, lr in lrs.items()})
     assert len(project.runs_of("train")) == 2 and len(project.runs_of("evaluate")) == 2

@@ -27,6 +27,15 @@ GUILD_YML = """
           default: 2
           min: 1
           max: 4
+    evaluate:
+      main: evaluate
+    pipeline:
+      flags:
+        lr: 0.01
+      steps:
+        - run: train lr=${lr}
+        - name: eval/final
+          run: evaluate
 """
 
 PROTO = {"lr": 0.01, "dropout": 0.1, "epochs": 2, "act": "relu", "layers": 2}
@@ -118,6 +127,40 @@ def test_objective_is_guilds(train_opdef, objective, mode, scalar) -> None:
     obj = spec.plan.objective
     assert (obj.mode, obj.scalar, obj.step) == (mode, scalar, "train")
     assert spec.plan.scheduler_metric == obj
+
+
+def test_a_pipelines_objective_may_name_its_step(train_opdef) -> None:
+    """`--maximize STEP#NAME` for a pipeline trial: the scalar of that step's
+    run, named as the pipeline's link to it (Guild's `eval-final` for step
+    `eval/final`); a plain NAME as before. One line for a step it lacks, and
+    for STEP#NAME on an op that is not a pipeline."""
+    pipeline = train_opdef.modeldef.get_operation("pipeline")
+
+    def objective(raw):
+        request = BatchRequest("tpe", {}, "pipeline", {"lr": [0.1, 0.2]}, raw)
+        return batch_spec(request, pipeline, "/batch/dir").plan.objective
+
+    by_step = objective("-eval/final#acc_val")
+    assert (by_step.mode, by_step.scalar, by_step.step) == (
+        "max",
+        "eval-final#acc_val",
+        "pipeline",
+    )
+    assert objective("train#loss").scalar == "train#loss"
+    assert objective("-acc_val").scalar == "acc_val"
+    with pytest.raises(SpecError) as e:
+        objective("-evaluate#acc_val")
+    assert str(e.value) == (
+        "gpkg.ray/tpe: --maximize evaluate#acc_val: pipeline pipeline has no step "
+        "'evaluate' (its steps: train, eval/final): use --maximize STEP#SCALAR"
+    )
+    with pytest.raises(SpecError) as e:
+        _spec(train_opdef, flags={"lr": [0.1, 0.2]}, objective="evaluate#acc")
+    assert str(e.value) == (
+        "gpkg.ray/tpe: --minimize evaluate#acc names step evaluate, but train "
+        "is not a pipeline (a `steps` op): name its scalar alone, e.g. "
+        "--minimize acc"
+    )
 
 
 def test_grid_runs_every_point_unless_max_trials(train_opdef) -> None:

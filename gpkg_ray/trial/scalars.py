@@ -217,21 +217,25 @@ class PipelineScalarWatcher:
     polled as it goes: the scalars of its step runs, which Guild links from the
     pipeline's directory by step name (a pipeline logs none of its own, and
     ScalarWatcher reads no linked run). A tag two steps log is the later
-    step's, as the last step's objective is in a tune."""
+    step's, as the last step's objective is in a tune; each is also given as
+    `STEP#TAG`, STEP the name of its link (`--maximize evaluate#acc`)."""
 
     def __init__(self, run_dir: str, rescan_seconds: float = 2.0):
         self.run_dir = run_dir
         self.latest: dict[str, Scalar] = {}
         self._rescan_seconds = rescan_seconds
         self._steps: dict[str, ScalarWatcher] = {}
+        self._names: dict[str, str] = {}
+        """Step run dir -> the name of its link."""
 
     def poll(self, final: bool = False) -> list[tuple[str, Scalar]]:
         self._find_steps()
         new: list[tuple[str, Scalar]] = []
-        for watcher in self._steps.values():  # in the order the steps started
+        for target, watcher in self._steps.items():  # in the order they started
             for tag, scalar in watcher.poll(final):
-                self.latest[tag] = scalar
-                new.append((tag, scalar))
+                for name in (tag, f"{self._names[target]}#{tag}"):
+                    self.latest[name] = scalar
+                    new.append((name, scalar))
         return new
 
     def latest_final(self) -> dict[str, Scalar]:
@@ -252,6 +256,7 @@ class PipelineScalarWatcher:
             target = os.path.realpath(link)
             if target not in self._steps and guild_api.is_run_dir(target):
                 self._steps[target] = ScalarWatcher(target, self._rescan_seconds)
+                self._names[target] = os.path.basename(link)
 
 
 def watcher_for(run_dir: str, pipeline: bool) -> ScalarWatcher | PipelineScalarWatcher:

@@ -142,7 +142,9 @@ def batch_spec(
         )
     if request.search == "grid":
         _check_grid(searched, opt)
-    objective = _objective(request.objective, request.trial_op)
+    objective = _objective(
+        request.objective, request.trial_op, pipeline_steps(trial_opdef), opt
+    )
     plan = TrialPlan((step,), params, objective, objective)
     settings = _settings(request, searched, opt)
     return TuneSpec(plan, settings)
@@ -188,14 +190,58 @@ def _check_grid(searched: list[Param], opt: str) -> None:
             )
 
 
-def _objective(raw: str | None, step: str) -> Objective:
-    """Guild's objective attr: `-NAME` is maximized, `NAME` minimized."""
+def _objective(
+    raw: str | None, step: str, steps: list[str] | None, opt: str
+) -> Objective:
+    """Guild's objective attr: `-NAME` is maximized, `NAME` minimized. For a
+    pipeline trial (`steps`: its step names), `STEP#NAME` is the scalar of
+    that step's run (see trial.scalars.PipelineScalarWatcher), as the tune
+    op's `optimize: [{max: STEP#NAME}]`; a plain NAME, the last step's that
+    logs it."""
     text = (raw or DEFAULT_OBJECTIVE).strip()
     mode = "max" if text.startswith("-") else "min"
     scalar = text.lstrip("-").strip()
     if not scalar:
         raise SpecError(f"objective {raw!r} names no scalar: use --maximize NAME")
-    return Objective(scalar=scalar, mode=mode, step=step)
+    step_name, hash_, tag = scalar.rpartition("#")
+    if not hash_:
+        return Objective(scalar=scalar, mode=mode, step=step)
+    option = "--maximize" if mode == "max" else "--minimize"
+    if steps is None:
+        raise SpecError(
+            f"{opt}: {option} {scalar} names step {step_name}, but {step} is "
+            f"not a pipeline (a `steps` op): name its scalar alone, e.g. "
+            f"{option} {tag}"
+        )
+    if step_name not in steps or not tag:
+        raise SpecError(
+            f"{opt}: {option} {scalar}: pipeline {step} has no step "
+            f"'{step_name}' (its steps: {', '.join(steps)}): use {option} "
+            "STEP#SCALAR"
+        )
+    return Objective(scalar=f"{step_link_name(step_name)}#{tag}", mode=mode, step=step)
+
+
+def pipeline_steps(opdef) -> list[str] | None:
+    """The step names of a `steps` op (a step's `name`, else what it runs),
+    as Guild names them; None for an op that is not a pipeline."""
+    if not opdef.steps:
+        return None
+    names = []
+    for data in opdef.steps:
+        if isinstance(data, str):
+            data = {"run": data}
+        if isinstance(data, dict):
+            # `run: train lr=0.1` runs `train`: Guild names the step so.
+            run = (str(data.get("run") or "").split() or [""])[0]
+            names.append(str(data.get("name") or run))
+    return names
+
+
+def step_link_name(step: str) -> str:
+    """The name of the link to a step's run in its pipeline's run directory,
+    as Guild's steps_util makes it (` :/\\` made `-`)."""
+    return re.sub(r"[ :/\\]", "-", step)
 
 
 def _settings(request: BatchRequest, searched: list[Param], opt: str) -> Settings:
