@@ -6,6 +6,10 @@ flag or cluster therefore stops with one line (`guild: ...`) and leaves no run.
 The check is the tuner's own (`gpkg_ray.preparation.check_tune`), made again
 when the run starts. The variable a cluster's `auth-token-env` names is kept out
 of what Guild stores of the run (its `env` attr).
+
+A batch of an optimizer op (`-o gpkg.ray/tpe`) is checked there too, before
+Guild's `Continue?` prompt, on its flags as Guild is about to resolve them
+(`guild_api.pending_batch`), and again in `run_starting` on the runs Guild made.
 """
 
 from __future__ import annotations
@@ -68,10 +72,13 @@ class TunePlugin(pluginlib.Plugin):
         return False, "not a gpkg.ray tune operation"
 
     def run_starting(self, run, op, pidfile):
-        """A batch of an optimizer op, checked once Guild has resolved its
-        flags, its proto and its batch options, which it does only after
-        `apply_cmd_env`: a bad space or flag stops with one line, and the
-        batch run Guild has just made (not one restarted) goes."""
+        """A batch of an optimizer op, checked on the runs Guild has made:
+        its flags, proto and batch options as Guild resolved them. A new
+        batch was checked before the prompt (`_check_pending_batch`); this
+        check is the one for a restart, `--proto`, `--edit-flags` or a batch
+        file, and sees a cluster's state now. A bad space or flag stops with
+        one line, and the batch run Guild has just made (not one restarted)
+        goes."""
         from guild import cli
 
         from gpkg_ray import guild_api
