@@ -34,6 +34,9 @@ def is_optimizer_op(opdef) -> bool:
     return _main_module(opdef) == OPTIMIZER_MAIN
 
 
+CHECKED = "_gpkg_ray_checked"
+"""Set on a batch op Guild is about to run once its pending batch passed."""
+
 PACKAGE_NAMES = ("gpkg-ray", "gpkg.ray")
 """The package as Guild finds it (pip normalizes the distribution's name to
 `gpkg-ray` in an isolated build), and as users write it."""
@@ -74,10 +77,10 @@ class TunePlugin(pluginlib.Plugin):
     def run_starting(self, run, op, pidfile):
         """A batch of an optimizer op, checked on the runs Guild has made:
         its flags, proto and batch options as Guild resolved them. A new
-        batch was checked before the prompt (`_check_pending_batch`); this
-        check is the one for a restart, `--proto`, `--edit-flags` or a batch
-        file, and sees a cluster's state now. A bad space or flag stops with
-        one line, and the batch run Guild has just made (not one restarted)
+        batch checked before the prompt (`_check_pending_batch`) is not
+        checked again here; this is the check of a restart, `--proto`,
+        `--edit-flags` or a batch file. A bad space or flag stops with one
+        line, and the batch run Guild has just made (not one restarted)
         goes."""
         from guild import cli
 
@@ -85,7 +88,7 @@ class TunePlugin(pluginlib.Plugin):
         from gpkg_ray.errors import GpkgRayError
         from gpkg_ray.preparation import check_batch
 
-        if not guild_api.is_optimizer_run(run):
+        if not guild_api.is_optimizer_run(run) or getattr(op, CHECKED, False):
             return
         try:
             check_batch(run, guild_api.guild_home())
@@ -110,9 +113,12 @@ class TunePlugin(pluginlib.Plugin):
             return
         batch_run, proto, trial_opdef = pending
         try:
-            check_pending_batch(batch_run, proto, trial_opdef)
+            check_pending_batch(batch_run, proto, trial_opdef, guild_api.guild_home())
         except GpkgRayError as e:
             cli.error(str(e))
+        # run_starting need not check it again (nor ask the cluster again):
+        # the tuner does, as the batch starts.
+        setattr(op, CHECKED, True)
 
     def apply_cmd_env(self, op, cmd_env):
         from gpkg_ray import guild_api

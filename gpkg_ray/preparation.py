@@ -96,11 +96,11 @@ def check_batch(batch_run, guild_home: str) -> CheckedTune:
     trial_opdef = guild_api.run_opdef(proto)
     if trial_opdef is None:
         raise SpecError(f"cannot read the definition of op '{proto.opref.op_name}'")
-    return check_pending_batch(batch_run, proto, trial_opdef, batch_run.dir)
+    return check_pending_batch(batch_run, proto, trial_opdef, guild_home, batch_run.dir)
 
 
 def check_pending_batch(
-    batch_run, proto, trial_opdef, batch_dir: str | None = None
+    batch_run, proto, trial_opdef, guild_home: str, batch_dir: str | None = None
 ) -> CheckedTune:
     """Checks a batch of an optimizer op: its batch run and proto as Guild
     made them, or as it is about to (guild_api.pending_batch: `batch_dir`
@@ -118,6 +118,8 @@ def check_pending_batch(
     )
     request, cluster = _batch_cluster(request, trial_opdef, op)
     spec = batch_spec(request, trial_opdef, batch_dir)
+    if cluster is not None:
+        spec = _with_trial_upstream(spec, trial_opdef, guild_home, cluster)
     check_cluster(cluster, spec.settings.cpus, spec.settings.gpus)
     return CheckedTune(spec, cluster, (trial_opdef,), trial_opdef.guildfile.dir, ())
 
@@ -140,6 +142,21 @@ def _batch_cluster(request, trial_opdef, op: str):
         )
     defaults = cluster_defaults(cluster, request.given)
     return with_opt_flags(request, defaults), cluster
+
+
+def _with_trial_upstream(
+    spec: TuneSpec, trial_opdef, guild_home: str, cluster
+) -> TuneSpec:
+    """A batch on a cluster: the runs its trial op requires (Guild resolved
+    them into the proto's flags, `operation:prepare: ID`) go to the nodes as
+    a tune op's do (see gpkg_ray.upstream); on the embedded Ray the trials
+    resolve them in GUILD_HOME, as Guild's own trials do."""
+    from gpkg_ray.tuning_spec.steps import outside_requirements
+
+    (step,) = spec.plan.steps
+    step = replace(step, requires=outside_requirements(trial_opdef))
+    spec = replace(spec, plan=replace(spec.plan, steps=(step,)))
+    return _with_upstream(spec, (trial_opdef,), guild_home, cluster)
 
 
 def _with_upstream(spec: TuneSpec, step_opdefs, guild_home: str, cluster) -> TuneSpec:

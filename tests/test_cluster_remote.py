@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    GUILD,
     closed_address,
     error_lines,
     remote_status_error,
@@ -271,42 +272,64 @@ def test_a_guild_batch_on_a_cluster_runs_its_trials_on_the_worker(
     """`-o gpkg.ray/grid -Fo cluster=NAME`: the trials run on the worker,
     made there from the batch's proto, and come home as the batch's trials:
     linked from the batch run, completed, with their flags, label, scalars
-    and source; two at once (the remote's trial-cpus=1 on a 2-CPU worker)."""
+    and source; two at once (the remote's trial-cpus=1 on a 2-CPU worker).
+    The trial op, `score`, requires a `train` run made here: it goes to the
+    worker as a tune's upstream runs do (its accuracy is 1 - that run's lr).
+    A pipeline as the trial is refused before Guild's prompt: its step runs
+    would not come home."""
     cluster = shared_cluster
     write_optimizer_project(project)
     write_guild_config(project, {"geronimo": _remote(cluster, **{"trial-cpus": 1})})
+    on_it = ["-Fo", "cluster=geronimo"]
+    upstream = project.guild("run", "-y", "train", "lr=0.25")
+    assert upstream.returncode == 0, upstream.stderr
+    pipeline = subprocess.run(
+        [GUILD, "run", "pipeline", "lr=[0.1,0.2]", "-o", "gpkg.ray/grid", *on_it],
+        cwd=project.path,
+        env=project.env,
+        input="y\n",
+        capture_output=True,
+        text=True,
+    )
 
     result = project.guild(
         "run",
         "-y",
-        "train",
-        "lr=[0.1,0.01]",
+        "score",
+        "x=[1,2]",
         "-o",
         "gpkg.ray/grid",
+        "--maximize",
+        "acc_val",
         "-Fo",
         "cluster=geronimo",
         "-Fo",
         "max-concurrent=2",
     )
 
+    assert "Continue?" not in pipeline.stdout + pipeline.stderr
+    assert error_lines(pipeline) == [
+        "guild: gpkg.ray/grid: cluster=geronimo: a pipeline (a `steps` op) as "
+        "the trial runs on the embedded Ray only: use cluster=local, or a tune "
+        "op whose steps are the pipeline's"
+    ]
     assert result.returncode == 0, result.stdout + result.stderr
     batch = optimizer_batch_run(project, "grid")
     trials = optimizer_trial_runs(project, batch)
-    assert sorted(r.get("flags")["lr"] for r in trials) == [0.01, 0.1]
-    assert {r.id for r in trials} == {r.id for r in project.runs_of("train")}
+    assert sorted(r.get("flags")["x"] for r in trials) == [1, 2]
+    assert {r.id for r in trials} == {r.id for r in project.runs_of("score")}
     for run in trials:
         assert run.status == "completed", (run.id, run.status)
         node = run.get("ray_node")
         assert node["node_id"] == cluster.worker_node_id
         assert node["run_dir"].startswith(str(cluster.worker_dir))
         assert run.get("label") == optimizer_guild_label(run.get("flags"))
-        assert os.path.exists(os.path.join(run.dir, "train.py")), "source code"
+        assert os.path.exists(os.path.join(run.dir, "evaluate.py")), "source code"
         assert not os.path.exists(run.guild_path("LOCK.remote"))
-    rows = {row["run"]: row for row in project.compare("-Fo", "train")}
-    assert sorted(rows) == sorted(r.short_id for r in trials)
-    for run in trials:  # train's last loss is its lr
-        loss = float(rows[run.short_id]["loss"])
-        assert loss == pytest.approx(run.get("flags")["lr"], rel=1e-5)
+    rows = project.compare("-Fo", "score")
+    assert sorted(row["run"] for row in rows) == sorted(r.short_id for r in trials)
+    assert [float(row["acc_val"]) for row in rows] == [0.75, 0.75]
+    assert len(project.runs_of("train")) == 1, "the upstream run only"
     assert list(cluster.worker_dir.glob("gpkg-ray-runs-*")) == []
 
 

@@ -50,6 +50,12 @@ GUILD_YML = """
           algorithm: gpkg.ray/grid
           default: yes
           max-concurrent: 1
+    score:
+      main: evaluate
+      flags:
+        x: 1
+      requires:
+        - operation: train
     pipeline:
       flags:
         lr: 0.01

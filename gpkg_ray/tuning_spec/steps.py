@@ -126,6 +126,12 @@ def _flagdef(flag) -> FlagDef:
     )
 
 
+def outside_requirements(opdef) -> dict[str, str]:
+    """The `operation:` requirements of an op run alone (a batch's trial op):
+    dependency flag -> Guild's op pattern (see Step.requires)."""
+    return _pins(opdef, [])[1]
+
+
 def _pins(opdef, earlier: list[Step]) -> tuple[dict[str, str], dict[str, str]]:
     """Dependency flags of `opdef` that require an op run by an earlier step
     (flag -> step), and the others (flag -> op pattern)."""
