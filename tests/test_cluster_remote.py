@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    GUILD,
     closed_address,
     error_lines,
     remote_status_error,
@@ -24,6 +23,7 @@ from conftest import (
 from projects import tune_config, write_project
 from test_optimizer import batch_run as optimizer_batch_run
 from test_optimizer import guild_label as optimizer_guild_label
+from test_optimizer import guild_run_asked
 from test_optimizer import trial_runs as optimizer_trial_runs
 from test_optimizer import write_project as write_optimizer_project
 
@@ -280,16 +280,16 @@ def test_a_guild_batch_on_a_cluster_runs_its_trials_on_the_worker(
     cluster = shared_cluster
     write_optimizer_project(project)
     write_guild_config(project, {"geronimo": _remote(cluster, **{"trial-cpus": 1})})
-    on_it = ["-Fo", "cluster=geronimo"]
     upstream = project.guild("run", "-y", "train", "lr=0.25")
     assert upstream.returncode == 0, upstream.stderr
-    pipeline = subprocess.run(
-        [GUILD, "run", "pipeline", "lr=[0.1,0.2]", "-o", "gpkg.ray/grid", *on_it],
-        cwd=project.path,
-        env=project.env,
-        input="y\n",
-        capture_output=True,
-        text=True,
+    pipeline = guild_run_asked(
+        project,
+        "pipeline",
+        "lr=[0.1,0.2]",
+        "-o",
+        "gpkg.ray/grid",
+        "-Fo",
+        "cluster=geronimo",
     )
 
     result = project.guild(

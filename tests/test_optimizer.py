@@ -79,6 +79,18 @@ def run_ok(project: Project, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
+def guild_run_asked(project: Project, *args: str) -> subprocess.CompletedProcess:
+    """`guild run ARGS` without -y, answering Guild's `Continue?` with yes."""
+    return subprocess.run(
+        [GUILD, "run", *args],
+        cwd=project.path,
+        env=project.env,
+        input="y\n",
+        capture_output=True,
+        text=True,
+    )
+
+
 def batch_run(project: Project, op: str):
     (run,) = project.runs_of(op)
     assert run.batch_proto is not None
@@ -216,13 +228,8 @@ def test_default_grid_optimizer_and_maximize(project: Project) -> None:
             "scalar alone, e.g. --maximize acc_val",
         ),
     ]:
-        asked = subprocess.run(
-            [GUILD, "run", "train", "lr=[0.1,0.2]", "-o", "gpkg.ray/grid", *args],
-            cwd=project.path,
-            env=project.env,
-            input="y\n",
-            capture_output=True,
-            text=True,
+        asked = guild_run_asked(
+            project, "train", "lr=[0.1,0.2]", "-o", "gpkg.ray/grid", *args
         )
         assert asked.returncode != 0
         assert "Continue?" not in asked.stdout + asked.stderr
