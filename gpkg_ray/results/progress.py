@@ -81,9 +81,12 @@ class ProgressPrinter(TuneListener):
         out: TextIO = sys.stdout,
         started: float | None = None,
         clock=time.time,
+        objectives: tuple[Objective, ...] = (),
     ):
+        """`objectives`: every objective, with several (`objective` first)."""
         self.total = total
         self.objective = objective
+        self.names = [o.scalar for o in objectives or (objective,)]
         self.searched = searched
         """Space keys whose values vary: the fixed ones are not repeated."""
         self.out = out
@@ -162,7 +165,16 @@ class ProgressPrinter(TuneListener):
             if outcome.penalized:
                 line += f", {scalar}={outcome.objective:g} (limit-penalty)"
             return line
-        line = f"{head}: {scalar}={_number(outcome.objective)}"
+        values = outcome.objective_values()
+        if len(values) == len(self.names) > 1:
+            line = f"{head}: " + " ".join(
+                f"{name}={_number(value)}"
+                for name, value in zip(self.names, values, strict=True)
+            )
+        else:
+            line = f"{head}: {scalar}={_number(outcome.objective)}"
+        if not outcome.feasible:
+            return line + "  (infeasible: breaks a constraint)"
         return line + ("  (best so far)" if new_best else "")
 
     def status_line(self) -> str:
@@ -202,7 +214,11 @@ class ProgressPrinter(TuneListener):
     # Helpers
 
     def _take_if_best(self, outcome: TrialOutcome) -> bool:
-        if outcome.status != "completed" or outcome.objective is None:
+        if (
+            outcome.status != "completed"
+            or outcome.objective is None
+            or not outcome.feasible
+        ):
             return False
         best = self.best.objective if self.best else None
         if not self.objective.is_better(outcome.objective, best):
