@@ -376,6 +376,8 @@ def test_a_record_has_every_objective_and_whether_it_is_feasible():
 
 # Searchers: real Optuna studies
 
+LR = Param("lr", Range(1e-3, 1e-1, log=True), (("train", "lr"),))
+
 
 def _search(search: str, plan: TrialPlan, told=()):
     spec = TuneSpec(plan, Settings(search=search, max_trials=4))
@@ -390,7 +392,7 @@ def _search(search: str, plan: TrialPlan, told=()):
 def test_several_objectives_and_constraints_reach_optunas_sampler(search):
     """The study has a direction per objective; earlier trials are told with
     both values and their violations, where the sampler reads them."""
-    lr = Param("lr", Range(1e-3, 1e-1, log=True), (("train", "lr"),))
+    lr = LR
     plan = _plan(
         [{"max": "acc_val"}, {"min": "train#seconds"}],
         constraints=[{"max": "train#memory_mb", "limit": 2000}],
@@ -415,8 +417,24 @@ def test_several_objectives_and_constraints_reach_optunas_sampler(search):
     assert searcher.suggest("next")["lr"] > 0  # the sampler samples with them
 
 
+@pytest.mark.parametrize("search", ["tpe", "nsga2"])
+def test_the_searcher_saves_as_ray_saves_it(search, tmp_path):
+    """Ray saves the searcher's state with pickle as the search goes: Optuna
+    5's NSGA-II sampler holds a thread lock, which does not pickle."""
+    plan = _plan([{"max": "acc_val"}, {"min": "train#seconds"}], params=(LR,))
+    searcher = _search(search, plan)
+    searcher.suggest("a")
+
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    copy = _search(search, plan)
+    copy.restore(str(tmp_path / "searcher.pkl"))
+
+    assert len(copy._ot_study.trials) == 1
+    assert copy.suggest("b") is not None
+
+
 def test_a_trials_end_is_told_with_its_objectives_and_violations():
-    lr = Param("lr", Range(1e-3, 1e-1, log=True), (("train", "lr"),))
+    lr = LR
     plan = _plan(
         [{"max": "acc_val"}, {"min": "train#seconds"}],
         constraints=[{"max": "train#memory_mb", "limit": 2000}],

@@ -26,6 +26,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
 from gpkg_ray.engine.optuna_objectives import (
     ObjectivesMixin,
+    nsga2_sampler,
     optuna_metric,
     tell_outcome,
 )
@@ -136,8 +137,7 @@ def _nsga2(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.NSGAIISampler(seed=seed)
-    return _optuna(spec, inputs, sampler)
+    return _optuna(spec, inputs, nsga2_sampler(seed))
 
 
 def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:

@@ -48,7 +48,11 @@ class SearchHeader(TuneListener):
     def search_started(self, search: SearchStarted) -> None:
         plan, settings = self.spec.plan, self.spec.settings
         steps = ", ".join(s.name for s in plan.steps)
-        print(f"Tuning {steps}: {plan.objective.describe()}", file=self.out)
+        objectives = "; ".join(o.describe() for o in plan.objectives)
+        print(f"Tuning {steps}: {objectives}", file=self.out)
+        if plan.constraints:
+            bounds = ", ".join(c.describe() for c in plan.constraints)
+            print(f"Constraints: {bounds}", file=self.out)
         print(
             f"Search: {settings.search}, seed {search.seed}, {search.trials} trials "
             f"on cluster={settings.cluster}",

@@ -195,9 +195,15 @@ def no_objective_reason(
     failed = count_status(outcomes, "failed")
     stopped = len(outcomes) - failed
     return (
-        f"no trial gave {objective.step}#{objective.scalar}: {failed} failed, "
+        f"no trial gave {_what(objective)}: {failed} failed, "
         f"{stopped} stopped before it was recorded"
     )
+
+
+def _what(objective: Objective) -> str:
+    if objective.plain:
+        return f"{objective.step}#{objective.scalar}"
+    return f"{objective.scalar} ({objective.describe()})"
 
 
 def count_status(outcomes: list[TrialOutcome], status: str) -> int:
