@@ -8,6 +8,7 @@ test_objectives_e2e.py."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from test_reuse import PIN, STEPS, TAGS, _step_run
@@ -232,6 +233,19 @@ def test_a_weighted_objective_with_a_steps_wall_time(tmp_path):
 
     assert last.done and last.objective == pytest.approx(0.9 - 0.02)
     assert last.to_ray()["objective"] == pytest.approx(0.88)
+
+
+def test_a_time_penalty_of_the_whole_trial(tmp_path):
+    """Accuracy less 0.01 per minute of the trial: its time from its start to
+    its end, bounded here by the time this test spent around it."""
+    plan = _plan({"max": {"acc_val": 1, "wall-minutes": -0.01}})
+    offered = _runs(tmp_path, acc=0.9)
+    before = time.monotonic()
+
+    last = _run_trial(tmp_path, plan, offered)[-1]
+
+    spent = time.monotonic() - before
+    assert 0.9 - 0.01 * spent / 60 <= last.objective < 0.9
 
 
 def test_several_objectives_from_scalars_files_and_times(tmp_path):
