@@ -127,7 +127,10 @@ def _tune(tune_run, checked, stop, batch: bool = False):
     spec, prior = prepared.spec, prepared.prior
     journal = Journal(tune_run.dir)
     records = (BatchTrialRuns if batch else TrialRecords)(
-        prepared.guild_home, spec.plan.objective, [prepared.tag]
+        prepared.guild_home,
+        spec.plan.objective,
+        [prepared.tag],
+        objectives=spec.plan.objectives,
     )
     for outcome in prior.closed:
         journal.trial_ended(outcome)
@@ -146,6 +149,7 @@ def _tune(tune_run, checked, stop, batch: bool = False):
             finished=prior.finished,
             time_budget=spec.settings.time_budget,
             started=started,
+            objectives=spec.plan.objectives,
         )
         # The journal first: a kill between two listeners leaves it ahead.
         listener = Listeners(
@@ -165,18 +169,25 @@ def _report(tune_run, prepared, records, outcomes) -> None:
     from gpkg_ray.engine.schedulers import unseen_progress_note
     from gpkg_ray.results.progress import print_note
     from gpkg_ray.results.summary import summary_lines
-    from gpkg_ray.results.trials import best_trial, log_tune_scalars, write_trials
+    from gpkg_ray.results.trials import (
+        best_trial,
+        log_tune_scalars,
+        pareto_front,
+        write_trials,
+    )
 
     spec, prior = prepared.spec, prepared.prior
     objective = spec.plan.objective
     records.tag_best(best_trial(outcomes, objective), outcomes)
+    if spec.plan.more_objectives:
+        records.tag_pareto(pareto_front(outcomes, spec.plan.objectives), outcomes)
     meta: dict = {"seed": prepared.seed, "attempts": prior.attempt}
     if prior.warm_runs:
         meta["warm_start"] = {"runs": prior.warm_runs, "trials": len(prior.warm)}
-    write_trials(tune_run.dir, outcomes, objective, meta)
+    write_trials(tune_run.dir, outcomes, objective, meta, spec.plan)
     log_tune_scalars(tune_run.dir, outcomes, objective)
     searched = [p.key for p in spec.plan.searched]
-    for line in summary_lines(outcomes, objective, searched):
+    for line in summary_lines(outcomes, objective, searched, plan=spec.plan):
         print(line, flush=True)
     note = unseen_progress_note(spec, outcomes)
     if note:

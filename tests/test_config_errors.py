@@ -62,7 +62,8 @@ BAD_CONFIGS = {
     ),
     "unknown config key": (
         TUNE_CONFIG + "trials: 5\n",
-        "unknown key 'trials' in config: use steps, optimize, space, scheduler-metric",
+        "unknown key 'trials' in config: use steps, optimize, constraints, space, "
+        "scheduler-metric",
     ),
     "scheduler-metric names a step not in steps": (
         TUNE_CONFIG + "scheduler-metric:\n  - max: fit#val_acc\n",
@@ -73,6 +74,14 @@ BAD_CONFIGS = {
         "malformed 'scheduler-metric' entry 'train#loss': write "
         "`scheduler-metric: [{max: SCALAR}]`",
     ),
+    "constraint without a limit": (
+        TUNE_CONFIG + "constraints:\n  - max: train#loss\n",
+        "'constraints' entry {'max': 'train#loss'} needs a number as limit",
+    ),
+    "run file target without a key": (
+        TUNE_CONFIG.replace("max: acc_val", "max: 'evaluate#metrics.json:'"),
+        "'optimize' target 'evaluate#metrics.json:' names no key in metrics.json",
+    ),
 }
 
 
@@ -82,6 +91,25 @@ def test_bad_config_is_one_line(project, case):
     write_project(project, config)
 
     _assert_one_line_with(message, tune_check_error(project))
+
+
+SEVERAL_OBJECTIVES = TUNE_CONFIG.replace(
+    "  - max: acc_val\n", "  - max: acc_val\n  - min: train#loss\n"
+)
+
+
+@pytest.mark.parametrize("scheduler", ["asha", "median"])
+def test_a_scheduler_with_several_objectives_needs_its_metric_named(project, scheduler):
+    """A scheduler watches one scalar as it is logged: refused with several
+    objectives (or a weighted one) unless `scheduler-metric` names it."""
+    write_project(project, SEVERAL_OBJECTIVES)
+
+    _assert_one_line_with(
+        f"scheduler={scheduler} watches one scalar as a step logs it, and 2 "
+        "objectives is not one: set config `scheduler-metric: {max: STEP#SCALAR}`",
+        tune_check_error(project, f"scheduler={scheduler}"),
+    )
+    assert tune_check_error(project) is None  # fifo watches nothing
 
 
 MACHINE_CPUS = os.cpu_count() or 1

@@ -107,7 +107,7 @@ class TrialEvents(Callback):
             self.listener.trial_updated(outcome)
             raise DiskFull(f"{full[0]}: trial {outcome.number}: {error}")
         outcome.status = "failed"
-        outcome.objective = None
+        outcome.objective = outcome.objectives = None
         outcome.error = error
         self._end(outcome)
 
@@ -117,6 +117,10 @@ class TrialEvents(Callback):
         outcome.reused.update(result.reused)
         if result.objective is not None:
             outcome.objective = result.objective
+        if result.objectives is not None:
+            outcome.objectives = list(result.objectives)
+        if result.violations is not None:
+            outcome.violations = list(result.violations)
         if result.scheduler_time is not None:
             outcome.progress = result.scheduler_time
         outcome.metrics.update(result.scalars)

@@ -24,10 +24,15 @@ from typing import Any
 from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
+from gpkg_ray.engine.optuna_objectives import (
+    ObjectivesMixin,
+    nsga2_sampler,
+    optuna_metric,
+    tell_outcome,
+)
 from gpkg_ray.engine.search_inputs import SearchInputs
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.trial.result import OBJECTIVE
-from gpkg_ray.tuning_spec import Choice, Param, Range, TuneSpec
+from gpkg_ray.tuning_spec import Choice, Param, Range, TrialPlan, TuneSpec
 
 
 @dataclass
@@ -124,6 +129,19 @@ def _tpe(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
+    return _optuna(spec, inputs, sampler)
+
+
+def _nsga2(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    """NSGA-II: an evolutionary search, for several objectives above all."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return _optuna(spec, inputs, nsga2_sampler(seed))
+
+
+def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:
+    """An OptunaSearch with `sampler`, told the trials that ended before."""
     told = [
         (searched_values(spec, o.values), o)
         for o in inputs.told
@@ -131,9 +149,9 @@ def _tpe(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
     ]
     algorithm = _optuna_search(
         told,
+        spec.plan,
         sampler=sampler,
-        metric=OBJECTIVE,
-        mode=spec.plan.objective.mode,
+        **optuna_metric(spec.plan),
         points_to_evaluate=_rerun_points(spec, inputs) or None,
     )
     note = ""
@@ -163,10 +181,10 @@ def _limited(searcher: Searcher, max_concurrent: int) -> Searcher:
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
 
 
-def _optuna_search(told: list[tuple[dict, TrialOutcome]], **kwargs):
+def _optuna_search(told: list[tuple[dict, TrialOutcome]], plan: TrialPlan, **kwargs):
     from ray.tune.search.optuna import OptunaSearch
 
-    class GuildOptunaSearch(OptunaSearch):
+    class GuildOptunaSearch(ObjectivesMixin, OptunaSearch):
         """Ray's OptunaSearch, told earlier trials once its space is set.
 
         It also skips results without the objective: Ray's wants it in every
@@ -178,11 +196,15 @@ def _optuna_search(told: list[tuple[dict, TrialOutcome]], **kwargs):
             if not super().set_search_properties(metric, mode, config, **spec):
                 return False
             for values, outcome in told:
-                _tell(self, values, outcome)
+                if not tell_outcome(self, plan, values, outcome):
+                    _tell(self, values, outcome)
             return True
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if result.get(self.metric) is not None:
+            if (
+                not isinstance(self.metric, list)
+                and result.get(self.metric) is not None
+            ):
                 super().on_trial_result(trial_id, result)
 
     return GuildOptunaSearch(**kwargs)
@@ -203,6 +225,7 @@ SEARCHERS: dict[str, Callable[[TuneSpec, int, SearchInputs], Search]] = {
     "random": _random,
     "grid": _grid,
     "tpe": _tpe,
+    "nsga2": _nsga2,
 }
 
 

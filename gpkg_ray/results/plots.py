@@ -238,3 +238,42 @@ def _curve_style(status: str, is_best: bool) -> dict:
 def save_png(fig: Figure, path: str) -> None:
     with replaced(path, "wb") as f:  # whole: a restart writes it again
         fig.savefig(f, format="png")
+
+
+def pareto_front(
+    outcomes: list[TrialOutcome],
+    objectives: tuple[Objective, ...],
+    front: list[TrialOutcome],
+) -> Figure:
+    """The first two objectives of each completed trial: the Pareto front's
+    trials in orange, joined in order, and numbered; the others in blue;
+    trials that break a constraint as grey crosses."""
+    first, second = objectives[0], objectives[1]
+    fig = Figure(figsize=(7, 4.5), dpi=DPI)
+    ax = fig.add_subplot()
+    on_front = {o.number for o in front}
+
+    def points(trials):
+        values = [o.objective_values() for o in trials]
+        return [v[0] for v in values], [v[1] for v in values]
+
+    scored = [
+        o
+        for o in outcomes
+        if o.status == "completed"
+        and len(o.objective_values()) == len(objectives)
+        and None not in o.objective_values()
+    ]
+    feasible = [o for o in scored if o.feasible and o.number not in on_front]
+    infeasible = [o for o in scored if not o.feasible]
+    if feasible:
+        ax.scatter(*points(feasible), color=COMPLETED, alpha=0.8, label="completed")
+    if infeasible:
+        ax.scatter(*points(infeasible), color=STOPPED, marker="x", label="infeasible")
+    ranked = sorted(front, key=lambda o: o.objective_values()[0])
+    xs, ys = points(ranked)
+    ax.plot(xs, ys, color=BEST, marker="o", zorder=4, label="Pareto front")
+    for o, x, y in zip(ranked, xs, ys, strict=True):
+        ax.annotate(str(o.number), (x, y), textcoords="offset points", xytext=(4, 4))
+    title = f"Pareto front: {first.mode} {first.scalar}, {second.mode} {second.scalar}"
+    return _finish(fig, ax, first.scalar, second.scalar, title)

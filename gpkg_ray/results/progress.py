@@ -48,7 +48,11 @@ class SearchHeader(TuneListener):
     def search_started(self, search: SearchStarted) -> None:
         plan, settings = self.spec.plan, self.spec.settings
         steps = ", ".join(s.name for s in plan.steps)
-        print(f"Tuning {steps}: {plan.objective.describe()}", file=self.out)
+        objectives = "; ".join(o.describe() for o in plan.objectives)
+        print(f"Tuning {steps}: {objectives}", file=self.out)
+        if plan.constraints:
+            bounds = ", ".join(c.describe() for c in plan.constraints)
+            print(f"Constraints: {bounds}", file=self.out)
         print(
             f"Search: {settings.search}, seed {search.seed}, {search.trials} trials "
             f"on cluster={settings.cluster}",
@@ -81,9 +85,12 @@ class ProgressPrinter(TuneListener):
         out: TextIO = sys.stdout,
         started: float | None = None,
         clock=time.time,
+        objectives: tuple[Objective, ...] = (),
     ):
+        """`objectives`: every objective, with several (`objective` first)."""
         self.total = total
         self.objective = objective
+        self.names = [o.scalar for o in objectives or (objective,)]
         self.searched = searched
         """Space keys whose values vary: the fixed ones are not repeated."""
         self.out = out
@@ -162,7 +169,16 @@ class ProgressPrinter(TuneListener):
             if outcome.penalized:
                 line += f", {scalar}={outcome.objective:g} (limit-penalty)"
             return line
-        line = f"{head}: {scalar}={_number(outcome.objective)}"
+        values = outcome.objective_values()
+        if len(values) == len(self.names) > 1:
+            line = f"{head}: " + " ".join(
+                f"{name}={_number(value)}"
+                for name, value in zip(self.names, values, strict=True)
+            )
+        else:
+            line = f"{head}: {scalar}={_number(outcome.objective)}"
+        if not outcome.feasible:
+            return line + "  (infeasible: breaks a constraint)"
         return line + ("  (best so far)" if new_best else "")
 
     def status_line(self) -> str:
@@ -202,7 +218,11 @@ class ProgressPrinter(TuneListener):
     # Helpers
 
     def _take_if_best(self, outcome: TrialOutcome) -> bool:
-        if outcome.status != "completed" or outcome.objective is None:
+        if (
+            outcome.status != "completed"
+            or outcome.objective is None
+            or not outcome.feasible
+        ):
             return False
         best = self.best.objective if self.best else None
         if not self.objective.is_better(outcome.objective, best):

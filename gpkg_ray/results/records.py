@@ -18,6 +18,7 @@ link (`evaluate/.guild#test_acc`) with their 32-bit noise (0.9638890027999878).
     guild compare -Ft tune-<id>        the trials and step runs of one tune
     guild runs -Ft tune-<id>-best      the best trial and its step runs
     guild runs -Ft best                the best trials of every tune
+    guild runs -Ft tune-<id>-pareto    the Pareto front (several objectives)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gpkg_ray.tuning_spec import Objective
 
 RECORD_OP = "trial"
 BEST_TAG = "best"
+PARETO_TAG = "pareto"
 STEP_RUNS_ATTR = "step_runs"
 
 
@@ -47,9 +49,17 @@ def _package_version() -> str:
 class TrialRecords(TuneListener):
     """Keeps a record run per trial in GUILD_HOME."""
 
-    def __init__(self, guild_home: str, objective: Objective, tags: list[str]):
+    def __init__(
+        self,
+        guild_home: str,
+        objective: Objective,
+        tags: list[str],
+        objectives: tuple[Objective, ...] = (),
+    ):
+        """`objectives`: every objective, with several (`objective` first)."""
         self.guild_home = guild_home
         self.objective = objective
+        self.objectives = objectives or (objective,)
         self.tags = list(tags)
         self._opref = guild_api.package_opref("gpkg.ray", _package_version(), RECORD_OP)
 
@@ -89,7 +99,9 @@ class TrialRecords(TuneListener):
     def trial_ended(self, outcome: TrialOutcome) -> None:
         record = self._record(outcome)
         _show_step_runs(self.guild_home, record, outcome)
-        _write_record_scalars(record, record_scalars(outcome, self.objective))
+        _write_record_scalars(
+            record, record_scalars(outcome, self.objective, self.objectives)
+        )
         faults.point("record-write")  # its scalars written, not yet ended
         with open(record.guild_path("output"), "w") as f:
             f.write(_output_text(outcome))
@@ -114,6 +126,20 @@ class TrialRecords(TuneListener):
                     guild_api.set_tags(run, add=tags, remove=[])
                 else:
                     guild_api.set_tags(run, add=[], remove=tags)
+
+    def tag_pareto(
+        self, front: list[TrialOutcome], outcomes: list[TrialOutcome]
+    ) -> None:
+        """Tags the records and step runs of the Pareto front's trials
+        `pareto` and `tune-<id>-pareto` (and takes them off the others)."""
+        tags = [PARETO_TAG, *(f"{tag}-{PARETO_TAG}" for tag in self.tags)]
+        numbers = {o.number for o in front}
+        for outcome in outcomes:
+            on_front = outcome.number in numbers
+            for run in self._runs_of(outcome):
+                guild_api.set_tags(
+                    run, add=tags if on_front else [], remove=[] if on_front else tags
+                )
 
     @property
     def best_tags(self) -> list[str]:
@@ -155,7 +181,11 @@ class BatchTrialRuns(TrialRecords):
         return self._step_runs(outcome)
 
 
-def record_scalars(outcome: TrialOutcome, objective: Objective) -> dict[str, float]:
+def record_scalars(
+    outcome: TrialOutcome,
+    objective: Objective,
+    objectives: tuple[Objective, ...] = (),
+) -> dict[str, float]:
     """The record's scalars: the objective, and the last value of each scalar
     of each step (`outcome.metrics`, `STEP/TAG`), by its tag (`loss`), as
     `guild compare` shows a run's scalars; a tag two steps log, or the
@@ -163,7 +193,18 @@ def record_scalars(outcome: TrialOutcome, objective: Objective) -> dict[str, flo
     trials.json names them. Not `STEP#TAG`: Guild reads `#` in a column name as
     a prefix separator, so `guild compare -cc 'evaluate#loss'` would find
     nothing. The objective's own step scalar is the objective (which is the
-    limit penalty for a trial stopped at a limit)."""
+    limit penalty for a trial stopped at a limit). With several `objectives`,
+    each one by its name; with constraints, `feasible` (1 or 0)."""
+    objectives = objectives or (objective,)
+    values = outcome.objective_values()
+    own = {}
+    if len(values) == len(objectives):
+        own = {o.scalar: v for o, v in zip(objectives, values, strict=True)}
+    elif outcome.objective is not None:
+        own = {objective.scalar: outcome.objective}
+    own = {name: v for name, v in own.items() if v is not None}
+    plain = {(o.step, o.scalar) for o in objectives if o.plain}
+    names = {o.scalar for o in objectives}
     logged = [
         (*key.partition("/")[::2], value)
         for key, value in outcome.metrics.items()
@@ -172,13 +213,13 @@ def record_scalars(outcome: TrialOutcome, objective: Objective) -> dict[str, flo
     steps_of: dict[str, set[str]] = {}
     for step, tag, _ in logged:
         steps_of.setdefault(tag, set()).add(step)
-    scalars: dict[str, float] = {}
-    if outcome.objective is not None:
-        scalars[objective.scalar] = outcome.objective
+    scalars: dict[str, float] = dict(own)
+    if outcome.violations is not None:
+        scalars["feasible"] = float(outcome.feasible)
     for step, tag, value in logged:
-        if (step, tag) == (objective.step, objective.scalar):
+        if (step, tag) in plain:
             continue
-        shared = len(steps_of[tag]) > 1 or tag == objective.scalar
+        shared = len(steps_of[tag]) > 1 or tag in names
         scalars[f"{step}/{tag}" if shared else tag] = value
     return scalars
 
@@ -292,9 +333,14 @@ def _output_text(outcome: TrialOutcome) -> str:
         f"{step} run of an earlier attempt: {run_id}"
         for step, run_id in outcome.earlier_runs
     ]
-    if outcome.objective is not None:
+    if outcome.objectives is not None:
+        lines.append(f"objectives: {', '.join(map(str, outcome.objectives))}")
+    elif outcome.objective is not None:
         penalty = " (limit-penalty)" if outcome.penalized else ""
         lines.append(f"objective: {outcome.objective}{penalty}")
+    if outcome.violations is not None:
+        feasible = "yes" if outcome.feasible else "no (breaks a constraint)"
+        lines.append(f"feasible: {feasible}; violations: {outcome.violations}")
     if outcome.stop_reason:
         lines.append(f"stopped: {outcome.stop_reason}")
     lines += [f"{key}: {value}" for key, value in sorted(outcome.metrics.items())]

@@ -25,7 +25,13 @@ from gpkg_ray.files import replaced
 from gpkg_ray.listener import SearchStarted, TuneListener
 from gpkg_ray.results.progress import format_value
 from gpkg_ray.results.summary import STATUSES
-from gpkg_ray.results.trials import TRIALS_CSV, best_trial, count_status, ranked_trials
+from gpkg_ray.results.trials import (
+    TRIALS_CSV,
+    best_trial,
+    count_status,
+    pareto_front,
+    ranked_trials,
+)
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Settings, TuneSpec, flag_name
 
@@ -91,6 +97,15 @@ def write_report(
             plots.params_vs_objective(outcomes, plan.objective, list(plan.searched)),
         ),
     ]
+    if plan.more_objectives:
+        front = pareto_front(outcomes, plan.objectives)
+        figures.append(
+            (
+                "pareto.png",
+                "Pareto front of the first two objectives",
+                plots.pareto_front(outcomes, plan.objectives, front),
+            )
+        )
     curves = learning_curves(outcomes, plan.scheduler_metric, guild_home)
     # One value per trial (an evaluate step's score) makes no curve.
     if any(len(c.points) > 1 for c in curves):
@@ -128,7 +143,6 @@ def _page(
     images: list[tuple[str, str]],
     has_csv: bool,
 ) -> str:
-    objective = spec.plan.objective
     counts = ", ".join(f"{count_status(outcomes, s)} {s}" for s in STATUSES)
     figures = "\n".join(
         f'<figure><img src="{name}" alt="{html.escape(title)}">'
@@ -144,7 +158,9 @@ def _page(
         )
     csv_link = f' (all values: <a href="{TRIALS_CSV}">{TRIALS_CSV}</a>)'
     return _TEMPLATE.format(
-        title=html.escape(f"Tune: {objective.describe()}"),
+        title=html.escape(
+            "Tune: " + "; ".join(o.describe() for o in spec.plan.objectives)
+        ),
         run=_run_line(tune),
         counts=html.escape(f"{len(outcomes)} trials: {counts}")
         + (csv_link if has_csv else ""),
@@ -169,7 +185,12 @@ def _settings_table(spec: TuneSpec) -> str:
     plan = spec.plan
     rows = [
         ("steps", ", ".join(s.name for s in plan.steps)),
-        ("optimize", plan.objective.describe()),
+        ("optimize", "; ".join(o.describe() for o in plan.objectives)),
+        *(
+            [("constraints", "; ".join(c.describe() for c in plan.constraints))]
+            if plan.constraints
+            else []
+        ),
         ("scheduler-metric", plan.scheduler_metric.describe()),
         *(
             (
@@ -207,22 +228,25 @@ def _setting_text(value: Any, metadata: Mapping[str, Any]) -> str:
 
 def _trials_table(outcomes: list[TrialOutcome], spec: TuneSpec) -> str:
     """Every trial, the completed ones best first, then the others by number."""
-    objective = spec.plan.objective
-    keys = [p.key for p in spec.plan.searched]
-    ranked = ranked_trials(outcomes, objective)
+    plan = spec.plan
+    keys = [p.key for p in plan.searched]
+    ranked = ranked_trials(outcomes, plan.objective)
+    front = pareto_front(outcomes, plan.objectives) if plan.more_objectives else []
+    ranked = front + [o for o in ranked if o not in front]
     ranked_numbers = {o.number for o in ranked}
     rest = sorted(
         (o for o in outcomes if o.number not in ranked_numbers), key=lambda o: o.number
     )
-    headers = ["trial", "status", objective.scalar, *keys, "runs", "note"]
+    names = [o.scalar for o in plan.objectives]
+    headers = ["trial", "status", *names, *keys, "runs", "note"]
     rows = [
         [
             str(o.number),
             o.status,
-            "" if o.objective is None else f"{o.objective:.6g}",
+            *_objective_cells(o, len(names)),
             *(format_value(o.values.get(k, "")) for k in keys),
             " ".join(f"{step} {run_id[:8]}" for step, run_id in o.runs.items()),
-            o.stop_reason or o.error or "",
+            _note(o, o in front),
         ]
         for o in ranked + rest
     ]
@@ -232,6 +256,21 @@ def _trials_table(outcomes: list[TrialOutcome], spec: TuneSpec) -> str:
         for row in rows
     )
     return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
+
+
+def _objective_cells(outcome: TrialOutcome, count: int) -> list[str]:
+    values = outcome.objective_values()
+    if len(values) != count:  # stopped early: the first objective's value
+        values = [outcome.objective] + [None] * (count - 1)
+    return ["" if v is None else f"{v:.6g}" for v in values]
+
+
+def _note(outcome: TrialOutcome, on_front: bool) -> str:
+    notes = ["Pareto front"] if on_front else []
+    if not outcome.feasible:
+        notes.append("infeasible (breaks a constraint)")
+    notes += [text for text in (outcome.stop_reason, outcome.error) if text]
+    return "; ".join(notes)
 
 
 _TEMPLATE = """<!DOCTYPE html>

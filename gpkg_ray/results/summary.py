@@ -10,9 +10,9 @@ trials (their searched values, objective and step runs) that fits 80 columns.
 from __future__ import annotations
 
 from gpkg_ray.results.progress import WIDTH, format_value
-from gpkg_ray.results.trials import count_status, ranked_trials
+from gpkg_ray.results.trials import count_status, pareto_front, ranked_trials
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.tuning_spec import Objective
+from gpkg_ray.tuning_spec import Objective, TrialPlan
 
 STATUSES = ("completed", "stopped", "failed")
 GAP = "  "
@@ -23,11 +23,26 @@ def summary_lines(
     objective: Objective,
     searched: list[str],
     top: int = 5,
+    plan: TrialPlan | None = None,
 ) -> list[str]:
     """`searched`: the space keys whose values vary between trials (fixed ones
-    are the same in every row)."""
+    are the same in every row). `plan`: with several objectives the Pareto
+    front is listed (all of it); with constraints the infeasible are counted."""
     counts = ", ".join(f"{count_status(outcomes, s)} {s}" for s in STATUSES)
     lines = [f"{len(outcomes)} trials: {counts}"]
+    if plan is not None and plan.constraints:
+        infeasible = sum(
+            1 for o in outcomes if o.status == "completed" and not o.feasible
+        )
+        bounds = ", ".join(c.describe() for c in plan.constraints)
+        lines.append(f"{infeasible} infeasible (breaking {bounds}): never the best")
+    if plan is not None and plan.more_objectives:
+        front = pareto_front(outcomes, plan.objectives)
+        if front:
+            modes = ", ".join(f"{o.mode} {o.scalar}" for o in plan.objectives)
+            lines.append(f"Pareto front ({len(front)} trials, tagged pareto; {modes}):")
+            lines += table_lines(*front_table(front, plan.objectives, searched))
+        return lines
     ranked = ranked_trials(outcomes, objective)[:top]
     if ranked:
         lines.append(f"Top trials ({objective.mode} {objective.scalar}):")
@@ -48,6 +63,23 @@ def top_table(
             " ".join(run_id[:8] for run_id in o.runs.values()),
         ]
         for o in ranked
+    ]
+    return headers, rows
+
+
+def front_table(
+    front: list[TrialOutcome], objectives: tuple[Objective, ...], searched: list[str]
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows: trial, each objective, each searched value, runs."""
+    headers = ["trial", *(o.scalar for o in objectives), *searched, "runs"]
+    rows = [
+        [
+            str(o.number),
+            *(f"{v:.6g}" for v in o.objective_values()),
+            *(format_value(o.values.get(key, "")) for key in searched),
+            " ".join(run_id[:8] for run_id in o.runs.values()),
+        ]
+        for o in front
     ]
     return headers, rows
 

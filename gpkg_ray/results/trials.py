@@ -10,7 +10,7 @@ import os
 from gpkg_ray import guild_api
 from gpkg_ray.files import replaced
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.tuning_spec import Objective
+from gpkg_ray.tuning_spec import Objective, TrialPlan
 
 TRIALS_CSV = "trials.csv"
 TRIALS_JSON = "trials.json"
@@ -35,26 +35,75 @@ def best_trial(
 def ranked_trials(
     outcomes: list[TrialOutcome], objective: Objective
 ) -> list[TrialOutcome]:
-    """The completed trials with an objective, best first (the first of equals
-    first)."""
-    completed = [o for o in outcomes if o.status == "completed" and has_objective(o)]
+    """The completed trials with an objective that keep every constraint,
+    best first (the first of equals first). An infeasible trial is never the
+    best, whatever its objective."""
+    completed = [
+        o
+        for o in outcomes
+        if o.status == "completed" and has_objective(o) and o.feasible
+    ]
     return sorted(completed, key=lambda o: o.objective, reverse=objective.mode == "max")
 
 
+def pareto_front(
+    outcomes: list[TrialOutcome], objectives: tuple[Objective, ...]
+) -> list[TrialOutcome]:
+    """The completed, feasible trials no other such trial dominates (as good
+    in every objective, better in one), ranked by the first objective. With
+    one objective: its best trial (and its equals)."""
+    ranked = ranked_trials(outcomes, objectives[0])
+    scored = [
+        (o, _signed(o, objectives))
+        for o in ranked
+        if len(o.objective_values()) == len(objectives)
+        and all(v is not None and math.isfinite(v) for v in o.objective_values())
+    ]
+    return [
+        o
+        for o, mine in scored
+        if not any(_dominates(theirs, mine) for _, theirs in scored)
+    ]
+
+
+def _signed(outcome: TrialOutcome, objectives: tuple[Objective, ...]) -> list[float]:
+    """The objectives' values, each to be maximized."""
+    return [
+        v if o.mode == "max" else -v
+        for v, o in zip(outcome.objective_values(), objectives, strict=True)
+    ]
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+
 def write_trials(
-    run_dir: str, outcomes: list[TrialOutcome], objective: Objective, meta: dict
+    run_dir: str,
+    outcomes: list[TrialOutcome],
+    objective: Objective,
+    meta: dict,
+    plan: TrialPlan | None = None,
 ) -> None:
     """`trials.csv` (a row per trial) and `trials.json` (the same, plus meta),
-    each put in place whole (a restart writes them again)."""
+    each put in place whole (a restart writes them again). With several
+    objectives a column per objective and `pareto` (1: on the front); with
+    constraints, `feasible` (from `plan`: by default `objective` alone)."""
+    objectives = plan.objectives if plan else (objective,)
+    constraints = plan.constraints if plan else ()
     keys = sorted({key for o in outcomes for key in o.values})
     steps = sorted({step for o in outcomes for step in o.runs})
+    several = len(objectives) > 1
+    front = {o.number for o in pareto_front(outcomes, objectives)}
     with replaced(os.path.join(run_dir, TRIALS_CSV), newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
                 "trial",
                 "status",
-                objective.scalar,
+                *(o.scalar for o in objectives),
+                *(["pareto"] if several else []),
+                *(["feasible"] if constraints else []),
                 *keys,
                 *(f"{s}_run" for s in steps),
                 "progress",
@@ -67,7 +116,9 @@ def write_trials(
                 [
                     o.number,
                     o.status,
-                    "" if o.objective is None else o.objective,
+                    *_objective_cells(o, len(objectives)),
+                    *([int(o.number in front)] if several else []),
+                    *(_feasible_cell(o) if constraints else []),
                     *(o.values.get(k, "") for k in keys),
                     *(o.runs.get(s, "") for s in steps),
                     "" if o.progress is None else o.progress,
@@ -84,12 +135,39 @@ def write_trials(
                     "mode": objective.mode,
                     "step": objective.step,
                 },
+                **(
+                    {
+                        "objectives": [
+                            {"name": o.scalar, "mode": o.mode, "of": o.describe()}
+                            for o in objectives
+                        ],
+                        "pareto_front": sorted(front),
+                    }
+                    if several
+                    else {}
+                ),
+                **(
+                    {"constraints": [c.describe() for c in constraints]}
+                    if constraints
+                    else {}
+                ),
                 "trials": [o.to_json() for o in outcomes],
             },
             f,
             indent=2,
             default=str,
         )
+
+
+def _objective_cells(outcome: TrialOutcome, count: int) -> list:
+    values = outcome.objective_values()
+    if len(values) != count:  # stopped early: only the first, if any
+        values = [outcome.objective] + [None] * (count - 1)
+    return ["" if v is None else v for v in values]
+
+
+def _feasible_cell(outcome: TrialOutcome) -> list:
+    return ["" if outcome.violations is None else int(outcome.feasible)]
 
 
 def log_tune_scalars(
@@ -117,9 +195,15 @@ def no_objective_reason(
     failed = count_status(outcomes, "failed")
     stopped = len(outcomes) - failed
     return (
-        f"no trial gave {objective.step}#{objective.scalar}: {failed} failed, "
+        f"no trial gave {_what(objective)}: {failed} failed, "
         f"{stopped} stopped before it was recorded"
     )
+
+
+def _what(objective: Objective) -> str:
+    if objective.plain:
+        return f"{objective.step}#{objective.scalar}"
+    return f"{objective.scalar} ({objective.describe()})"
 
 
 def count_status(outcomes: list[TrialOutcome], status: str) -> int:

@@ -130,8 +130,9 @@ def load_prior(
 
 def _close_killed(outcome: TrialOutcome, plan: TrialPlan, guild_home: str) -> None:
     """A trial the killed attempt left running: completed if all its steps
-    completed while the tune was down (its objective recorded; failed if that
-    is NaN or infinite), else interrupted."""
+    completed while the tune was down and its objective is one scalar (its
+    objective recorded; failed if that is NaN or infinite), else
+    interrupted."""
     outcome.ended = time.time()
     runs = {
         step: guild_api.open_run(guild_home, run_id)
@@ -142,7 +143,10 @@ def _close_killed(outcome: TrialOutcome, plan: TrialPlan, guild_home: str) -> No
         step.name in runs and guild_api.exit_status(runs[step.name]) == 0
         for step in plan.steps
     )
-    if done:
+    # Scores known only at a trial's end (several objectives, a wall time,
+    # constraints: see TrialPlan.scored_at_end) are not rebuilt here: the
+    # trial runs again, and takes its completed steps' runs (resume.reuse).
+    if done and not plan.scored_at_end:
         for step, run in runs.items():
             watcher = watcher_for(run.dir, pipelines.get(step, False))
             for tag, scalar in watcher.latest_final().items():

@@ -20,6 +20,11 @@ class TrialOutcome:
     """Every param's value in this trial, sampled or fixed, by space key."""
     status: Status = "running"
     objective: float | None = None
+    objectives: list[float] | None = None
+    """Each objective's value, with several objectives (`objective` is the
+    first of them)."""
+    violations: list[float] | None = None
+    """Each constraint's violation once the trial completed: > 0 breaks it."""
     runs: dict[str, str] = field(default_factory=dict)
     """Step name -> Guild run id."""
     reused: dict[str, str] = field(default_factory=dict)
@@ -57,8 +62,20 @@ class TrialOutcome:
         self.status = "running"
         self.runs, self.reused, self.metrics = {}, {}, {}
         self.objective = self.error = self.stop_reason = self.progress = None
+        self.objectives = self.violations = None
         self.penalized = self.interrupted = False
         self.started, self.ended = time.time(), None
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the trial keeps every constraint (or there is none)."""
+        return not any(v > 0 for v in self.violations or ())
+
+    def objective_values(self) -> list[float | None]:
+        """Each objective's value (one, or several)."""
+        if self.objectives is not None:
+            return list(self.objectives)
+        return [self.objective]
 
     def to_json(self) -> dict[str, Any]:
         """The trial as JSON, in the journal and in `trials.json` alike: its

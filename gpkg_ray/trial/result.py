@@ -10,7 +10,11 @@ A result holds:
 - `scalars`: the latest value of each scalar of each step so far, keyed
   `STEP/TAG` (`scalar_key`); a result is made per scalar step a run logs
   (`step: N`), in order;
-- `objective`: the objective's latest value, once its step has recorded it;
+- `objective`: the objective's latest value, once its step has recorded it
+  (the first objective's, once the trial ended, when its scores are known
+  only then: see TrialPlan.scored_at_end);
+- `objectives` (each objective's value, with several) and `violations` (each
+  constraint's, > 0: broken), in the result that ends the trial;
 - `runs`: step name -> Guild run id, from the moment each step starts;
 - `reused`: step name -> run id of the steps whose run is one an earlier
   attempt of the trial completed, taken instead of a new run (resume.reuse);
@@ -34,11 +38,18 @@ SCHEDULER_METRIC = "scheduler_metric"
 """The schedulers' metric."""
 SCHEDULER_TIME = "scheduler_time"
 """The schedulers' time attribute."""
+VIOLATIONS = "constraint_violations"
 GUILD_RUNS = "guild_runs"
 REUSED_RUNS = "reused_runs"
 TRIAL_STEP = "trial_step"
 TRIAL_DONE = "trial_done"
 TRIAL_STOPPED = "trial_stopped"
+
+
+def objective_key(index: int) -> str:
+    """The key of the objective at `index` (from 0) in a result: `objective`,
+    then `objective_2`, ...: the searchers' metrics, with several objectives."""
+    return OBJECTIVE if index == 0 else f"{OBJECTIVE}_{index + 1}"
 
 
 def scalar_key(step: str, tag: str) -> str:
@@ -70,6 +81,8 @@ class TrialResult:
     step: str | None = None
     scalars: dict[str, float] = field(default_factory=dict)
     objective: float | None = None
+    objectives: list[float] | None = None
+    violations: list[float] | None = None
     scheduler_metric: float | None = None
     scheduler_time: int | None = None
     done: bool = False
@@ -89,6 +102,10 @@ class TrialResult:
             TRIAL_STOPPED: self.stopped,
         }
         result.update((k, v) for k, v in optional.items() if v is not None)
+        if self.objectives is not None and len(self.objectives) > 1:
+            result.update((objective_key(i), v) for i, v in enumerate(self.objectives))
+        if self.violations is not None:
+            result[VIOLATIONS] = list(self.violations)
         if self.done:
             result[TRIAL_DONE] = True
         return result
@@ -107,8 +124,21 @@ class TrialResult:
                 if key.partition("/")[0] in steps
             },
             objective=result.get(OBJECTIVE),
+            objectives=_objectives(result),
+            violations=result.get(VIOLATIONS),
             scheduler_metric=result.get(SCHEDULER_METRIC),
             scheduler_time=result.get(SCHEDULER_TIME),
             done=bool(result.get(TRIAL_DONE)),
             stopped=result.get(TRIAL_STOPPED),
         )
+
+
+def _objectives(result: dict[str, Any]) -> list[float] | None:
+    """Each objective's value, with several: `objective`, `objective_2`, ..."""
+    if objective_key(1) not in result:
+        return None
+    values, index = [], 0
+    while objective_key(index) in result:
+        values.append(result[objective_key(index)])
+        index += 1
+    return values

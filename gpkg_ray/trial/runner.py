@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Any
 
-from gpkg_ray import faults
+from gpkg_ray import faults, guild_api
 from gpkg_ray.errors import TrialFailed
 from gpkg_ray.resume.reuse import reusable_run
 from gpkg_ray.trial.launcher import StepLauncher
@@ -26,15 +26,18 @@ from gpkg_ray.trial.result import (
     scalar_key,
     scheduler_time,
 )
+from gpkg_ray.trial.run_files import RunFileError, read_value
 from gpkg_ray.trial.scalars import (
     PipelineScalarWatcher,
     Scalar,
     ScalarWatcher,
     watcher_for,
 )
+from gpkg_ray.trial.scores import ScoreError, missing_target, needed_targets, scores
 from gpkg_ray.trial.step_run import StepRun, new_run_id
 from gpkg_ray.trial.workspace import Workspace
 from gpkg_ray.tuning_spec import TrialPlan
+from gpkg_ray.tuning_spec.objective import Target
 from gpkg_ray.tuning_spec.steps import Step
 
 POLL_SECONDS = 0.25
@@ -82,6 +85,10 @@ class Trial:
         self._held: list[TrialResult] = []
         self._progress = _Progress()
         self._started = time.monotonic()
+        self._step_started = self._started
+        self._ended_values: dict[Target, float] = {}
+        """Values of targets known once a step ended: its run files' values,
+        its wall time."""
 
     @property
     def running_run_id(self) -> str | None:
@@ -116,6 +123,8 @@ class Trial:
             step=latest.step,
             scalars=dict(latest.scalars),
             objective=latest.objective,
+            objectives=latest.objectives,
+            violations=latest.violations,
         )
 
     def stop(self) -> None:
@@ -215,6 +224,7 @@ class Trial:
             batch=step.batch,
         )
         self._step, self._run = step, run
+        self._step_started = time.monotonic()
         self._watcher = watcher_for(run.run_dir, step.pipeline)
         self.runs[step.name] = run.run_id
         self.latest.step = step.name
@@ -231,6 +241,7 @@ class Trial:
         watcher = watcher_for(self.workspace.run_dir(run_id), step.pipeline)
         new = self._record(step, watcher.poll(final=True))
         self.found[step.name] = sorted(watcher.latest)
+        self._step_ended(step, run_id, _run_seconds(self.workspace, run_id))
         self._queue(new, running=False)
 
     def _end_step(self, exit_status: int) -> None:
@@ -243,8 +254,29 @@ class Trial:
                     f"step {step.name} (run {run.run_id[:8]}) failed with exit "
                     f"status {exit_status}: {run.error_line() or 'no error output'}"
                 )
+            self._step_ended(step, run.run_id, time.monotonic() - self._step_started)
         finally:
             self._close_run()
+
+    def _step_ended(self, step: Step, run_id: str, seconds: float) -> None:
+        """Values the plan needs that are known once `step` completed: its
+        wall time and its run files' values (a missing file or key fails the
+        trial, naming both)."""
+        for target in needed_targets(self.plan):
+            if target.step != step.name:
+                continue
+            if target.kind == "time":
+                self._ended_values[target] = seconds / target.seconds
+            elif target.kind == "file":
+                try:
+                    value = read_value(
+                        self.workspace.run_dir(run_id), target.file, target.key
+                    )
+                except RunFileError as e:
+                    raise TrialFailed(
+                        f"step {step.name} (run {run_id[:8]}) {e}"
+                    ) from None
+                self._ended_values[target] = value
 
     def _stop_at_limit(self, reason: str) -> None:
         assert self._step is not None and self._run is not None
@@ -267,6 +299,8 @@ class Trial:
 
     def _finish(self) -> None:
         self._check_objective()
+        if self.plan.scored_at_end:
+            self._score()
         self.finished = True
         for result in [*self._held, self._progress.applied(self.snapshot())]:
             result.done = True
@@ -289,7 +323,10 @@ class Trial:
         progressed = False
         for tag, scalar in sorted(new, key=lambda item: item[1].step):  # stable
             self.latest.scalars[scalar_key(step.name, tag)] = scalar.value
-            if step.name == objective.step and tag == objective.scalar:
+            if objective.plain and (step.name, tag) == (
+                objective.step,
+                objective.scalar,
+            ):
                 self._check_finite(step, scalar.value)
                 self.latest.objective = scalar.value
             if step.name == watched.step and tag == watched.scalar:
@@ -315,13 +352,53 @@ class Trial:
 
     def _check_objective(self) -> None:
         objective = self.plan.objective
-        if self.latest.objective is not None:
+        if self.latest.objective is not None or not objective.plain:
             return
         found = ", ".join(self.found.get(objective.step, [])) or "none"
         raise TrialFailed(
             f"step {objective.step} (run {self.runs[objective.step][:8]}) did not "
             f"record scalar '{objective.scalar}' (scalars found: {found})"
         )
+
+    def _score(self) -> None:
+        """Every objective's value and every constraint's violation, from
+        the targets' values; fails the trial on a missing or non-finite one."""
+        values = dict(self._ended_values)
+        trial_seconds = time.monotonic() - self._started
+        for target in needed_targets(self.plan):
+            if target.kind == "time" and target.step is None:
+                values[target] = trial_seconds / target.seconds
+            elif target.kind == "scalar":
+                key = scalar_key(target.step or "", target.name)
+                if key in self.latest.scalars:
+                    values[target] = self.latest.scalars[key]
+        missing = missing_target(self.plan, values)
+        if missing is not None:
+            step = missing.step or ""
+            found = ", ".join(self.found.get(step, [])) or "none"
+            raise TrialFailed(
+                f"step {step} (run {self.runs.get(step, '')[:8]}) did not record "
+                f"scalar '{missing.name}' (scalars found: {found})"
+            )
+        try:
+            scored = scores(self.plan, values)
+        except ScoreError as e:
+            raise TrialFailed(str(e)) from None
+        self.latest.objective = scored.objectives[0]
+        if len(scored.objectives) > 1:
+            self.latest.objectives = scored.objectives
+        if self.plan.constraints:
+            self.latest.violations = scored.violations
+
+
+def _run_seconds(workspace: Workspace, run_id: str) -> float:
+    """How long a run took, by Guild's `started` and `stopped` attrs
+    (microseconds): a reused run's wall time."""
+    run = guild_api.open_run(workspace.guild_home, run_id)
+    started, stopped = run.get("started"), run.get("stopped")
+    if not isinstance(started, int) or not isinstance(stopped, int):
+        return 0.0
+    return max(0, stopped - started) / 1e6
 
 
 class _Progress:

@@ -5,7 +5,11 @@
       config:
         steps: [train, evaluate]         # ops of one trial, run in order
         optimize:
-          - max: acc_val                 # or `evaluate#acc_val`
+          - max: acc_val                 # or `evaluate#acc_val`; several
+                                         # make a Pareto front (see objective)
+        constraints:                     # optional: bounds a trial must keep
+          - max: train#memory_mb
+            limit: 2000
         space:
           lr: loguniform[1e-5:1e-1]      # to every step that defines `lr`
           train:epochs: 5                # to step `train` only
@@ -29,7 +33,13 @@ from typing import Any
 
 from gpkg_ray import guild_api
 from gpkg_ray.errors import SpecError
-from gpkg_ray.tuning_spec.objective import Objective, parse_objective
+from gpkg_ray.tuning_spec.objective import (
+    Constraint,
+    Objective,
+    parse_constraints,
+    parse_objective,
+    parse_objectives,
+)
 from gpkg_ray.tuning_spec.overrides import (
     Origin,
     Override,
@@ -48,7 +58,7 @@ from gpkg_ray.tuning_spec.space import (
 )
 from gpkg_ray.tuning_spec.steps import Step, UpstreamRun, resolve_steps
 
-_CONFIG_KEYS = ("steps", "optimize", "space", "scheduler-metric")
+_CONFIG_KEYS = ("steps", "optimize", "constraints", "space", "scheduler-metric")
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,24 @@ class TrialPlan:
     upstream: tuple[UpstreamRun, ...] = ()
     """Runs from outside the trial its steps require, resolved once per tune
     (see gpkg_ray.upstream): set after the spec is read."""
+    more_objectives: tuple[Objective, ...] = ()
+    """The objectives after the first, with several (a Pareto front)."""
+    constraints: tuple[Constraint, ...] = ()
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """Every objective, the first (`objective`) first: it ranks the trials
+        of the Pareto front (the best trial is the front's best in it)."""
+        return (self.objective, *self.more_objectives)
+
+    @property
+    def scored_at_end(self) -> bool:
+        """Whether the trial's scores are known only once its steps ended:
+        several objectives, a weighted one, a file or a wall time, or
+        constraints; else the objective is a scalar known as it is logged."""
+        return bool(self.more_objectives or self.constraints) or not (
+            self.objective.plain
+        )
 
     @property
     def searched(self) -> tuple[Param, ...]:
@@ -134,20 +162,55 @@ def read_spec(
     config = _op_config(tune_opdef)
     steps, step_opdefs = resolve_steps(config.get("steps"), tune_opdef)
     step_names = [s.name for s in steps]
-    objective = parse_objective(config.get("optimize"), step_names)
-    scheduler_metric = objective
-    if config.get("scheduler-metric") is not None:
-        scheduler_metric = parse_objective(
-            config["scheduler-metric"], step_names, "scheduler-metric"
-        )
+    objectives = parse_objectives(config.get("optimize"), step_names)
+    constraints = parse_constraints(config.get("constraints"), step_names)
+    scheduler_metric = _scheduler_metric(
+        objectives, config.get("scheduler-metric"), step_names, settings
+    )
     overrides = space_flag_overrides(settings.space) + forced_overrides(
         flags or {}, (flag.name for flag in tune_opdef.flags)
     )
     params = _params(config.get("space"), steps, overrides)
     if settings.search == "grid":
         _check_grid(params)
-    plan = TrialPlan(tuple(steps), tuple(params), objective, scheduler_metric)
+    plan = TrialPlan(
+        tuple(steps),
+        tuple(params),
+        objectives[0],
+        scheduler_metric,
+        more_objectives=objectives[1:],
+        constraints=constraints,
+    )
     return TuneSpec(plan, settings), tuple(step_opdefs)
+
+
+def _scheduler_metric(
+    objectives: tuple[Objective, ...],
+    raw: Any,
+    step_names: list[str],
+    settings: Settings,
+) -> Objective:
+    """What schedulers and limits watch: `scheduler-metric`, else the
+    objective when it is one scalar a step logs. A scheduler watches one
+    metric as it is logged: with several objectives, or a weighted one, it
+    must be named."""
+    if raw is not None:
+        return parse_objective(raw, step_names, "scheduler-metric")
+    if len(objectives) == 1 and objectives[0].plain:
+        return objectives[0]
+    if settings.scheduler != "fifo":
+        what = (
+            f"{len(objectives)} objectives"
+            if len(objectives) > 1
+            else f"objective {objectives[0].describe()}"
+        )
+        raise SpecError(
+            f"scheduler={settings.scheduler} watches one scalar as a step logs "
+            f"it, and {what} is not one: set config `scheduler-metric: "
+            "{max: STEP#SCALAR}` (e.g. train#val_acc), or scheduler=fifo"
+        )
+    # Nothing watches it (fifo): the first objective that is a plain scalar.
+    return next((o for o in objectives if o.plain), objectives[0])
 
 
 def _op_config(opdef) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from gpkg_ray.errors import SpecError
 
-SEARCH_ALGORITHMS = ("random", "grid", "tpe")
+SEARCH_ALGORITHMS = ("random", "grid", "tpe", "nsga2")
 NO_LIMIT = " (0 = no limit)"
 SCHEDULERS = ("fifo", "asha", "hyperband", "median")
 
@@ -61,7 +61,8 @@ class Settings:
     search: str = _flag(
         "random",
         """Search algorithm: random (random sampling), grid (every combination
-        of the listed values) or tpe (Tree-structured Parzen Estimator, Optuna)""",
+        of the listed values), tpe (Tree-structured Parzen Estimator, Optuna)
+        or nsga2 (Optuna's NSGA-II, for several objectives above all)""",
     )
     seed: int | None = _flag(
         None, "Random seed of the search (blank = random)", "int", None, "random"
