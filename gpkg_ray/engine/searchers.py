@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
 from gpkg_ray.engine.search_inputs import SearchInputs
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.trial.result import OBJECTIVE
+from gpkg_ray.trial.result import OBJECTIVE, TrialResult
 from gpkg_ray.tuning_spec import Choice, Param, Range, TuneSpec
 
 
@@ -122,8 +123,56 @@ def grid_points(params: tuple[Param, ...]) -> list[dict[str, Any]]:
 def _tpe(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
     import optuna
 
+    return _optuna(spec, inputs, optuna.samplers.TPESampler(seed=seed))
+
+
+def _gp(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    """Bayesian optimization: Optuna's GP sampler (it needs PyTorch, which
+    the spec's check asked for before the run)."""
+    import optuna
+
+    return _optuna(spec, inputs, optuna.samplers.GPSampler(seed=seed))
+
+
+def _cmaes(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    """CMA-ES on the ranges (the spec's check refused choices: Optuna would
+    sample them at random beside it)."""
+    import optuna
+
+    return _optuna(spec, inputs, optuna.samplers.CmaEsSampler(seed=seed))
+
+
+def _qmc(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    """Quasi-random (scrambled Sobol) points: spread more evenly than random
+    ones; it learns nothing from results."""
+    import optuna
+
+    with warnings.catch_warnings():  # "QMCSampler is experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    return _optuna(spec, inputs, sampler)
+
+
+def _nsga2(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    """NSGA-II, an evolutionary search; its first generation is random."""
+    import optuna
+
+    population = nsga2_population(spec.settings.max_trials)
+    sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    return _optuna(spec, inputs, sampler)
+
+
+def nsga2_population(max_trials: int) -> int:
+    """Trials per NSGA-II generation: Optuna's 50, or fewer so that a short
+    tune sees about four generations (its first one is random)."""
+    return max(4, min(50, max_trials // 4))
+
+
+def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:
+    """The search of an Optuna sampler through Ray's OptunaSearch."""
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
     told = [
         (searched_values(spec, o.values), o)
         for o in inputs.told
@@ -185,24 +234,53 @@ def _optuna_search(told: list[tuple[dict, TrialOutcome]], **kwargs):
             if result.get(self.metric) is not None:
                 super().on_trial_result(trial_id, result)
 
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
+            if error or not result or TrialResult.from_ray(result, ()).done:
+                super().on_trial_complete(trial_id, result, error)
+                return
+            # Stopped before its end (a scheduler, the time budget): Ray's
+            # would tell its last objective as a finished trial's. Pruned,
+            # Optuna keeps the last value reported (on_trial_result) with it.
+            import optuna
+
+            if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+                self._ot_study.tell(
+                    self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED
+                )
+                self._completed_trials.add(trial_id)
+
     return GuildOptunaSearch(**kwargs)
 
 
 def _tell(searcher, values: dict[str, Any], outcome: TrialOutcome) -> None:
     """Tells a trial that ended to an OptunaSearch as Ray would have: a value
-    if it has one (a completed trial, or one a scheduler or limit stopped),
-    else a failure. A NaN or infinite objective (a journal of an older
-    gpkg.ray may hold one; a trial fails on it now) is a failure too."""
-    if outcome.objective is None or not math.isfinite(outcome.objective):
+    if it has one (a completed trial, or one a limit stopped with its
+    penalty), pruned with its last value if a scheduler stopped it, else a
+    failure. A NaN or infinite objective (a journal of an older gpkg.ray may
+    hold one; a trial fails on it now) is a failure too."""
+    value = outcome.objective
+    finite = value is not None and math.isfinite(value)
+    if outcome.status == "stopped" and not outcome.penalized:
+        last = [value] if finite else None
+        searcher.add_evaluated_point(
+            values, value if finite else None, pruned=True, intermediate_values=last
+        )
+    elif not finite:
         searcher.add_evaluated_point(values, 0.0, error=True)
     else:
-        searcher.add_evaluated_point(values, outcome.objective)
+        searcher.add_evaluated_point(values, value)
 
 
 SEARCHERS: dict[str, Callable[[TuneSpec, int, SearchInputs], Search]] = {
     "random": _random,
     "grid": _grid,
     "tpe": _tpe,
+    "gp": _gp,
+    "cmaes": _cmaes,
+    "qmc": _qmc,
+    "nsga2": _nsga2,
 }
 
 

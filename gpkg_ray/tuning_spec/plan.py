@@ -146,6 +146,8 @@ def read_spec(
     params = _params(config.get("space"), steps, overrides)
     if settings.search == "grid":
         _check_grid(params)
+    if settings.search == "cmaes":
+        _check_cmaes(params)
     plan = TrialPlan(tuple(steps), tuple(params), objective, scheduler_metric)
     return TuneSpec(plan, settings), tuple(step_opdefs)
 
@@ -326,4 +328,17 @@ def _check_grid(params: list[Param]) -> None:
                 f"search=grid: space entry '{p.key}' is a range "
                 f"({p.domain.describe()}): list values, e.g. with logspace[..] or "
                 "linspace[..], or use search=random or tpe"
+            )
+
+
+def _check_cmaes(params: list[Param]) -> None:
+    """CMA-ES samples ranges only: Optuna samples a choice at random beside
+    it, which a user who asked for CMA-ES would not expect."""
+    for p in params:
+        if isinstance(p.domain, Choice):
+            raise SpecError(
+                f"search=cmaes: space entry '{p.key}' is a choice "
+                f"({p.domain.describe()}) and CMA-ES searches ranges only: give "
+                "it a range (whole-number bounds give whole numbers), fix it, or "
+                "use search=tpe or gp"
             )
