@@ -28,7 +28,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from gpkg_ray.engine.search_inputs import SearchInputs
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.trial.result import OBJECTIVE, TrialResult
-from gpkg_ray.tuning_spec import Choice, Param, Range, TuneSpec
+from gpkg_ray.tuning_spec import Choice, Fixed, Param, Range, TuneSpec
 
 
 @dataclass
@@ -59,8 +59,9 @@ def ray_space(spec: TuneSpec) -> dict[str, Any]:
 
 
 def searched_values(spec: TuneSpec, values: dict[str, Any]) -> dict[str, Any]:
-    """A trial's values of the searched params: a point Ray can evaluate."""
-    return {p.key: values[p.key] for p in spec.plan.searched}
+    """A trial's values of the searched params: a point Ray can evaluate (in
+    a conditional space, those of the options the trial took)."""
+    return {p.key: values[p.key] for p in spec.plan.searched if p.key in values}
 
 
 def _rerun_points(spec: TuneSpec, inputs: SearchInputs) -> list[dict[str, Any]]:
@@ -68,6 +69,11 @@ def _rerun_points(spec: TuneSpec, inputs: SearchInputs) -> list[dict[str, Any]]:
 
 
 def _random(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    if spec.plan.conditional:
+        # Ray's random sampling has no entries that only some trials have.
+        import optuna
+
+        return _optuna(spec, inputs, optuna.samplers.RandomSampler(seed=seed))
     return Search(
         BasicVariantGenerator(
             points_to_evaluate=_rerun_points(spec, inputs),
@@ -178,8 +184,7 @@ def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:
         for o in inputs.told
         if _fits(spec, o)  # an earlier run's space may differ from this one
     ]
-    algorithm = _optuna_search(
-        told,
+    kwargs: dict[str, Any] = dict(
         sampler=sampler,
         metric=OBJECTIVE,
         mode=spec.plan.objective.mode,
@@ -191,6 +196,9 @@ def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:
             f"{len(inputs.told) - len(told)} earlier trials lie outside this "
             "search space: the searcher is not told them"
         )
+    if spec.plan.conditional:
+        return _conditional_search(spec, inputs, told, kwargs, note)
+    algorithm = _optuna_search(told, **kwargs)
     return Search(
         _limited(algorithm, spec.settings.max_concurrent),
         ray_space(spec),
@@ -200,9 +208,41 @@ def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:
 
 
 def _fits(spec: TuneSpec, outcome: TrialOutcome) -> bool:
-    return all(
-        p.key in outcome.values and p.domain.contains(outcome.values[p.key])
-        for p in spec.plan.searched
+    """Whether a trial's values are a point of this space: each entry that
+    the trial's options make active has a value inside its domain."""
+    values = outcome.values
+    active: dict[str, Any] = {}
+    for p in spec.plan.params:
+        if not p.active(active):
+            continue
+        if isinstance(p.domain, Fixed):
+            # The trial's own value of a fixed entry counts for nothing.
+            active[p.key] = p.domain.value
+        elif p.key in values and p.domain.contains(values[p.key]):
+            active[p.key] = values[p.key]
+        else:
+            return False
+    return True
+
+
+def _conditional_search(
+    spec: TuneSpec,
+    inputs: SearchInputs,
+    told: list[tuple[dict, TrialOutcome]],
+    kwargs: dict[str, Any],
+    note: str,
+) -> Search:
+    """An Optuna search of a conditional space: each trial samples the
+    entries of the options it took (Optuna's define-by-run), and only those
+    are told, so an inactive entry is no value to the searcher."""
+    from gpkg_ray.engine.conditional import define_by_run, tell_define_by_run
+
+    algorithm = _optuna_search([], space=define_by_run(spec.plan.params), **kwargs)
+    for values, outcome in told:
+        tell_define_by_run(algorithm._ot_study, spec.plan.params, values, outcome)
+    # The searcher holds the space; Ray's param space stays empty.
+    return Search(
+        _limited(algorithm, spec.settings.max_concurrent), {}, inputs.trials, note
     )
 
 
