@@ -134,6 +134,13 @@ class Settings:
         "from config",
     )
 
+    dry_run: bool = _flag(
+        False,
+        """Print what the tune would do (space, its first trials, resources,
+        time from earlier tunes) and run no trial""",
+        "boolean",
+    )
+
     @classmethod
     def from_flags(cls, flags: dict[str, Any]) -> Settings:
         """Settings from flag values keyed by flag name (`max-trials`); flags that
@@ -221,10 +228,10 @@ class Settings:
             )
 
 
-BATCH_SETTINGS = ("max_trials", "seed", "search", "space", "warm_start")
+BATCH_SETTINGS = ("max_trials", "seed", "search", "space", "warm_start", "dry_run")
 """Settings that the optimizer ops (`gpkg.ray/tpe`, ...) take from Guild's
 batch instead of a flag: `--max-trials`, `--random-seed`, the op's name and
-the proto's flags; warm start is the tune op's only."""
+the proto's flags; warm start and dry run are the tune op's only."""
 
 
 def guild_flagdefs(batch: bool = False) -> dict[str, dict[str, Any]]:
