@@ -229,3 +229,33 @@ def test_an_earlier_trial_a_scheduler_stopped_is_told_pruned():
         ("PRUNED", None),
         ("COMPLETE", [0.1]),
     ]
+
+
+@pytest.mark.parametrize("search", ["random", "tpe", "cmaes", "qmc", "nsga2"])
+def test_each_searcher_pickles_as_ray_keeps_it(search):
+    """Ray's Tuner pickles its searcher (cloudpickle, at the start) and
+    OptunaSearch saves its state with pickle: NSGA-II's thread lock and a
+    conditional space's function failed there, after Ray was up."""
+    import pickle
+
+    import ray.cloudpickle
+
+    from gpkg_ray.tuning_spec import Objective, Settings, Step, TrialPlan
+
+    params = (_param("x", Range(-1.0, 1.0)), _param("o", Choice(("a", "b"))))
+    if search == "cmaes":
+        params = params[:1]
+    elif search != "qmc":  # a conditional space
+        params += (Param("y", Range(0.0, 1.0), (("train", "y"),), when=("o", "a")),)
+    objective = Objective("acc", "max", "train")
+    plan = TrialPlan((Step("train", "train"),), params, objective, objective)
+    settings = Settings(search=search, max_trials=8, max_concurrent=2)
+    search_ = build_search(TuneSpec(plan, settings), 5)
+
+    ray.cloudpickle.dumps(search_.algorithm)
+    searcher = search_.algorithm.searcher  # inside its ConcurrencyLimiter
+    if search_.param_space:
+        searcher.set_search_properties("objective", "max", search_.param_space)
+    first = searcher.suggest("a")
+    again = pickle.loads(pickle.dumps(searcher.__dict__))
+    assert again["_ot_study"].trials[0].params == first

@@ -11,7 +11,7 @@ trial's steps get no flag for it (the flag keeps its Guild default).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from gpkg_ray.trial.outcome import TrialOutcome
@@ -50,21 +50,23 @@ def active_values(params: Iterable[Param], values: dict[str, Any]) -> dict[str, 
     return active
 
 
-def define_by_run(params: tuple[Param, ...]) -> Callable[[Any], None]:
+class DefineByRun:
     """The space as a function of an Optuna trial: it samples the trial's
-    active entries (Ray's OptunaSearch records what it samples)."""
+    active entries (Ray's OptunaSearch records what it samples). A class, not
+    a closure: Ray Tune pickles its searcher, and with it this function."""
 
-    def space(trial) -> None:
+    def __init__(self, params: tuple[Param, ...]):
+        self.params = params
+
+    def __call__(self, trial) -> None:
         taken: dict[str, Any] = {}
-        for p in params:
+        for p in self.params:
             if not p.active(taken):
                 continue
             if isinstance(p.domain, Fixed):
                 taken[p.key] = p.domain.value
             else:
                 taken[p.key] = _suggest(trial, p)
-
-    return space
 
 
 def _suggest(trial, param: Param) -> Any:

@@ -161,10 +161,10 @@ def _qmc(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
 
 def _nsga2(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
     """NSGA-II, an evolutionary search; its first generation is random."""
-    import optuna
+    from gpkg_ray.engine.nsga2 import PicklableNSGAIISampler
 
     population = nsga2_population(spec.settings.max_trials)
-    sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    sampler = PicklableNSGAIISampler(population_size=population, seed=seed)
     return _optuna(spec, inputs, sampler)
 
 
@@ -235,9 +235,9 @@ def _conditional_search(
     """An Optuna search of a conditional space: each trial samples the
     entries of the options it took (Optuna's define-by-run), and only those
     are told, so an inactive entry is no value to the searcher."""
-    from gpkg_ray.engine.conditional import define_by_run, tell_define_by_run
+    from gpkg_ray.engine.conditional import DefineByRun, tell_define_by_run
 
-    algorithm = _optuna_search([], space=define_by_run(spec.plan.params), **kwargs)
+    algorithm = _optuna_search([], space=DefineByRun(spec.plan.params), **kwargs)
     for values, outcome in told:
         tell_define_by_run(algorithm._ot_study, spec.plan.params, values, outcome)
     # The searcher holds the space; Ray's param space stays empty.
