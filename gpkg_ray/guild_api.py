@@ -692,10 +692,28 @@ def current_run() -> Run:
 
 
 def run_opdef(run: Run):
-    """The op definition `run` ran, read from its Guild file; None if gone."""
+    """The op definition `run` ran, read from its Guild file; None if gone.
+
+    Read from the Guild file's directory, as `guild run` reads it: Guild
+    imports the flags of a `flags-dest: config:FILE` op from FILE relative to
+    the process's cwd (guild/plugins/config_flags.py), and an op runs in its
+    run dir, where such an op's flags (`model.layers`) would be missing."""
     from guild import run_util
 
-    return run_util.run_opdef(run)
+    opref = run.opref
+    if opref.pkg_type != "guildfile":
+        return run_util.run_opdef(run)
+    where = opref.pkg_name
+    if not os.path.isdir(where):
+        where = os.path.dirname(where)
+    if not os.path.isdir(where):
+        return run_util.run_opdef(run)
+    here = os.getcwd()
+    os.chdir(where)
+    try:
+        return run_util.run_opdef(run)
+    finally:
+        os.chdir(here)
 
 
 def guild_home() -> str:

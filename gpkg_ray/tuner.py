@@ -43,6 +43,8 @@ def run_tune_op(check, batch: bool = False) -> int:
         tune_run, checked = check()
     except GpkgRayError as e:
         return _error(e, _EXIT_CONFIG_ERROR)
+    if checked.spec.settings.dry_run:
+        return _dry_run(tune_run, checked)
     from gpkg_ray.engine.interrupts import StopRequest, exit_by_signal
     from gpkg_ray.results.trials import no_objective_reason
 
@@ -71,6 +73,15 @@ def run_tune_op(check, batch: bool = False) -> int:
     if reason is not None:
         print(f"gpkg.ray: {reason}", file=sys.stderr, flush=True)
         return _EXIT_TUNE_FAILED
+    return 0
+
+
+def _dry_run(tune_run, checked) -> int:
+    """`dry-run=yes`: prints what the tune would do; runs nothing."""
+    from gpkg_ray import guild_api
+    from gpkg_ray.dry_run import print_dry_run
+
+    print_dry_run(tune_run, checked, guild_api.guild_home())
     return 0
 
 

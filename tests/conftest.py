@@ -73,6 +73,7 @@ SHARED_SETUPS = {
     "tpe_batch",
     "separate_hosts",
     "objectives_tune",
+    "searched",
 }
 """Module fixtures that are a tune or a cluster, shared by the tests of their
 module: those tests run on one worker, so it is made once."""

@@ -126,6 +126,17 @@ BAD_FLAGS = {
         ["search=grid"],
         "search=grid: space entry 'lr' is a range (loguniform[0.001:0.1])",
     ),
+    "cmaes over a choice": (
+        ["search=cmaes"],
+        "search=cmaes: space entry 'batch-size' is a choice ([16, 32, 64]) and CMA-ES "
+        "searches ranges only",
+    ),
+    # PyTorch is not installed where the tests run (see tests/requirements.txt).
+    "gp without torch": (
+        ["search=gp"],
+        "search=gp needs PyTorch (Optuna's GP sampler runs on it): pip install "
+        "torch, or use search=tpe",
+    ),
     "no resources": (["cpus=0", "gpus=0"], "cpus=0 and gpus=0: a trial must reserve"),
     "pbt scheduler": (
         ["scheduler=pbt"],
@@ -158,8 +169,8 @@ BAD_FLAGS = {
     "negative fail-fast": (["fail-fast=-1"], "fail-fast: out of range"),
     "warm start of a search that does not learn": (
         ["warm-start=operation"],
-        "warm-start=operation needs search=tpe: search=random does not learn from "
-        "earlier trials",
+        "warm-start=operation needs search=tpe|gp|cmaes|nsga2: search=random does "
+        "not learn from earlier trials",
     ),
     "warm start from a run that does not exist": (
         ["search=tpe", "warm-start=abc123"],

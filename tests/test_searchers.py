@@ -3,6 +3,13 @@ what a resumed search starts from."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from gpkg_ray.engine.search_inputs import SearchInputs
@@ -110,3 +117,145 @@ def test_tpe_is_told_a_non_finite_objective_as_a_failure():
         ("FAIL", None),
         ("COMPLETE", [0.5]),
     ]
+
+
+def _suggestions(spec: TuneSpec, seed: int, count: int) -> list[dict]:
+    """The first `count` configs the search of `spec` suggests, each trial
+    told an objective as it ends (so that model-based ones model)."""
+    search = build_search(spec, seed)
+    algorithm = search.algorithm
+    algorithm.set_search_properties("objective", "max", search.param_space)
+    configs = []
+    for n in range(count):
+        config = algorithm.suggest(f"t{n}")
+        configs.append(config)
+        value = -sum((v if isinstance(v, float) else 0.0) ** 2 for v in config.values())
+        algorithm.on_trial_complete(f"t{n}", {"objective": value, "trial_done": True})
+    return configs
+
+
+RANGES = {"x": Range(-2.0, 2.0), "y": Range(1e-3, 1.0, log=True)}
+
+
+@pytest.mark.parametrize("search", ["tpe", "cmaes", "qmc", "nsga2"])
+def test_each_optuna_search_repeats_its_trials_with_its_seed(search):
+    spec = _spec(search, RANGES, max_trials=12)
+
+    first = _suggestions(spec, 7, 12)
+
+    assert first == _suggestions(spec, 7, 12)
+    assert first != _suggestions(spec, 8, 12)
+    for config in first:
+        assert -2.0 <= config["x"] <= 2.0 and 1e-3 <= config["y"] <= 1.0
+
+
+def test_nsga2_generations_fit_short_tunes():
+    from gpkg_ray.engine.searchers import nsga2_population
+
+    assert [nsga2_population(n) for n in (5, 20, 100, 1000)] == [4, 5, 25, 50]
+
+
+def test_gp_repeats_its_trials_with_its_seed():
+    """Optuna's GP sampler needs PyTorch, which only .torch/ holds (for the
+    PyTorch example): checked in a process of its own with it on the path."""
+    torch_dir = Path(__file__).parent.parent / ".torch"
+    if not (torch_dir / "torch").is_dir():
+        pytest.skip("PyTorch is not in .torch/ (see the README's test command)")
+    script = (
+        "import json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_searchers import RANGES, _spec, _suggestions\n"
+        "spec = _spec('gp', RANGES, max_trials=12)\n"
+        "runs = [(7, 12), (7, 12), (8, 1)]\n"
+        "print(json.dumps([_suggestions(spec, s, n) for s, n in runs]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(torch_dir)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    first, again, other = json.loads(out.splitlines()[-1])
+    assert first == again and first[0] != other[0]
+    # Past its 10 random startup trials the GP's own picks.
+    assert len({round(c["x"], 9) for c in first[10:]}) == 2
+
+
+def test_a_trial_a_scheduler_stopped_is_told_pruned_with_its_last_value():
+    """Ray's OptunaSearch tells a trial that a scheduler stopped (its last
+    result has no `done`) as COMPLETE with its last objective, as if it had
+    run to its end; ours tells it PRUNED, and Optuna keeps that last value."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    spec = _spec("tpe", RANGES)
+    ours = build_search(spec, 1)
+    rays = OptunaSearch(metric="objective", mode="max", seed=1)
+    states = []
+    for searcher in (ours.algorithm, rays):
+        searcher.set_search_properties("objective", "max", ours.param_space)
+        searcher.suggest("stopped")
+        for step, value in enumerate((0.1, 0.3), start=1):
+            searcher.on_trial_result(
+                "stopped", {"objective": value, "training_iteration": step}
+            )
+        searcher.suggest("ended")
+        searcher.on_trial_complete("ended", {"objective": 0.5, "trial_done": True})
+        last = {"objective": 0.3, "training_iteration": 2}
+        searcher.on_trial_complete("stopped", last)
+        states.append([(t.state.name, t.values) for t in searcher._ot_study.trials])
+
+    assert states[1] == [("COMPLETE", [0.3]), ("COMPLETE", [0.5])]  # Ray's
+    assert states[0] == [("PRUNED", [0.3]), ("COMPLETE", [0.5])]
+
+
+def test_an_earlier_trial_a_scheduler_stopped_is_told_pruned():
+    from gpkg_ray.trial.outcome import TrialOutcome
+
+    spec = _spec("tpe", {"lr": Range(1e-4, 1e-1, log=True)})
+    told = (
+        TrialOutcome(1, {"lr": 0.01}, status="stopped", objective=0.4),
+        TrialOutcome(2, {"lr": 0.02}, status="stopped"),
+        TrialOutcome(3, {"lr": 0.03}, status="stopped", objective=0.1, penalized=True),
+    )
+
+    search = build_search(spec, 1, SearchInputs(trials=2, told=told))
+    search.algorithm.set_search_properties("objective", "max", search.param_space)
+
+    trials = search.algorithm._ot_study.trials
+    assert [(t.state.name, t.values) for t in trials] == [
+        ("PRUNED", [0.4]),
+        ("PRUNED", None),
+        ("COMPLETE", [0.1]),
+    ]
+
+
+@pytest.mark.parametrize("search", ["random", "tpe", "cmaes", "qmc", "nsga2"])
+def test_each_searcher_pickles_as_ray_keeps_it(search):
+    """Ray's Tuner pickles its searcher (cloudpickle, at the start) and
+    OptunaSearch saves its state with pickle: NSGA-II's thread lock and a
+    conditional space's function failed there, after Ray was up."""
+    import pickle
+
+    import ray.cloudpickle
+
+    from gpkg_ray.tuning_spec import Objective, Settings, Step, TrialPlan
+
+    params = (_param("x", Range(-1.0, 1.0)), _param("o", Choice(("a", "b"))))
+    if search == "cmaes":
+        params = params[:1]
+    elif search != "qmc":  # a conditional space
+        params += (Param("y", Range(0.0, 1.0), (("train", "y"),), when=("o", "a")),)
+    objective = Objective("acc", "max", "train")
+    plan = TrialPlan((Step("train", "train"),), params, objective, objective)
+    settings = Settings(search=search, max_trials=8, max_concurrent=2)
+    search_ = build_search(TuneSpec(plan, settings), 5)
+
+    ray.cloudpickle.dumps(search_.algorithm)
+    searcher = search_.algorithm.searcher  # inside its ConcurrencyLimiter
+    if search_.param_space:
+        searcher.set_search_properties("objective", "max", search_.param_space)
+    first = searcher.suggest("a")
+    again = pickle.loads(pickle.dumps(searcher.__dict__))
+    assert again["_ot_study"].trials[0].params == first

@@ -84,10 +84,3 @@ def tell_outcome(
     )
     searcher._ot_study.add_trial(trial)
     return True
-
-
-def nsga2_sampler(seed: int):
-    """Optuna's NSGA-II sampler, as Ray can save it (see engine.nsga2)."""
-    from gpkg_ray.engine.nsga2 import PicklableNSGAIISampler
-
-    return PicklableNSGAIISampler(seed=seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +27,13 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
 from gpkg_ray.engine.optuna_objectives import (
     ObjectivesMixin,
-    nsga2_sampler,
     optuna_metric,
     tell_outcome,
 )
 from gpkg_ray.engine.search_inputs import SearchInputs
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.tuning_spec import Choice, Param, Range, TrialPlan, TuneSpec
+from gpkg_ray.trial.result import TrialResult
+from gpkg_ray.tuning_spec import Choice, Fixed, Param, Range, TrialPlan, TuneSpec
 
 
 @dataclass
@@ -63,8 +64,9 @@ def ray_space(spec: TuneSpec) -> dict[str, Any]:
 
 
 def searched_values(spec: TuneSpec, values: dict[str, Any]) -> dict[str, Any]:
-    """A trial's values of the searched params: a point Ray can evaluate."""
-    return {p.key: values[p.key] for p in spec.plan.searched}
+    """A trial's values of the searched params: a point Ray can evaluate (in
+    a conditional space, those of the options the trial took)."""
+    return {p.key: values[p.key] for p in spec.plan.searched if p.key in values}
 
 
 def _rerun_points(spec: TuneSpec, inputs: SearchInputs) -> list[dict[str, Any]]:
@@ -72,6 +74,11 @@ def _rerun_points(spec: TuneSpec, inputs: SearchInputs) -> list[dict[str, Any]]:
 
 
 def _random(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    if spec.plan.conditional:
+        # Ray's random sampling has no entries that only some trials have.
+        import optuna
+
+        return _optuna(spec, inputs, optuna.samplers.RandomSampler(seed=seed))
     return Search(
         BasicVariantGenerator(
             points_to_evaluate=_rerun_points(spec, inputs),
@@ -127,29 +134,62 @@ def grid_points(params: tuple[Param, ...]) -> list[dict[str, Any]]:
 def _tpe(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
+    return _optuna(spec, inputs, optuna.samplers.TPESampler(seed=seed))
+
+
+def _gp(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    """Bayesian optimization: Optuna's GP sampler (it needs PyTorch, which
+    the spec's check asked for before the run)."""
+    import optuna
+
+    return _optuna(spec, inputs, optuna.samplers.GPSampler(seed=seed))
+
+
+def _cmaes(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    """CMA-ES on the ranges (the spec's check refused choices: Optuna would
+    sample them at random beside it)."""
+    import optuna
+
+    return _optuna(spec, inputs, optuna.samplers.CmaEsSampler(seed=seed))
+
+
+def _qmc(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
+    """Quasi-random (scrambled Sobol) points: spread more evenly than random
+    ones; it learns nothing from results."""
+    import optuna
+
+    with warnings.catch_warnings():  # "QMCSampler is experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.QMCSampler(seed=seed, scramble=True)
     return _optuna(spec, inputs, sampler)
 
 
 def _nsga2(spec: TuneSpec, seed: int, inputs: SearchInputs) -> Search:
-    """NSGA-II: an evolutionary search, for several objectives above all."""
-    import optuna
+    """NSGA-II, an evolutionary search; its first generation is random."""
+    from gpkg_ray.engine.nsga2 import PicklableNSGAIISampler
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return _optuna(spec, inputs, nsga2_sampler(seed))
+    population = nsga2_population(spec.settings.max_trials)
+    sampler = PicklableNSGAIISampler(population_size=population, seed=seed)
+    return _optuna(spec, inputs, sampler)
+
+
+def nsga2_population(max_trials: int) -> int:
+    """Trials per NSGA-II generation: Optuna's 50, or fewer so that a short
+    tune sees about four generations (its first one is random)."""
+    return max(4, min(50, max_trials // 4))
 
 
 def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:
-    """An OptunaSearch with `sampler`, told the trials that ended before."""
+    """The search of an Optuna sampler through Ray's OptunaSearch."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     told = [
         (searched_values(spec, o.values), o)
         for o in inputs.told
         if _fits(spec, o)  # an earlier run's space may differ from this one
     ]
-    algorithm = _optuna_search(
-        told,
-        spec.plan,
+    kwargs: dict[str, Any] = dict(
         sampler=sampler,
         **optuna_metric(spec.plan),
         points_to_evaluate=_rerun_points(spec, inputs) or None,
@@ -160,6 +200,9 @@ def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:
             f"{len(inputs.told) - len(told)} earlier trials lie outside this "
             "search space: the searcher is not told them"
         )
+    if spec.plan.conditional:
+        return _conditional_search(spec, inputs, told, kwargs, note)
+    algorithm = _optuna_search(told, spec.plan, **kwargs)
     return Search(
         _limited(algorithm, spec.settings.max_concurrent),
         ray_space(spec),
@@ -169,9 +212,43 @@ def _optuna(spec: TuneSpec, inputs: SearchInputs, sampler) -> Search:
 
 
 def _fits(spec: TuneSpec, outcome: TrialOutcome) -> bool:
-    return all(
-        p.key in outcome.values and p.domain.contains(outcome.values[p.key])
-        for p in spec.plan.searched
+    """Whether a trial's values are a point of this space: each entry that
+    the trial's options make active has a value inside its domain."""
+    values = outcome.values
+    active: dict[str, Any] = {}
+    for p in spec.plan.params:
+        if not p.active(active):
+            continue
+        if isinstance(p.domain, Fixed):
+            # The trial's own value of a fixed entry counts for nothing.
+            active[p.key] = p.domain.value
+        elif p.key in values and p.domain.contains(values[p.key]):
+            active[p.key] = values[p.key]
+        else:
+            return False
+    return True
+
+
+def _conditional_search(
+    spec: TuneSpec,
+    inputs: SearchInputs,
+    told: list[tuple[dict, TrialOutcome]],
+    kwargs: dict[str, Any],
+    note: str,
+) -> Search:
+    """An Optuna search of a conditional space: each trial samples the
+    entries of the options it took (Optuna's define-by-run), and only those
+    are told, so an inactive entry is no value to the searcher."""
+    from gpkg_ray.engine.conditional import DefineByRun, tell_define_by_run
+
+    algorithm = _optuna_search(
+        [], spec.plan, space=DefineByRun(spec.plan.params), **kwargs
+    )
+    for values, outcome in told:
+        tell_define_by_run(algorithm._ot_study, spec.plan.params, values, outcome)
+    # The searcher holds the space; Ray's param space stays empty.
+    return Search(
+        _limited(algorithm, spec.settings.max_concurrent), {}, inputs.trials, note
     )
 
 
@@ -207,24 +284,52 @@ def _optuna_search(told: list[tuple[dict, TrialOutcome]], plan: TrialPlan, **kwa
             ):
                 super().on_trial_result(trial_id, result)
 
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
+            if error or not result or TrialResult.from_ray(result, ()).done:
+                super().on_trial_complete(trial_id, result, error)
+                return
+            # Stopped before its end (a scheduler, the time budget): Ray's
+            # would tell its last objective as a finished trial's. Pruned,
+            # Optuna keeps the last value reported (on_trial_result) with it.
+            import optuna
+
+            if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+                self._ot_study.tell(
+                    self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED
+                )
+                self._completed_trials.add(trial_id)
+
     return GuildOptunaSearch(**kwargs)
 
 
 def _tell(searcher, values: dict[str, Any], outcome: TrialOutcome) -> None:
     """Tells a trial that ended to an OptunaSearch as Ray would have: a value
-    if it has one (a completed trial, or one a scheduler or limit stopped),
-    else a failure. A NaN or infinite objective (a journal of an older
-    gpkg.ray may hold one; a trial fails on it now) is a failure too."""
-    if outcome.objective is None or not math.isfinite(outcome.objective):
+    if it has one (a completed trial, or one a limit stopped with its
+    penalty), pruned with its last value if a scheduler stopped it, else a
+    failure. A NaN or infinite objective (a journal of an older gpkg.ray may
+    hold one; a trial fails on it now) is a failure too."""
+    value = outcome.objective
+    finite = value is not None and math.isfinite(value)
+    if outcome.status == "stopped" and not outcome.penalized:
+        last = [value] if finite else None
+        searcher.add_evaluated_point(
+            values, value if finite else None, pruned=True, intermediate_values=last
+        )
+    elif not finite:
         searcher.add_evaluated_point(values, 0.0, error=True)
     else:
-        searcher.add_evaluated_point(values, outcome.objective)
+        searcher.add_evaluated_point(values, value)
 
 
 SEARCHERS: dict[str, Callable[[TuneSpec, int, SearchInputs], Search]] = {
     "random": _random,
     "grid": _grid,
     "tpe": _tpe,
+    "gp": _gp,
+    "cmaes": _cmaes,
+    "qmc": _qmc,
     "nsga2": _nsga2,
 }
 

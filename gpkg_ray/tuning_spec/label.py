@@ -85,6 +85,8 @@ def space_preview(plan: TrialPlan, changed: dict[str, Any]) -> str:
     lines.append("Search space of each trial:")
     for p in plan.params:
         notes = [] if p in plan.searched else ["every trial"]
+        if p.when is not None:
+            notes = [f"if {p.when[0]}={guild_api.encode_flag_val(p.when[1])}"]
         if p.given:
             notes.append(_GIVEN_BY[p.given])
         shown_notes = f" ({', '.join(notes)})" if notes else ""

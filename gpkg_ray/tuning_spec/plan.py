@@ -71,6 +71,18 @@ class Param:
     given: Origin | None = None
     """Set for this tune on the command line, over the config: by the `space`
     flag or by a step flag forced with --force-flags. None: from the config."""
+    when: tuple[str, Any] | None = None
+    """In a conditional space: (key, option) of the choice whose option holds
+    this entry; it has a value only in trials where that choice (itself
+    active) took that option. None: in every trial."""
+
+    def active(self, values: dict[str, Any]) -> bool:
+        """Whether this entry has a value in a trial whose entries before it
+        (a choice comes before its options' entries) have `values`."""
+        if self.when is None:
+            return True
+        key, option = self.when
+        return key in values and values[key] == option
 
 
 @dataclass(frozen=True)
@@ -111,12 +123,22 @@ class TrialPlan:
         """Params whose value varies between trials."""
         return tuple(p for p in self.params if not isinstance(p.domain, Fixed))
 
+    @property
+    def conditional(self) -> bool:
+        """Some entries have values only in some trials (see Param.when)."""
+        return any(p.when is not None for p in self.params)
+
     def trial_values(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        """Every param's value in a trial: the sampled ones and the fixed ones."""
-        return {
-            p.key: p.domain.value if isinstance(p.domain, Fixed) else sampled[p.key]
-            for p in self.params
-        }
+        """Every param's value in a trial: the sampled ones and the fixed ones;
+        in a conditional space, only those of the options the trial took (the
+        others' flags keep their Guild defaults)."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if not p.active(values):
+                continue
+            fixed = isinstance(p.domain, Fixed)
+            values[p.key] = p.domain.value if fixed else sampled[p.key]
+        return values
 
     def step_flags(self, step: str, sampled: dict[str, Any]) -> dict[str, Any]:
         """The flags `guild run STEP` is given in a trial with `sampled`: the
@@ -126,6 +148,7 @@ class TrialPlan:
         flags = {
             flag: values[p.key]
             for p in self.params
+            if p.key in values
             for target_step, flag in p.targets
             if target_step == step
         }
@@ -173,6 +196,10 @@ def read_spec(
     params = _params(config.get("space"), steps, overrides)
     if settings.search == "grid":
         _check_grid(params)
+    if settings.search == "cmaes":
+        _check_cmaes(params)
+    _check_conditional(settings.search, params)
+    _check_objective_count(settings.search, params, objectives)
     plan = TrialPlan(
         tuple(steps),
         tuple(params),
@@ -247,7 +274,8 @@ def _params(
         raise SpecError("config has no 'space': give at least one flag to search")
     if not isinstance(raw_space, dict):
         raise SpecError("'space' must map flag names to values or ranges")
-    params = [_param(str(key), raw, steps) for key, raw in raw_space.items()]
+    params = _space_params(raw_space, steps, None)
+    _check_unique(params)
     params = _merge(params, [_override_param(o, steps) for o in overrides])
     if not any(not isinstance(p.domain, Fixed) for p in params):
         given = " ".join(f"{p.key}={p.domain.describe()}" for p in params if p.given)
@@ -257,6 +285,49 @@ def _params(
             "to search"
         )
     return params
+
+
+def _space_params(
+    raw_space: dict, steps: list[Step], when: tuple[str, Any] | None
+) -> list[Param]:
+    """The params of a space mapping, each choice with options of their own
+    entries (a conditional space) followed by those entries."""
+    params = []
+    for key, raw in raw_space.items():
+        key = str(key)
+        if not isinstance(raw, dict):
+            params.append(replace(_param(key, raw, steps), when=when))
+            continue
+        # A choice whose options carry their own entries:
+        #   optimizer: {adam: {beta1: uniform[0.8:0.99]}, sgd: {momentum: ...}}
+        if len(raw) < 2:
+            raise SpecError(
+                f"space entry '{key}' has one option ({', '.join(map(str, raw))}): "
+                "give two or more, or write its entries beside it"
+            )
+        params.append(replace(_param(key, list(raw), steps), when=when))
+        for option, sub_space in raw.items():
+            if sub_space is None:
+                continue
+            if not isinstance(sub_space, dict):
+                raise SpecError(
+                    f"space entry '{key}': option '{option}' holds "
+                    f"{sub_space!r}: give the option's own entries as a mapping "
+                    f"(e.g. {option}: {{FLAG: VALUE}}), or nothing"
+                )
+            params += _space_params(sub_space, steps, (key, option))
+    return params
+
+
+def _check_unique(params: list[Param]) -> None:
+    seen = set()
+    for p in params:
+        if p.key in seen:
+            raise SpecError(
+                f"space entry '{p.key}' is given twice in a conditional space: give "
+                "it once, or as STEP:FLAG in one of the options"
+            )
+        seen.add(p.key)
 
 
 def _override_param(override: Override, steps: list[Step]) -> Param:
@@ -301,7 +372,7 @@ def _merge(config: list[Param], given: list[Param]) -> list[Param]:
     merged = []
     for param in config:
         if param.key in by_key:
-            merged.append(by_key.pop(param.key))
+            merged.append(replace(by_key.pop(param.key), when=param.when))
             continue
         kept = tuple(t for t in param.targets if t not in owner)
         if kept:
@@ -389,4 +460,56 @@ def _check_grid(params: list[Param]) -> None:
                 f"search=grid: space entry '{p.key}' is a range "
                 f"({p.domain.describe()}): list values, e.g. with logspace[..] or "
                 "linspace[..], or use search=random or tpe"
+            )
+
+
+def _check_cmaes(params: list[Param]) -> None:
+    """CMA-ES samples ranges only: Optuna samples a choice at random beside
+    it, which a user who asked for CMA-ES would not expect."""
+    for p in params:
+        if isinstance(p.domain, Choice):
+            raise SpecError(
+                f"search=cmaes: space entry '{p.key}' is a choice "
+                f"({p.domain.describe()}) and CMA-ES searches ranges only: give "
+                "it a range (whole-number bounds give whole numbers), fix it, or "
+                "use search=tpe or gp"
+            )
+
+
+def _check_objective_count(
+    search: str, params: list[Param], objectives: tuple[Objective, ...]
+) -> None:
+    """CMA-ES and a conditional space's define-by-run study take one
+    objective; the others search for a Pareto front (or ignore objectives)."""
+    if len(objectives) < 2:
+        return
+    if search == "cmaes":
+        raise SpecError(
+            f"search=cmaes searches one objective and optimize names "
+            f"{len(objectives)}: use search=tpe or nsga2, or weight them into "
+            "one (see 'Weighted objectives' in the guide)"
+        )
+    if any(p.when for p in params):
+        raise SpecError(
+            f"a conditional space searches one objective and optimize names "
+            f"{len(objectives)}: weight them into one (see 'Weighted "
+            "objectives' in the guide), or make the space flat"
+        )
+
+
+CONDITIONAL_SEARCHES = ("random", "tpe", "nsga2")
+"""Searches that serve a conditional space: Optuna's samplers that sample each
+trial's own entries (define-by-run). Grid has no such points; GP, CMA-ES and
+QMC model a fixed set of values and would sample the others at random."""
+
+
+def _check_conditional(search: str, params: list[Param]) -> None:
+    if search in CONDITIONAL_SEARCHES:
+        return
+    for p in params:
+        if p.when is not None:
+            raise SpecError(
+                f"search={search} cannot search a conditional space (entry "
+                f"'{p.key}' belongs to option {p.when[1]} of '{p.when[0]}'): use "
+                f"search={', '.join(CONDITIONAL_SEARCHES)}"
             )

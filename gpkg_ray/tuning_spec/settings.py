@@ -14,7 +14,9 @@ from typing import Any
 
 from gpkg_ray.errors import SpecError
 
-SEARCH_ALGORITHMS = ("random", "grid", "tpe", "nsga2")
+SEARCH_ALGORITHMS = ("random", "grid", "tpe", "gp", "cmaes", "qmc", "nsga2")
+LEARNING_SEARCHES = ("tpe", "gp", "cmaes", "nsga2")
+"""Searches that learn from trials that ended (and so from earlier ones)."""
 NO_LIMIT = " (0 = no limit)"
 SCHEDULERS = ("fifo", "asha", "hyperband", "median")
 
@@ -61,8 +63,9 @@ class Settings:
     search: str = _flag(
         "random",
         """Search algorithm: random (random sampling), grid (every combination
-        of the listed values), tpe (Tree-structured Parzen Estimator, Optuna)
-        or nsga2 (Optuna's NSGA-II, for several objectives above all)""",
+        of the listed values), or Optuna's tpe (Tree-structured Parzen
+        Estimator), gp (Bayesian optimization, needs PyTorch), cmaes (CMA-ES,
+        ranges only), qmc (quasi-random) or nsga2 (evolutionary)""",
     )
     seed: int | None = _flag(
         None, "Random seed of the search (blank = random)", "int", None, "random"
@@ -131,6 +134,13 @@ class Settings:
         "from config",
     )
 
+    dry_run: bool = _flag(
+        False,
+        """Print what the tune would do (space, its first trials, resources,
+        time from earlier tunes) and run no trial""",
+        "boolean",
+    )
+
     @classmethod
     def from_flags(cls, flags: dict[str, Any]) -> Settings:
         """Settings from flag values keyed by flag name (`max-trials`); flags that
@@ -172,6 +182,8 @@ class Settings:
                 f"unknown search '{self.search}': use one of "
                 f"{', '.join(SEARCH_ALGORITHMS)}"
             )
+        if self.search == "gp":
+            _check_torch()
         if not isinstance(self.cluster, str) or not self.cluster:
             raise SpecError(
                 "cluster must name a ray-cluster remote, or be 'local' for an "
@@ -183,11 +195,11 @@ class Settings:
         return self.warm_start.strip() in ("", "no")
 
     def _validate_warm_start(self) -> None:
-        if self.warm_start_off or self.search == "tpe":
+        if self.warm_start_off or self.search in LEARNING_SEARCHES:
             return
         raise SpecError(
-            f"warm-start={self.warm_start} needs search=tpe: search={self.search} "
-            "does not learn from earlier trials"
+            f"warm-start={self.warm_start} needs search={'|'.join(LEARNING_SEARCHES)}: "
+            f"search={self.search} does not learn from earlier trials"
         )
 
     def _validate_scheduler(self) -> None:
@@ -216,10 +228,10 @@ class Settings:
             )
 
 
-BATCH_SETTINGS = ("max_trials", "seed", "search", "space", "warm_start")
+BATCH_SETTINGS = ("max_trials", "seed", "search", "space", "warm_start", "dry_run")
 """Settings that the optimizer ops (`gpkg.ray/tpe`, ...) take from Guild's
 batch instead of a flag: `--max-trials`, `--random-seed`, the op's name and
-the proto's flags; warm start is the tune op's only."""
+the proto's flags; warm start and dry run are the tune op's only."""
 
 
 def guild_flagdefs(batch: bool = False) -> dict[str, dict[str, Any]]:
@@ -238,6 +250,19 @@ def guild_flagdefs(batch: bool = False) -> dict[str, dict[str, Any]]:
         flagdef["default"] = int(f.default) if whole else f.default
         flagdefs[flag_name(f.name)] = flagdef
     return flagdefs
+
+
+def _check_torch() -> None:
+    """Optuna's GP sampler runs on PyTorch, which gpkg.ray does not install:
+    with torch importable, every Guild run of a step imports it (Guild's
+    summary plugins load tensorboardX), about 2 s and 130 MB a run."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise SpecError(
+            "search=gp needs PyTorch (Optuna's GP sampler runs on it): "
+            "pip install torch, or use search=tpe"
+        )
 
 
 def _warm_start_value(value: Any) -> str:
