@@ -1,0 +1,134 @@
+"""The report while the tune runs: the same page as at the end, written again
+as trials report, and reloading itself in the browser (a meta refresh that
+the page written at the end no longer has).
+
+    guild open TUNE_RUN -p report/index.html     # during a long tune
+
+Writing it never holds up the trials: the engine's events (on the driver's
+main thread, Ray's loop) only copy the trial and wake a writer thread. The
+writer runs at the lowest CPU priority, writes at most once every
+`report-every` seconds, and waits longer when a write took long (at least
+WAIT_FACTOR times its duration), so it takes a small share of one core
+whatever the machine. benchmarks/overhead.py measures it (live report on
+against off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable
+
+from gpkg_ray.listener import SearchStarted, TuneListener
+from gpkg_ray.results.report import TuneRun, write_report
+from gpkg_ray.trial.outcome import TrialOutcome
+from gpkg_ray.tuning_spec import TuneSpec
+
+WAIT_FACTOR = 10
+"""A write is followed by a wait of at least this many times its duration:
+at most a tenth of one core, at the lowest priority."""
+
+
+class LiveReport(TuneListener):
+    """Writes the report while the search runs; `close()` stops it before the
+    report at the end is written."""
+
+    def __init__(
+        self,
+        run_dir: str,
+        spec: TuneSpec,
+        guild_home: str,
+        tune: TuneRun,
+        every: float,
+        earlier: Iterable[TrialOutcome] = (),
+    ):
+        self.run_dir, self.spec, self.guild_home = run_dir, spec, guild_home
+        self.tune = tune
+        self.every = every
+        # Copies, by trial number: a trial run again replaces its earlier
+        # attempt, and the engine goes on changing its own outcome objects.
+        self._outcomes = {o.number: copy.deepcopy(o) for o in earlier}
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.writes = 0
+        """Pages written so far (for tests and benchmarks)."""
+
+    def search_started(self, search: SearchStarted) -> None:
+        if self.every <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name="live-report", daemon=True
+        )
+        self._thread.start()
+        self._changed.set()  # a first page: the search has started
+
+    def trial_started(self, outcome: TrialOutcome) -> None:
+        self._note(outcome)
+
+    def trial_updated(self, outcome: TrialOutcome) -> None:
+        self._note(outcome)
+
+    def trial_ended(self, outcome: TrialOutcome) -> None:
+        self._note(outcome)
+
+    def _note(self, outcome: TrialOutcome) -> None:
+        """On the engine's thread: a copy (microseconds), and the writer woken."""
+        if self._thread is None:
+            return
+        snapshot = copy.deepcopy(outcome)
+        with self._lock:
+            self._outcomes[outcome.number] = snapshot
+        self._changed.set()
+
+    def close(self) -> None:
+        """Stops the writer, waiting for a write in progress (the page at the
+        end must not be replaced by a late live one)."""
+        self._closed.set()
+        self._changed.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        _lower_priority()
+        while True:
+            self._changed.wait()
+            if self._closed.is_set():
+                return
+            self._changed.clear()
+            with self._lock:
+                outcomes = [self._outcomes[n] for n in sorted(self._outcomes)]
+            began = time.monotonic()
+            try:
+                write_report(
+                    self.run_dir,
+                    outcomes,
+                    self.spec,
+                    self.guild_home,
+                    self.tune,
+                    refresh=max(1, round(self.every)),
+                )
+            except Exception as e:  # a full disk, matplotlib: the tune goes on
+                print(
+                    f"gpkg.ray: warning: live report stopped: {e}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
+            self.writes += 1
+            took = time.monotonic() - began
+            if self._closed.wait(max(self.every, WAIT_FACTOR * took)):
+                return
+
+
+def _lower_priority() -> None:
+    """The writer thread at nice 19: on Linux a thread has a niceness of its
+    own, so the trials' processes and the driver's loop come first."""
+    # Elsewhere than Linux (no per-thread niceness): the throttle alone.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
