@@ -6,6 +6,7 @@ a real tune)."""
 from __future__ import annotations
 
 import math
+import pickle
 import random
 import re
 import shlex
@@ -258,6 +259,19 @@ def test_live_report_writes_as_trials_report_and_stops_on_close(tmp_path, monkey
     live.trial_updated(running)  # after close: nothing more is written
     assert live.writes == writes
     assert '<meta http-equiv="refresh" content="1">' in page.read_text()
+
+
+def test_live_report_pickles_as_ray_pickles_callbacks(tmp_path):
+    live = LiveReport(str(tmp_path), SPEC, str(tmp_path), TUNE, 1, _trials(1))
+    live.search_started(SearchStarted(trials=1, seed=7, scheduler="fifo"))
+    try:
+        restored = pickle.loads(pickle.dumps(live))
+    finally:
+        live.close()
+    assert restored.every == 1 and list(restored._outcomes) == [1]
+    restored.trial_started(TrialOutcome(2, {}))  # the copy writes nothing
+    restored.close()
+    assert restored.writes == 0
 
 
 def test_live_report_off_writes_nothing(tmp_path):

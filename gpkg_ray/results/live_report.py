@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable
 
 from gpkg_ray.listener import SearchStarted, TuneListener
-from gpkg_ray.results.report import TuneRun, write_report
+from gpkg_ray.results.report import TuneRun, import_plots, write_report
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import TuneSpec
 
@@ -52,12 +52,27 @@ class LiveReport(TuneListener):
         # Copies, by trial number: a trial run again replaces its earlier
         # attempt, and the engine goes on changing its own outcome objects.
         self._outcomes = {o.number: copy.deepcopy(o) for o in earlier}
+        self.writes = 0
+        """Pages written so far (for tests and benchmarks)."""
+        self._start_state()
+
+    def _start_state(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
-        self.writes = 0
-        """Pages written so far (for tests and benchmarks)."""
+
+    def __getstate__(self) -> dict:
+        """Ray pickles its callbacks, and so every listener, into the tune's
+        state (tuner.pkl): a copy without the thread, that writes nothing."""
+        state = dict(self.__dict__)
+        for name in ("_lock", "_changed", "_closed", "_thread"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._start_state()
 
     def search_started(self, search: SearchStarted) -> None:
         if self.every <= 0 or self._thread is not None:
@@ -96,6 +111,9 @@ class LiveReport(TuneListener):
 
     def _run(self) -> None:
         _lower_priority()
+        # matplotlib's import (seconds on busy cores) once, before the first
+        # write: counted in that write's time, it would delay the next by ten.
+        import_plots()
         while True:
             self._changed.wait()
             if self._closed.is_set():

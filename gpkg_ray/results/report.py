@@ -54,11 +54,11 @@ class ReportPreload(TuneListener):
 
     def search_started(self, search: SearchStarted) -> None:
         threading.Thread(
-            target=_import_plots, name="report-preload", daemon=True
+            target=import_plots, name="report-preload", daemon=True
         ).start()
 
 
-def _import_plots() -> None:
+def import_plots() -> None:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     from gpkg_ray.results import plots  # noqa: F401
 
@@ -77,7 +77,7 @@ def write_report(
     live_report); 0: the tune has ended."""
     # matplotlib costs ~1 s to import: only when a report is written. Guild
     # logs INFO in its ops; matplotlib's font cache notes are not for users.
-    _import_plots()
+    import_plots()
     from gpkg_ray.results import plots
 
     report_dir = os.path.join(run_dir, REPORT_DIR)
