@@ -84,7 +84,9 @@ def write_report(
     os.makedirs(report_dir, exist_ok=True)
     searched = list(spec.plan.searched)
     values = importance(outcomes, spec.plan.objective, searched)
-    figures = _figures(outcomes, spec, guild_home, values)
+    # A live page before any trial logged its objective: the table alone.
+    started = refresh and not any(o.objective is not None for o in outcomes)
+    figures = [] if started else _figures(outcomes, spec, guild_home, values)
     for name, _, figure in figures:
         plots.save_png(figure, os.path.join(report_dir, name))
         faults.point("report-write")
@@ -118,8 +120,6 @@ def _figures(
     from gpkg_ray.results.curves import learning_curves
 
     plan = spec.plan
-    if not any(o.objective is not None for o in outcomes):
-        return []  # a live page before any trial logged its objective
     best = best_trial(outcomes, plan.objective)
     started = min((o.started for o in outcomes), default=time.time())
     searched = list(plan.searched)
