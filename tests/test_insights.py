@@ -242,17 +242,19 @@ def test_live_report_writes_as_trials_report_and_stops_on_close(tmp_path, monkey
     monkeypatch.setattr(live_report, "WAIT_FACTOR", 0)
     run_dir = tmp_path / "tune-run"
     run_dir.mkdir()
-    earlier = _trials(2)
-    live = LiveReport(str(run_dir), SPEC, str(tmp_path), TUNE, 0.05, earlier)
+    # One trial of an earlier attempt: on the page from the start.
+    earlier = TrialOutcome(1, _trials(1)[0].values, status="stopped")
+    live = LiveReport(str(run_dir), SPEC, str(tmp_path), TUNE, 0.05, [earlier])
     page = run_dir / "report" / "index.html"
-    live.search_started(SearchStarted(trials=3, seed=7, scheduler="fifo"))
-    running = TrialOutcome(3, _trials(3)[2].values)
+    live.search_started(SearchStarted(trials=2, seed=7, scheduler="fifo"))
+    running = TrialOutcome(2, _trials(2)[1].values)
     live.trial_started(running)
     try:
         wait_for(lambda: page.exists() and "1 running" in page.read_text())
+        assert "2 trials: 1 running, 0 completed, 1 stopped" in page.read_text()
         running.status, running.objective = "completed", 0.5
         live.trial_ended(running)
-        wait_for(lambda: "3 completed" in page.read_text())
+        wait_for(lambda: "1 completed" in page.read_text())
     finally:
         live.close()
     writes = live.writes
