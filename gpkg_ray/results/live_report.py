@@ -6,18 +6,17 @@ the page written at the end no longer has).
 
 Writing it never holds up the trials: the engine's events (on the driver's
 main thread, Ray's loop) only copy the trial and wake a writer thread. The
-writer runs at the lowest CPU priority, writes at most once every
-`report-every` seconds, and waits longer when a write took long (at least
-WAIT_FACTOR times its duration), so it takes a small share of one core
-whatever the machine. benchmarks/overhead.py measures it (live report on
-against off).
+writer writes at most once every `report-every` seconds, and waits longer
+when a write took long (at least WAIT_FACTOR times its duration), so it takes
+a small share of one core whatever the machine. It keeps the process's CPU
+priority: a thread niced lower would hold the GIL while the busy cores kept
+it off them, and stall Ray's loop on the driver (a priority inversion).
+benchmarks/live_report.py measures it (live report on against off).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 import sys
 import threading
 import time
@@ -110,7 +109,6 @@ class LiveReport(TuneListener):
             self._thread.join()
 
     def _run(self) -> None:
-        _lower_priority()
         # matplotlib's import (seconds on busy cores) once, before the first
         # write: counted in that write's time, it would delay the next by ten.
         import_plots()
@@ -142,11 +140,3 @@ class LiveReport(TuneListener):
             took = time.monotonic() - began
             if self._closed.wait(max(self.every, WAIT_FACTOR * took)):
                 return
-
-
-def _lower_priority() -> None:
-    """The writer thread at nice 19: on Linux a thread has a niceness of its
-    own, so the trials' processes and the driver's loop come first."""
-    # Elsewhere than Linux (no per-thread niceness): the throttle alone.
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
