@@ -37,6 +37,7 @@ from gpkg_ray.tuning_spec import (
     TuneSpec,
 )
 from gpkg_ray.tuning_spec.space import FlagDef
+from gpkg_ray.tuning_spec.steps import UpstreamRun
 
 OBJECTIVE = Objective("acc_val", "max", "evaluate")
 TUNE = TuneRun("1234abcd" + "0" * 24, seed=7)
@@ -152,6 +153,18 @@ def test_best_trial_command_quotes_values_for_the_shell_and_forces_new_flags():
     assert shlex.split(line)[4:] == ["opt=x;y", "extra=$HOME"]
 
 
+def test_best_trial_command_pins_a_run_from_outside_the_trial_by_its_id():
+    steps = (
+        Step("train", "train", TRAIN_FLAGS, requires={"operation:prepare": "prepare"}),
+    )
+    upstream = (UpstreamRun("train", "operation:prepare", None, "f" * 32, "prepare"),)
+    plan = TrialPlan(steps, PARAMS[:1], OBJECTIVE, OBJECTIVE, upstream)
+
+    (line,) = best_commands(TrialOutcome(1, {"lr": 0.01}), plan)
+
+    assert line == f"guild run train lr=0.01 operation:prepare={'f' * 32}"
+
+
 def test_summary_ends_with_importance_and_the_best_trials_commands():
     outcomes = _trials(12)
     best = max(outcomes, key=lambda o: o.objective)
@@ -165,6 +178,15 @@ def test_summary_ends_with_importance_and_the_best_trials_commands():
     assert lines[-2].startswith("  guild run train lr=")
     assert lines[-1] == "  guild run evaluate operation:train=$(guild select -o train)"
     assert best_commands(None, PLAN) == []
+
+
+def test_summary_of_one_searched_value_has_no_importance_line():
+    plan = TrialPlan(STEPS, PARAMS[:1], OBJECTIVE, OBJECTIVE)
+    outcomes = _trials(5)
+
+    lines = closing_lines(outcomes, plan, importance(outcomes, OBJECTIVE, [PARAMS[0]]))
+
+    assert lines[0].startswith("Best trial ")
 
 
 # The report's plots and page

@@ -109,7 +109,9 @@ def best_commands(best: TrialOutcome | None, plan: TrialPlan) -> list[str]:
     lines = []
     for step in plan.steps:
         flags = plan.step_flags(step.name, best.values)
-        forced = any(name not in step.flagdefs for name in flags)
+        # Dependency flags (a run from outside the trial) are no op flags.
+        known = {*step.flagdefs, *step.requires, *step.pins}
+        forced = any(name not in known for name in flags)
         tokens = ["guild", "run"]
         if forced:  # a value the command line gave with --force-flags
             tokens.append("--force-flags")
@@ -133,7 +135,11 @@ def closing_lines(
 ) -> list[str]:
     """What the summary ends with: which values mattered, and the commands
     that run the best trial again."""
-    lines = textwrap.wrap(importance_line(importance), WIDTH, subsequent_indent="  ")
+    lines = []
+    if importance.values or len(plan.searched) >= 2:  # none of one value: no news
+        lines = textwrap.wrap(
+            importance_line(importance), WIDTH, subsequent_indent="  "
+        )
     best = best_trial(outcomes, plan.objective)
     commands = best_commands(best, plan)
     if commands:
