@@ -89,7 +89,8 @@ def write_report(
     figures = [] if started else _figures(outcomes, spec, guild_home, values)
     for name, _, figure in figures:
         plots.save_png(figure, os.path.join(report_dir, name))
-        faults.point("report-write")
+        if not refresh:  # the report at the end (a live write is not that point)
+            faults.point("report-write")
     # A copy, not `../trials.csv`: the folder may be copied alone. While the
     # tune runs there is none yet (or an earlier attempt's): no link.
     trials_csv = os.path.join(run_dir, TRIALS_CSV)
