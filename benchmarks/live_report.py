@@ -14,15 +14,23 @@ trials.
 
 Target: live report on / off at most 1.05 per trial.
 
+`--writer` measures the writer alone, in this process, with no tune: the
+engine's events of 20 trials (5 reports each, 0.1 s apart) given to a live
+report (`report-every=1`): the time each event takes on the engine's thread,
+and the writer thread's pages and CPU share (its own CPU time, from /proc).
+
     python benchmarks/live_report.py               # 12 trials, 3 repeats
     python benchmarks/live_report.py --quick       # 2 trials, 1 repeat
+    python benchmarks/live_report.py --writer      # the writer alone
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from guild_home import GuildHome
@@ -34,6 +42,9 @@ ARMS = {"off": "report-every=0", "on": "report-every=1"}
 
 def main() -> int:
     args = _parse_args()
+    if args.writer:
+        _writer_alone()
+        return 0
     trials = args.trials or (2 if args.quick else 12)
     repeats = args.repeats or (1 if args.quick else 3)
     op, work = ("tune-cpu-quick", "0.1:0.3") if args.quick else ("tune-cpu", "1.5:2.5")
@@ -50,6 +61,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 trials, 1 repeat")
     parser.add_argument("--trials", type=int, help="trials per tune")
     parser.add_argument("--repeats", type=int, help="tunes per arm")
+    parser.add_argument("--writer", action="store_true", help="the writer alone")
     return parser.parse_args()
 
 
@@ -69,6 +81,84 @@ def _tune(op: str, trials: int, work: str, report_flag: str) -> tuple[float, flo
     first = min(t["started"] for t in ran)
     last = max(t["ended"] for t in ran)
     return (last - first) / trials, wall
+
+
+def _writer_alone(trials: int = 20, reports: int = 5) -> None:
+    import math
+    import random
+    import shutil
+    import tempfile
+
+    from gpkg_ray.listener import SearchStarted
+    from gpkg_ray.results.live_report import LiveReport
+    from gpkg_ray.results.report import TuneRun
+    from gpkg_ray.trial.outcome import TrialOutcome
+    from gpkg_ray.tuning_spec import (
+        Choice,
+        Objective,
+        Param,
+        Range,
+        Settings,
+        Step,
+        TrialPlan,
+        TuneSpec,
+    )
+
+    objective = Objective("acc", "max", "train")
+    params = (
+        Param("lr", Range(1e-5, 1e-1, log=True), (("train", "lr"),)),
+        Param("dropout", Range(0.0, 0.5), (("train", "dropout"),)),
+        Param("batch-size", Choice((16, 32, 64)), (("train", "batch-size"),)),
+    )
+    spec = TuneSpec(
+        TrialPlan((Step("train", "train"),), params, objective, objective), Settings()
+    )
+    home = tempfile.mkdtemp(prefix="gpkg-ray-bench-")
+    live = LiveReport(home, spec, home, TuneRun("0" * 32, 1), every=1.0)
+    live.search_started(SearchStarted(trials=trials, seed=1, scheduler="fifo"))
+    time.sleep(3)  # the writer imports matplotlib first
+    thread = live._thread.native_id
+    rng = random.Random(1)
+    on_engine, events = 0.0, 0
+    cpu, wall, writes = _thread_cpu(thread), time.monotonic(), live.writes
+    for number in range(1, trials + 1):
+        values = {
+            "lr": 10 ** rng.uniform(-5, -1),
+            "dropout": rng.uniform(0, 0.5),
+            "batch-size": rng.choice([16, 32, 64]),
+        }
+        outcome = TrialOutcome(number, values)
+        calls = [live.trial_started] + [live.trial_updated] * reports
+        for call in [*calls, live.trial_ended]:
+            if call == live.trial_ended:
+                outcome.status = "completed"
+                outcome.objective = -((math.log10(values["lr"]) + 3) ** 2)
+                outcome.ended = time.time()
+            else:
+                time.sleep(0.1)
+            began = time.perf_counter()
+            call(outcome)
+            on_engine += time.perf_counter() - began
+            events += 1
+    wall = time.monotonic() - wall
+    cpu = _thread_cpu(thread) - cpu
+    writes = live.writes - writes
+    live.close()
+    shutil.rmtree(home, ignore_errors=True)
+    per_event = on_engine / events * 1e6
+    print()
+    print(f"engine thread per event   {per_event:8.0f} us ({events} events)")
+    print(f"writer pages              {writes:8d} in {wall:.1f} s")
+    print(
+        f"writer CPU                {cpu:8.2f} s = {100 * cpu / wall:.1f}% of one core"
+    )
+
+
+def _thread_cpu(native_id: int) -> float:
+    """CPU seconds of one thread of this process (Linux)."""
+    with open(f"/proc/self/task/{native_id}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _print_table(trials: int, repeats: int, results) -> None:
