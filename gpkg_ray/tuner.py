@@ -4,7 +4,8 @@
                   left; the seed (gpkg_ray.preparation)
     engine        the search on Ray, telling listeners what happens
                   (gpkg_ray.engine.driver)
-    listeners     the journal (resume), trial records and progress (results)
+    listeners     the journal (resume), trial records, progress and the live
+                  report (results)
     results       at the end: trials.csv/trials.json, the tune's scalars, the
                   summary and the report
 
@@ -122,9 +123,10 @@ def _tune(tune_run, checked, stop, batch: bool = False):
     from gpkg_ray.engine.driver import run_tune
     from gpkg_ray.listener import Listeners
     from gpkg_ray.preparation import prepare_attempt
+    from gpkg_ray.results.live_report import LiveReport
     from gpkg_ray.results.progress import ProgressPrinter, SearchHeader
     from gpkg_ray.results.records import BatchTrialRuns, TrialRecords
-    from gpkg_ray.results.report import ReportPreload
+    from gpkg_ray.results.report import ReportPreload, TuneRun
     from gpkg_ray.resume.journal import Journal
 
     started = time.time()
@@ -162,11 +164,22 @@ def _tune(tune_run, checked, stop, batch: bool = False):
             started=started,
             objectives=spec.plan.objectives,
         )
+        live = LiveReport(
+            tune_run.dir,
+            spec,
+            prepared.guild_home,
+            TuneRun(tune_run.id, prepared.seed, prepared.attempt),
+            spec.settings.report_every,
+            earlier=prior.finished,
+        )
         # The journal first: a kill between two listeners leaves it ahead.
         listener = Listeners(
-            journal, records, SearchHeader(spec), progress, ReportPreload()
+            journal, records, SearchHeader(spec), progress, ReportPreload(), live
         )
-        new = run_tune(prepared, listener, stop)
+        try:
+            new = run_tune(prepared, listener, stop)
+        finally:
+            live.close()  # before the report at the end replaces its page
     else:
         print("Every trial has ended: nothing to run", flush=True)
     outcomes = prior.merged(new)
@@ -176,10 +189,12 @@ def _tune(tune_run, checked, stop, batch: bool = False):
 
 def _report(tune_run, prepared, records, outcomes) -> None:
     """The tune's results: the best trial tagged, trials.csv/json, the tune's
-    scalars, the summary and the report."""
+    scalars, the summary (ending with the values that mattered and the best
+    trial's commands) and the report."""
     from gpkg_ray.engine.schedulers import unseen_progress_note
+    from gpkg_ray.results.importance import importance
     from gpkg_ray.results.progress import print_note
-    from gpkg_ray.results.summary import summary_lines
+    from gpkg_ray.results.summary import closing_lines, summary_lines
     from gpkg_ray.results.trials import (
         best_trial,
         log_tune_scalars,
@@ -203,6 +218,10 @@ def _report(tune_run, prepared, records, outcomes) -> None:
     note = unseen_progress_note(spec, outcomes)
     if note:
         print_note(note)
+    if outcomes:
+        values = importance(outcomes, objective, list(spec.plan.searched))
+        for line in closing_lines(outcomes, spec.plan, values):
+            print(line, flush=True)
     _write_report(tune_run, prepared, outcomes)
 
 

@@ -74,6 +74,7 @@ SHARED_SETUPS = {
     "separate_hosts",
     "objectives_tune",
     "searched",
+    "reported_tune",
 }
 """Module fixtures that are a tune or a cluster, shared by the tests of their
 module: those tests run on one worker, so it is made once."""
@@ -373,10 +374,18 @@ def new_project(
     return new
 
 
-def check_report(run_dir: Path, expect_curves: bool) -> None:
+MORE_PLOTS = {"importance.png", "parallel.png", "contour.png"}
+"""Plots a report shows when its trials make them (two values searched, a few
+trials completed): those of importance, parallel coordinates and the map of
+the two most important values."""
+
+
+def check_report(
+    run_dir: Path, expect_curves: bool, more: set[str] | None = None
+) -> None:
     """The report's page exists and shows PNG files that are valid images;
     everything it links to is in the report folder (copied alone, it works),
-    trials.csv too."""
+    trials.csv too. `more`: which of MORE_PLOTS it shows (None: any)."""
     import shutil
     import tempfile
 
@@ -397,7 +406,10 @@ def check_report(run_dir: Path, expect_curves: bool) -> None:
     expected = {"objective.png", "params.png"} | (
         {"curves.png"} if expect_curves else set()
     )
-    assert set(images) == expected
+    if more is None:
+        more = set(images) & MORE_PLOTS
+    assert set(images) == expected | more
+    assert "http-equiv" not in page  # the tune has ended: no reloads
     for name in images:
         path = run_dir / "report" / name
         assert path.read_bytes()[:8] == PNG_SIGNATURE

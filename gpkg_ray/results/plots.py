@@ -6,11 +6,17 @@ global state, no display needed).
 - `params_vs_objective`: each searched value against the objective, trials
   stopped early marked at their last value (or on the x axis, without one);
 - `learning_curves`: the watched metric of every trial per step, trials stopped
-  early dashed and ending in an x.
+  early dashed and ending in an x;
+- `importance_bars`: which searched values mattered (results.importance);
+- `parallel_coordinates`: each completed trial a line across its values and
+  its objective;
+- `two_values_map`: the objective over the two most important values, a
+  contour where both are ranges.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from matplotlib.figure import Figure
@@ -277,3 +283,184 @@ def pareto_front(
         ax.annotate(str(o.number), (x, y), textcoords="offset points", xytext=(4, 4))
     title = f"Pareto front: {first.mode} {first.scalar}, {second.mode} {second.scalar}"
     return _finish(fig, ax, first.scalar, second.scalar, title)
+
+
+def importance_bars(
+    values: list[tuple[str, float]], method: str, trials: int
+) -> Figure:
+    """Each searched value's importance as a bar, the most important on top."""
+    fig = Figure(figsize=(6, max(3.2, 0.5 * len(values) + 1.4)), dpi=DPI)
+    ax = fig.add_subplot()
+    keys = [key for key, _ in reversed(values)]
+    scores = [score for _, score in reversed(values)]
+    bars = ax.barh(keys, scores, color=COMPLETED)
+    ax.bar_label(bars, [f"{s:.2f}" for s in scores], padding=3, fontsize="small")
+    ax.set_xlim(0, max(1.0, max(scores, default=0) * 1.15))
+    ax.grid(alpha=0.3, axis="x")
+    return _finish(
+        fig,
+        ax,
+        "importance (sums to 1)",
+        "",
+        f"Which values mattered ({method}, {trials} trials)",
+    )
+
+
+def parallel_coordinates(
+    outcomes: list[TrialOutcome], objective: Objective, params: list[Param]
+) -> Figure:
+    """One vertical axis per searched value and one for the objective, each
+    completed trial a line across them, coloured by its objective (the best
+    in orange, on top). Each axis spans its range in the space (a log range
+    on a log scale, a choice's values evenly); the objective's, the values
+    the trials reached."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    completed = [
+        o for o in outcomes if o.status == "completed" and o.objective is not None
+    ]
+    fig = Figure(figsize=(max(6.0, 1.6 * (len(params) + 1) + 2), 4.5), dpi=DPI)
+    ax = fig.add_subplot()
+    values = [o.objective for o in completed]
+    low, high = min(values, default=0.0), max(values, default=1.0)
+    norm = Normalize(low, high if high > low else low + 1)
+    # Brighter is better, whichever way the objective goes.
+    cmap = colormaps["viridis" if objective.mode == "max" else "viridis_r"]
+    axes = [_ParallelAxis.of(p) for p in params]
+    xs = list(range(len(axes) + 1))
+    best = None
+    for o in completed:
+        if objective.is_better(o.objective, None if best is None else best.objective):
+            best = o
+    for o in completed:
+        ys = [a.position(o.values.get(a.key)) for a in axes]
+        ys.append(norm(o.objective) if high > low else 0.5)
+        is_best = o is best
+        ax.plot(
+            xs,
+            ys,
+            color=BEST if is_best else cmap(norm(o.objective)),
+            linewidth=2.5 if is_best else 1.2,
+            alpha=1.0 if is_best else 0.8,
+            zorder=4 if is_best else 2,
+        )
+    for x, a in enumerate(axes):
+        ax.axvline(x, color="#444", linewidth=0.8, zorder=1)
+        for y, text in a.ticks():
+            ax.text(x + 0.03, y, text, fontsize="x-small", va="center", zorder=5)
+    ax.axvline(len(axes), color="#444", linewidth=0.8, zorder=1)
+    ax.set_xticks(xs, [a.key for a in axes] + [objective.scalar])
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, len(axes) + 0.4)
+    ax.set_ylim(-0.05, 1.05)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=objective.scalar)
+    # No legend: it would hide an axis's labels.
+    ax.set_title(
+        f"Each completed trial across its values and {objective.scalar}"
+        + (" (the best in orange)" if best is not None else "")
+    )
+    fig.tight_layout()
+    return fig
+
+
+class _ParallelAxis:
+    """Where a param's values sit on its parallel-coordinates axis (0 to 1)."""
+
+    def __init__(self, key: str, choices: list | None, low=0.0, high=1.0, log=False):
+        self.key, self.choices = key, choices
+        self.low, self.high, self.log = low, high, log
+
+    @classmethod
+    def of(cls, param: Param) -> _ParallelAxis:
+        if isinstance(param.domain, Choice):
+            return cls(param.key, list(param.domain.values))
+        d = param.domain
+        return cls(param.key, None, d.low, d.high, d.log and d.low > 0)
+
+    def _scaled(self, value: float) -> float:
+        return math.log10(value) if self.log else value
+
+    def position(self, value) -> float:
+        if self.choices is not None:
+            if len(self.choices) < 2 or value not in self.choices:
+                return 0.5
+            return self.choices.index(value) / (len(self.choices) - 1)
+        try:
+            low, high = self._scaled(self.low), self._scaled(self.high)
+            return (self._scaled(float(value)) - low) / (high - low or 1)
+        except (TypeError, ValueError):
+            return 0.5
+
+    def ticks(self) -> list[tuple[float, str]]:
+        if self.choices is not None:
+            return [(self.position(c), str(c)) for c in self.choices]
+        return [(0.0, f"{self.low:.3g}"), (1.0, f"{self.high:.3g}")]
+
+
+def two_values_map(
+    outcomes: list[TrialOutcome], objective: Objective, x: Param, y: Param
+) -> Figure:
+    """The objective over two searched values (the two most important): each
+    completed trial a dot coloured by its objective, the best a star, and
+    where both are ranges and the trials allow, contours interpolated between
+    them (in log space for a log range)."""
+    from matplotlib import colormaps
+    from matplotlib.ticker import FuncFormatter
+
+    completed = [
+        o for o in outcomes if o.status == "completed" and o.objective is not None
+    ]
+    fig = Figure(figsize=(6.5, 5), dpi=DPI)
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis" if objective.mode == "max" else "viridis_r"]
+    px = [_map_coordinate(x, o.values.get(x.key)) for o in completed]
+    py = [_map_coordinate(y, o.values.get(y.key)) for o in completed]
+    zs = [o.objective for o in completed]
+    ranges = isinstance(x.domain, Range) and isinstance(y.domain, Range)
+    if ranges and len({(a, b) for a, b in zip(px, py, strict=True)}) >= 4:
+        # Points on a line make no triangles: the dots alone, then.
+        with contextlib.suppress(RuntimeError, ValueError):
+            ax.tricontourf(px, py, zs, levels=12, cmap=cmap, alpha=0.55)
+    dots = ax.scatter(px, py, c=zs, cmap=cmap, edgecolors="k", linewidths=0.5, zorder=3)
+    best = None
+    for i, o in enumerate(completed):
+        if best is None or objective.is_better(o.objective, completed[best].objective):
+            best = i
+    if best is not None:
+        ax.scatter(
+            [px[best]],
+            [py[best]],
+            marker="*",
+            s=260,
+            color=BEST,
+            edgecolors="k",
+            zorder=4,
+            label="best trial",
+        )
+        ax.legend(loc="best", fontsize="small")
+    fig.colorbar(dots, ax=ax, label=objective.scalar)
+    for param, axis in ((x, ax.xaxis), (y, ax.yaxis)):
+        if isinstance(param.domain, Choice):
+            labels = [str(c) for c in param.domain.values]
+            axis.set_ticks(range(len(labels)), labels)
+        elif _is_log(param):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{10**v:.3g}"))
+    ax.set_xlabel(x.key)
+    ax.set_ylabel(y.key)
+    ax.set_title(f"{objective.scalar} over {x.key} and {y.key}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _is_log(param: Param) -> bool:
+    return isinstance(param.domain, Range) and param.domain.log and param.domain.low > 0
+
+
+def _map_coordinate(param: Param, value) -> float:
+    """A value's place on its axis: a choice's index, a log range's log10."""
+    if isinstance(param.domain, Choice):
+        return float(_choice_index(list(param.domain.values), value))
+    return math.log10(value) if _is_log(param) else float(value)

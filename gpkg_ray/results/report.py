@@ -23,6 +23,7 @@ from typing import Any
 from gpkg_ray import faults
 from gpkg_ray.files import replaced
 from gpkg_ray.listener import SearchStarted, TuneListener
+from gpkg_ray.results.importance import METHOD, Importance, importance
 from gpkg_ray.results.progress import format_value
 from gpkg_ray.results.summary import STATUSES
 from gpkg_ray.results.trials import (
@@ -33,10 +34,12 @@ from gpkg_ray.results.trials import (
     ranked_trials,
 )
 from gpkg_ray.trial.outcome import TrialOutcome
-from gpkg_ray.tuning_spec import Settings, TuneSpec, flag_name
+from gpkg_ray.tuning_spec import Choice, Range, Settings, TuneSpec, flag_name
 
 REPORT_DIR = "report"
 INDEX = "index.html"
+MAP_TRIALS = 3
+"""Completed trials the map of the two most important values needs."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,11 @@ class ReportPreload(TuneListener):
 
     def search_started(self, search: SearchStarted) -> None:
         threading.Thread(
-            target=_import_plots, name="report-preload", daemon=True
+            target=import_plots, name="report-preload", daemon=True
         ).start()
 
 
-def _import_plots() -> None:
+def import_plots() -> None:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     from gpkg_ray.results import plots  # noqa: F401
 
@@ -72,19 +75,61 @@ def write_report(
     spec: TuneSpec,
     guild_home: str,
     tune: TuneRun,
+    *,
+    refresh: int = 0,
 ) -> str:
-    """Writes the report; returns the path of its page."""
+    """Writes the report; returns the path of its page. `refresh`: the tune
+    still runs, and the page reloads itself every `refresh` seconds (see
+    live_report); 0: the tune has ended."""
     # matplotlib costs ~1 s to import: only when a report is written. Guild
     # logs INFO in its ops; matplotlib's font cache notes are not for users.
-    _import_plots()
+    import_plots()
+    from gpkg_ray.results import plots
+
+    report_dir = os.path.join(run_dir, REPORT_DIR)
+    os.makedirs(report_dir, exist_ok=True)
+    searched = list(spec.plan.searched)
+    values = importance(outcomes, spec.plan.objective, searched)
+    # A live page before any trial logged its objective: the table alone.
+    started = refresh and not any(o.objective is not None for o in outcomes)
+    figures = [] if started else _figures(outcomes, spec, guild_home, values)
+    for name, _, figure in figures:
+        plots.save_png(figure, os.path.join(report_dir, name))
+        if not refresh:  # the report at the end (a live write is not that point)
+            faults.point("report-write")
+    # A copy, not `../trials.csv`: the folder may be copied alone. While the
+    # tune runs there is none yet (or an earlier attempt's): no link.
+    trials_csv = os.path.join(run_dir, TRIALS_CSV)
+    has_csv = not refresh and os.path.isfile(trials_csv)
+    if has_csv:
+        with (
+            open(trials_csv, "rb") as src,
+            replaced(os.path.join(report_dir, TRIALS_CSV), "wb") as dest,
+        ):
+            shutil.copyfileobj(src, dest)
+    page = os.path.join(report_dir, INDEX)
+    images = [(name, title) for name, title, _ in figures]
+    # Each file put in place whole: a browser never reads half a page, and a
+    # restart writes the report again.
+    with replaced(page) as f:
+        f.write(_page(outcomes, spec, tune, images, has_csv, values, refresh))
+    return page
+
+
+def _figures(
+    outcomes: list[TrialOutcome],
+    spec: TuneSpec,
+    guild_home: str,
+    values: Importance,
+) -> list[tuple[str, str, Any]]:
+    """(file name, title, figure) of each plot the trials so far make."""
     from gpkg_ray.results import plots
     from gpkg_ray.results.curves import learning_curves
 
     plan = spec.plan
-    report_dir = os.path.join(run_dir, REPORT_DIR)
-    os.makedirs(report_dir, exist_ok=True)
     best = best_trial(outcomes, plan.objective)
     started = min((o.started for o in outcomes), default=time.time())
+    searched = list(plan.searched)
     figures = [
         (
             "objective.png",
@@ -94,7 +139,7 @@ def write_report(
         (
             "params.png",
             "Searched values against the objective",
-            plots.params_vs_objective(outcomes, plan.objective, list(plan.searched)),
+            plots.params_vs_objective(outcomes, plan.objective, searched),
         ),
     ]
     if plan.more_objectives:
@@ -116,24 +161,40 @@ def write_report(
                 plots.learning_curves(curves, plan.scheduler_metric, best),
             )
         )
-    for name, _, figure in figures:
-        plots.save_png(figure, os.path.join(report_dir, name))
-        faults.point("report-write")
-    # A copy, not `../trials.csv`: the folder may be copied alone.
-    trials_csv = os.path.join(run_dir, TRIALS_CSV)
-    has_csv = os.path.isfile(trials_csv)
-    if has_csv:
-        with (
-            open(trials_csv, "rb") as src,
-            replaced(os.path.join(report_dir, TRIALS_CSV), "wb") as dest,
-        ):
-            shutil.copyfileobj(src, dest)
-    page = os.path.join(report_dir, INDEX)
-    images = [(name, title) for name, title, _ in figures]
-    # Each file put in place whole: a restart writes the report again.
-    with replaced(page) as f:
-        f.write(_page(outcomes, spec, tune, images, has_csv))
-    return page
+    completed = ranked_trials(outcomes, plan.objective)
+    if values.values:
+        figures.append(
+            (
+                "importance.png",
+                "Which searched values mattered",
+                plots.importance_bars(values.values, METHOD, values.trials),
+            )
+        )
+    # The most important first, where importance says; else the space's order.
+    order = {key: i for i, (key, _) in enumerate(values.values)}
+    ranked = sorted(
+        (p for p in searched if isinstance(p.domain, Range | Choice)),
+        key=lambda p: order.get(p.key, len(order)),
+    )
+    if ranked and completed:
+        figures.append(
+            (
+                "parallel.png",
+                "Parallel coordinates: each completed trial across its values",
+                plots.parallel_coordinates(outcomes, plan.objective, ranked),
+            )
+        )
+    if len(ranked) >= 2 and len(completed) >= MAP_TRIALS:
+        x, y = ranked[:2]
+        figures.append(
+            (
+                "contour.png",
+                f"The objective over {x.key} and {y.key}"
+                + (", the two most important values" if values.values else ""),
+                plots.two_values_map(outcomes, plan.objective, x, y),
+            )
+        )
+    return figures
 
 
 def _page(
@@ -142,14 +203,17 @@ def _page(
     tune: TuneRun,
     images: list[tuple[str, str]],
     has_csv: bool,
+    values: Importance,
+    refresh: int = 0,
 ) -> str:
-    counts = ", ".join(f"{count_status(outcomes, s)} {s}" for s in STATUSES)
+    statuses = ("running", *STATUSES) if refresh else STATUSES
+    counts = ", ".join(f"{count_status(outcomes, s)} {s}" for s in statuses)
     figures = "\n".join(
         f'<figure><img src="{name}" alt="{html.escape(title)}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>"
         for name, title in images
     )
-    if "curves.png" not in dict(images):
+    if images and "curves.png" not in dict(images):
         metric = spec.plan.scheduler_metric.describe()
         figures += (
             f"\n<p>No learning curves: the watched metric ({html.escape(metric)}) "
@@ -157,16 +221,46 @@ def _page(
             "config to a scalar a step logs each epoch to plot them.</p>"
         )
     csv_link = f' (all values: <a href="{TRIALS_CSV}">{TRIALS_CSV}</a>)'
+    if refresh:
+        state = (
+            f'<p class="live">The tune is running: this page is written again as '
+            f"trials report and reloads itself every {refresh} s "
+            f"(written {time.strftime('%H:%M:%S')}).</p>"
+        )
+        head = f'<meta http-equiv="refresh" content="{refresh}">\n'
+    else:
+        state, head = "", ""
     return _TEMPLATE.format(
+        head=head,
         title=html.escape(
             "Tune: " + "; ".join(o.describe() for o in spec.plan.objectives)
         ),
         run=_run_line(tune),
+        state=state,
         counts=html.escape(f"{len(outcomes)} trials: {counts}")
         + (csv_link if has_csv else ""),
         table=_trials_table(outcomes, spec),
+        importance=_importance_section(values),
         figures=figures,
         settings=_settings_table(spec),
+    )
+
+
+def _importance_section(values: Importance) -> str:
+    """Which values mattered, as a table, or why it is not known."""
+    if not values.values:
+        return (
+            '<h2>Importance</h2>\n<p class="importance">None computed: '
+            f"{html.escape(values.reason)}.</p>"
+        )
+    rows = "\n".join(
+        f"<tr><th>{html.escape(key)}</th><td>{score:.3f}</td></tr>"
+        for key, score in values.values
+    )
+    return (
+        f"<h2>Importance</h2>\n<p>Which searched values mattered ({METHOD} on "
+        f"{values.trials} completed trials; 1 in all):</p>\n"
+        f'<table class="importance">\n{rows}\n</table>'
     )
 
 
@@ -277,7 +371,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{title}</title>
+{head}<title>{title}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }}
@@ -291,8 +385,9 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
 <body>
 <h1>{title}</h1>
 <p>{run}</p>
-<p>{counts}</p>
+{state}<p>{counts}</p>
 {table}
+{importance}
 {figures}
 <h2>Settings</h2>
 {settings}

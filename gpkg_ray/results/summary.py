@@ -5,12 +5,30 @@ trials (their searched values, objective and step runs) that fits 80 columns.
     Top trials (max acc_val):
       trial  acc_val  lr         batch-size  dropout  runs
           3  0.8512   0.001234   64          0.3104   1a2b3c4d 5e6f7a8b
+
+and ends with which values mattered and the commands that run the best trial
+again:
+
+    Importance (PED-ANOVA, 8 trials): lr 0.81, dropout 0.12, batch-size 0.07
+    Best trial 3 again:
+      guild run train lr=0.001234 batch-size=64 dropout=0.3104
+      guild run evaluate operation:train=$(guild select -o train)
 """
 
 from __future__ import annotations
 
+import shlex
+import textwrap
+
+from gpkg_ray import guild_api
+from gpkg_ray.results.importance import Importance, importance_line
 from gpkg_ray.results.progress import WIDTH, format_value
-from gpkg_ray.results.trials import count_status, pareto_front, ranked_trials
+from gpkg_ray.results.trials import (
+    best_trial,
+    count_status,
+    pareto_front,
+    ranked_trials,
+)
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import Objective, TrialPlan
 
@@ -115,3 +133,53 @@ def table_lines(
 
 def _cell(row: list[str], i: int, widths: list[int]) -> str:
     return row[i].rjust(widths[i]) if i == 0 else row[i].ljust(widths[i])
+
+
+def best_commands(best: TrialOutcome | None, plan: TrialPlan) -> list[str]:
+    """The `guild run` lines that run the best trial's steps again with its
+    values, one per step, each token quoted for the shell. A step that takes
+    an earlier step's run (`operation:train`) is given the latest run of that
+    op, the one the line before made (`$(guild select -o train)`): Guild's
+    own choice would be a marked run first."""
+    if best is None:
+        return []
+    lines = []
+    for step in plan.steps:
+        flags = plan.step_flags(step.name, best.values)
+        # Dependency flags (a run from outside the trial) are no op flags.
+        known = {*step.flagdefs, *step.requires, *step.pins}
+        forced = any(name not in known for name in flags)
+        tokens = ["guild", "run"]
+        if forced:  # a value the command line gave with --force-flags
+            tokens.append("--force-flags")
+        tokens.append(shlex.quote(step.opspec))
+        tokens += [
+            shlex.quote(f"{name}={guild_api.encode_flag_val(value)}")
+            for name, value in flags.items()
+        ]
+        for flag, earlier in step.pins.items():
+            opspec = next(s.opspec for s in plan.steps if s.name == earlier)
+            # Unquoted: the shell runs `guild select` for the run id.
+            tokens.append(
+                f"{shlex.quote(flag)}=$(guild select -o {shlex.quote(opspec)})"
+            )
+        lines.append(" ".join(tokens))
+    return lines
+
+
+def closing_lines(
+    outcomes: list[TrialOutcome], plan: TrialPlan, importance: Importance
+) -> list[str]:
+    """What the summary ends with: which values mattered, and the commands
+    that run the best trial again."""
+    lines = []
+    if importance.values or len(plan.searched) >= 2:  # none of one value: no news
+        lines = textwrap.wrap(
+            importance_line(importance), WIDTH, subsequent_indent="  "
+        )
+    best = best_trial(outcomes, plan.objective)
+    commands = best_commands(best, plan)
+    if commands:
+        lines.append(f"Best trial {best.number} again:")
+        lines += [f"  {command}" for command in commands]
+    return lines

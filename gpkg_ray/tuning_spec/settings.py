@@ -118,6 +118,13 @@ class Settings:
         "int",
         0,
     )
+    report_every: float = _flag(
+        30.0,
+        """Seconds between writes of report/index.html while the tune runs (it
+        reloads itself in a browser; 0 = the report only at the end)""",
+        "float",
+        0,
+    )
     warm_start: str = _flag(
         "no",
         """Earlier trials told to the searcher first: no, operation (every other
@@ -171,6 +178,7 @@ class Settings:
         _check_number("time-budget", self.time_budget, NO_LIMIT)
         _check_int("max-failures", self.max_failures, minimum=0)
         _check_int("fail-fast", self.fail_fast, minimum=0)
+        _check_number("report-every", self.report_every, " (0 = only at the end)")
         self._validate_warm_start()
         if self.limit_penalty is not None and not _is_number(self.limit_penalty):
             raise SpecError(
