@@ -50,14 +50,18 @@ class Watched:
     """(ip, port, process name) of every listening socket seen in the tree."""
 
 
-E2E_WORKERS = 2
-"""Test workers for a run with e2e tests; GPKG_RAY_TEST_WORKERS overrides it."""
+E2E_WORKERS = 3
+"""Test workers for a run with e2e tests; GPKG_RAY_TEST_WORKERS overrides it.
+Three on CI's 2 cores: an end-to-end test mostly waits on its processes (with
+two workers the cores were idle ~60% of the suite), and its waits are on
+events, not on a time a loaded machine might miss."""
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """Workers for `-n auto` (pyproject.toml): the end-to-end tests wait on
-    processes most of the time, so two run at once; the fast layer (`-m "not
-    e2e"`) runs in this process, quicker than workers start."""
+    processes most of the time, so three run at once (E2E_WORKERS); the fast
+    layer (`-m "not e2e"`) runs in this process, quicker than workers
+    start."""
     if "not e2e" in (config.option.markexpr or ""):
         return 0
     return int(os.getenv("GPKG_RAY_TEST_WORKERS", E2E_WORKERS))

@@ -13,6 +13,12 @@ line:
 
 It shuts the cluster down when its stdin closes. With GPKG_RAY_TEST_TOKEN set,
 the cluster uses Ray's token auth with that token.
+
+Its nodes start lean, as the embedded Ray does (local_ray.lean_node: no
+dashboard API server, autoscaler monitor or log monitor, minimal agents;
+nothing of a tune on a cluster uses them), and its head notices a node that
+died within about 3 s (HEALTH_CHECKS) rather than Ray's 15: a test that
+kills a node waits for that, not for what gpkg.ray does about it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import shutil
 import sys
 import tempfile
 
+from gpkg_ray.engine.local_ray import lean_node
 from gpkg_ray.remote.local_cluster_main import keep_ray_address_file_in
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
@@ -31,6 +38,12 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 if os.getenv("GPKG_RAY_TEST_TOKEN"):
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = os.environ["GPKG_RAY_TEST_TOKEN"]
+
+HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+"""The head's checks of its nodes (RayConfig keys, checked by
+tests/test_local_ray.py): a node is dead after 3 failed checks a second apart,
+not Ray's 5 three seconds apart. A check fails at once only where nothing
+answers (a killed raylet); a busy one has Ray's 10 s timeout per check."""
 
 
 def main(worker_dir: str) -> None:
@@ -47,14 +60,16 @@ def main(worker_dir: str) -> None:
 def run_cluster(temp_dir: str, worker_dir: str) -> None:
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "include_dashboard": False,
-            "temp_dir": temp_dir,
-        },
-    )
+    with lean_node():
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 0,
+                "include_dashboard": False,
+                "temp_dir": temp_dir,
+                "_system_config": HEALTH_CHECKS,
+            },
+        )
     try:
         workers = [add_worker(cluster, temp_dir, worker_dir)]
         answer({"address": cluster.address, "worker": workers[0].node_id})
@@ -73,11 +88,12 @@ def run_cluster(temp_dir: str, worker_dir: str) -> None:
 
 
 def add_worker(cluster, temp_dir: str, worker_dir: str):
-    worker = cluster.add_node(
-        num_cpus=2,
-        temp_dir=temp_dir,
-        env_vars={"TMPDIR": worker_dir, "HOME": worker_dir},
-    )
+    with lean_node():
+        worker = cluster.add_node(
+            num_cpus=2,
+            temp_dir=temp_dir,
+            env_vars={"TMPDIR": worker_dir, "HOME": worker_dir},
+        )
     cluster.wait_for_nodes()
     return worker
 

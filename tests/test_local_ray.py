@@ -137,6 +137,35 @@ def test_the_private_ray_names_lean_start_uses():
             assert binary.find(key.encode() + b"\0") >= 0, key
 
 
+def test_the_private_ray_names_the_test_clusters_use():
+    """tests/ray_cluster.py starts its nodes through local_ray.lean_node (the
+    test above checks its names) and sets the head's node health checks:
+    this fails as soon as Ray builds a Cluster's nodes another way or drops
+    a health check key (the GCS would refuse it and the cluster not start)."""
+    import ast
+
+    from ray import cluster_utils
+    from ray._private import services
+
+    # Cluster.add_node builds the head and each worker through the name
+    # lean_node swaps.
+    add_node = inspect.getsource(cluster_utils.Cluster.add_node)
+    assert add_node.count("ray._private.node.Node(") == 2
+    # Read, not imported: importing ray_cluster sets Ray's variables here.
+    with open(os.path.join(os.path.dirname(__file__), "ray_cluster.py")) as f:
+        source = f.read()
+    (health_checks,) = [
+        ast.literal_eval(node.value)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        and ast.unparse(node.targets[0]) == "HEALTH_CHECKS"
+    ]
+    with open(services.GCS_SERVER_EXECUTABLE, "rb") as f:
+        binary = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        for key in health_checks:
+            assert binary.find(key.encode() + b"\0") >= 0, key
+
+
 LIST_RAYS_PROCESSES = """
 from gpkg_ray.engine.local_ray import embedded_ray
 with embedded_ray() as ray:

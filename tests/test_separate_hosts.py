@@ -148,6 +148,17 @@ def _host_env(host: Host, home: Path) -> dict[str, str]:
     }
 
 
+QUICK_NODE_DEATH = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+"""The head's GCS takes a host that went off for dead after 3 failed checks a
+second apart (Ray's default: 5, 3 s apart): the tune that loses a host waits
+for that, not for what gpkg.ray does then. As tests/ray_cluster.py's
+HEALTH_CHECKS (whose keys tests/test_local_ray.py checks), set in the head's
+environment: the guide's commands stay as they are."""
+
+
 def _as_on(commands: str, host: Host, head: Host) -> str:
     """The guide's commands with the addresses of this network."""
     return commands.replace(GUIDE_A, head.ip).replace(GUIDE_B, host.ip)
@@ -181,7 +192,8 @@ def _start_hosts(cluster: Cluster, guide: dict[str, str]) -> None:
     # Guild config), and its guild commands run in the head's network.
     project.env.update(PATH=_driver_path(), TMPDIR=str(head.tmp))
     project.prefix = head.exec_prefix()
-    network.boot(head, _as_on(guide["head"], head, head), _host_env(head, project.home))
+    head_env = _host_env(head, project.home) | QUICK_NODE_DEATH
+    network.boot(head, _as_on(guide["head"], head, head), head_env)
     network.wait_up(head)
     token = project.home / ".ray" / "geronimo.token"
     cluster.token = token.read_text().strip()

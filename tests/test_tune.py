@@ -408,11 +408,12 @@ def test_space_entries_from_the_command_line_reach_the_step_runs(project):
     assert (project.path / "guild.yml").read_bytes() == config
 
 
-# An objective that names a scalar no step logs (evaluate logs acc_val).
+# An objective that names a scalar no step logs (train logs loss). One step a
+# trial: the failure is the same with more, each trial a run more to wait on.
 MISNAMED_OBJECTIVE = """
-steps: [train, evaluate]
+steps: [train]
 optimize:
-  - max: acc_vall
+  - min: losss
 space:
   lr: loguniform[1e-3:1e-1]
   train:epochs: 1
@@ -437,20 +438,20 @@ def test_a_misnamed_objective_stops_the_search_after_three_failures(project):
     )
     # The fourth, running beside the third, may fail before the stop reaches it.
     assert len(failed) in (3, 4)
-    first_evaluate = failed[0]["runs"]["evaluate"]
+    first_train = failed[0]["runs"]["train"]
     # The tune's last line on stderr. Guild relays stderr and stdout (whose
     # last line is the report's) apart, so in the watched output, which has
     # both, the two may come in either order, even within a line.
     assert watched.output.rstrip().endswith(
         (
-            "(scalars found: acc_val)",
+            "(scalars found: loss)",
             f"(guild open {tune_run.short_id} -p report/index.html)",
         )
     )
     assert (
         "gpkg.ray: tune stopped: the first 3 trials failed the same way: step "
-        f"evaluate (run {first_evaluate[:8]}) did not record scalar 'acc_vall' "
-        "(scalars found: acc_val)"
+        f"train (run {first_train[:8]}) did not record scalar 'losss' "
+        "(scalars found: loss)"
     ) in watched.output
     for trial in trials:
         if trial["status"] != "failed":  # running when the search stopped
@@ -464,7 +465,7 @@ def test_a_misnamed_objective_stops_the_search_after_three_failures(project):
     assert _journal_statuses(tune_run.dir) == {t["trial"]: t["status"] for t in trials}
     assert still_running(watched.processes) == []
 
-    write_project(project, MISNAMED_OBJECTIVE.replace("acc_vall", "acc_val"))
+    write_project(project, MISNAMED_OBJECTIVE.replace("losss", "loss"))
     restarted = project.watch_restart(tune_run.id)
 
     assert restarted.returncode == 0, restarted.output

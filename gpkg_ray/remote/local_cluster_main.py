@@ -9,6 +9,13 @@ Ray process of the cluster, so that `guild remote stop` can end exactly them
 even if this process is gone (and not the programs that have their pids after
 a kill or a restart of the machine).
 On SIGTERM it shuts the cluster down, removes its temp dir and STATE_FILE.
+
+Its nodes start with Ray's full set of processes, unlike the embedded Ray
+(engine/local_ray.lean_node) and the tests' clusters: it is the user's
+cluster, which Ray's own tools may be pointed at (`ray status` reads what the
+autoscaler's monitor publishes, `ray list` and `ray job` use the dashboard's
+API server, and a driver of the user's gets its workers' logs from the log
+monitor).
 """
 
 from __future__ import annotations
