@@ -373,7 +373,7 @@ def status_lines(cluster: RemotesCluster) -> list[str]:
         if n.alive
     }
     head_ip = state["address"].rpartition(":")[0]
-    hosts = [("(this machine)", "-", head_ip, "head")]
+    hosts = [("(here)", "-", head_ip, "head")]
     for member in cluster.members:
         ip = (state["members"].get(member.name) or {}).get("ip", "-")
         hosts.append((member.name, member.host, ip, "member"))
