@@ -128,6 +128,28 @@ def test_a_version_mismatch_is_one_line_with_both_versions():
     assert problem.startswith("gpkg.ray is not importable there (No module")
 
 
+def test_a_tune_finds_the_head_that_start_recorded(tmp_path, monkeypatch):
+    """`cluster=c` is the ray-cluster at the head's address, with the token
+    of the start; before any start, one line saying how to start it."""
+    from gpkg_ray.remote import config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(config, "defined_remotes", lambda: _remotes(**{"pip": ["x"]}))
+    with pytest.raises(ClusterError) as e:
+        config.cluster_for_name("c")
+    assert str(e.value) == (
+        "cluster 'c' is not started: start it with `guild remote start c`"
+    )
+    state = {"kind": "remotes-cluster", "address": "10.0.0.5:6390", "head": {}}
+    remotes_cluster._write_state("c", state)
+    remotes_cluster._new_token("c")
+
+    cluster = config.cluster_for_name("c")
+
+    assert cluster.address == "10.0.0.5:6390" and cluster.pip == ("x",)
+    assert len(cluster.auth_token()) == 64
+
+
 def test_the_guide_has_the_commands_this_module_runs():
     guide = (Path(__file__).resolve().parent.parent / "docs" / "guide.md").read_text()
     start = guide.index("### Your own servers\n")

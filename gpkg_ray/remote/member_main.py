@@ -28,7 +28,6 @@ import tempfile
 import time
 
 START_TIMEOUT = 90.0
-STOP_TIMEOUT = 30.0
 STARTED = "Ray runtime started."
 """What `ray start` prints once the node is up."""
 TEMP_PREFIX = "gpkg-rc-"
@@ -133,20 +132,17 @@ def stop(request: dict) -> dict:
 
 
 def _end(pid: int, created: float | None, recorded: list, temp_dirs: list) -> int:
-    """Ends `ray start` (it stops what it started on SIGTERM) and then any
-    recorded process left, each only while it has its recorded start time.
-    Returns how many processes were running."""
-    import psutil
-
+    """Ends `ray start`, what it started and any recorded process left, each
+    only while it has its recorded start time. Returns how many processes
+    were running."""
     from gpkg_ray.processes import find_processes, process_tree, stop_processes
 
     supervisor = find_processes([[pid, created] if created else pid], time.time())
     found = find_processes(recorded)
     everything = {p.pid: p for s in supervisor + found for p in process_tree(s)}
-    for proc in supervisor:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    psutil.wait_procs(supervisor, timeout=STOP_TIMEOUT)
+    # All at once, then SIGKILL after a grace: waiting for `ray start` to
+    # stop its own took 30 s and more (a gcs_server ignores SIGTERM once its
+    # raylet is gone).
     stop_processes(list(everything.values()))
     for path in temp_dirs:
         # Only dirs of the shape this cluster makes: the request could be edited.

@@ -447,10 +447,7 @@ def _stop_head(state: dict) -> None:
         for proc in ([head] if head else []) + recorded
         for p in process_tree(proc)
     }
-    if head is not None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            head.terminate()  # `ray start --block` stops what it started
-        psutil.wait_procs([head], timeout=STOP_TIMEOUT)
+    # All at once, SIGKILL after a grace (see member_main._end).
     stop_processes(list(everything.values()))
     temp_dir = state["head"].get("temp_dir")
     if temp_dir and os.path.basename(temp_dir).startswith(TEMP_PREFIX):
@@ -489,6 +486,7 @@ def _new_token(name: str) -> str:
 
 
 def _write_state(name: str, state: dict) -> None:
+    os.makedirs(local_cluster.state_dir(), mode=0o700, exist_ok=True)
     with replaced(_state_file(name)) as f:
         json.dump(state, f)
 
