@@ -103,7 +103,9 @@ setup(
         "guild.models": ["__anonymous__ = guild.model:PackageModel"],
         "guild.plugins": ["gpkg-ray = gpkg_ray.plugin:TunePlugin"],
         "guild.remotetypes": [
-            "ray-cluster = gpkg_ray.remote.guild_remote:RayClusterRemoteType"
+            "ray-cluster = gpkg_ray.remote.guild_remote:RayClusterRemoteType",
+            "remotes-cluster = "
+            "gpkg_ray.remote.remotes_cluster_remote:RemotesClusterRemoteType",
         ],
     },
     classifiers=[

@@ -747,6 +747,15 @@ def user_remotes() -> dict[str, Any]:
     return config.user_config().get("remotes") or {}
 
 
+def remote_config_path(path: str) -> str:
+    """A path of a remote's config as Guild's ssh remote takes it
+    (`remote_util.config_path`): `~` and variables expanded, a relative path
+    taken from the Guild config's directory."""
+    from guild import remote_util
+
+    return remote_util.config_path(path)
+
+
 # --- Scalars ---------------------------------------------------------------
 
 

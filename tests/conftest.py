@@ -79,6 +79,7 @@ SHARED_SETUPS = {
     "objectives_tune",
     "searched",
     "reported_tune",
+    "ssh_cluster",
 }
 """Module fixtures that are a tune or a cluster, shared by the tests of their
 module: those tests run on one worker, so it is made once."""

@@ -121,10 +121,11 @@ def defined_remotes() -> dict[str, Any]:
 def cluster_for_name(name: str) -> ClusterConfig:
     """The `ray-cluster` remote `name`; raises ClusterError (listing the
     ray-cluster remotes defined) when there is none by that name."""
+    from gpkg_ray.remote import remotes_cluster
+
     remotes = defined_remotes()
-    clusters = sorted(
-        n for n, r in remotes.items() if (r or {}).get("type") == REMOTE_TYPE
-    )
+    types = (REMOTE_TYPE, remotes_cluster.REMOTE_TYPE)
+    clusters = sorted(n for n, r in remotes.items() if (r or {}).get("type") in types)
     if name not in remotes:
         raise ClusterError(
             f"unknown cluster '{name}': use cluster=local, or define a remote "
@@ -132,6 +133,12 @@ def cluster_for_name(name: str) -> ClusterConfig:
             f"(ray-cluster remotes defined: {', '.join(clusters) or 'none'})"
         )
     remote_type = (remotes[name] or {}).get("type")
+    if remote_type == remotes_cluster.REMOTE_TYPE:
+        # Checked whole (its members too), then read as the ray-cluster it is.
+        remotes_cluster.remotes_cluster(name, remotes[name], remotes)
+        return cluster_config(
+            name, remotes_cluster.cluster_config_raw(name, remotes[name])
+        )
     if remote_type != REMOTE_TYPE:
         raise ClusterError(
             f"remote '{name}' is of type '{remote_type}', not {REMOTE_TYPE}: "
