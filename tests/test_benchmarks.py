@@ -116,3 +116,66 @@ def test_first_trial_benchmark_quick(guild_env):
     assert float(rows["Ray CPU per tune (s)"][0]) > 0
     assert any(line.startswith("target +2 s over Ray's own start") for line in lines)
     assert any(line.startswith("Ray CPU by process") for line in lines)
+
+
+def test_scale_benchmark_quick(guild_env):
+    lines = _run_quick("scale.py", guild_env)
+
+    header = next(
+        i for i, line in enumerate(lines) if line.lstrip().startswith("trials")
+    )
+    rows = [line.split() for line in lines[header + 1 : header + 3]]
+    assert [row[:2] for row in rows] == [["5", "1-5"], ["10", "6-10"]], rows
+    for row in rows:
+        assert float(row[2]) > 0 and int(row[4]) > 0  # s/trial, driver MB
+    assert any(line.startswith("cost per trial at 10 / at 5") for line in lines)
+    assert any(line.startswith("driver RSS growth per 100 trials") for line in lines)
+    files = next(i for i, line in enumerate(lines) if line.startswith("file of the"))
+    assert lines[files + 1].startswith("journal.jsonl"), lines[files + 1]
+    restart = {
+        line.strip()[:32].strip(): line.strip()[32:].split()[0]
+        for line in lines[
+            lines.index("restart (10 trials ended before the kill)") + 1 :
+        ][:4]
+    }
+    assert list(restart) == [
+        "launch to Ray up",
+        "Ray up to the next trial start",
+        "last trial end to exit",
+        "trials in trials.json",
+    ], restart
+    assert float(restart["Ray up to the next trial start"]) > 0
+    assert restart["trials in trials.json"] == "16"  # 10 + 6: none lost or twice
+    compare = next(line for line in lines if line.startswith("guild compare"))
+    assert compare.endswith("(16 rows)"), compare
+
+
+def test_optuna_side_by_side_benchmark_quick(guild_env):
+    lines = _run_quick("optuna_side_by_side.py", guild_env)
+
+    plain = lines.index(next(line for line in lines if line.startswith("TPE, no")))
+    names = [line[:24].strip() for line in lines[plain + 1 : plain + 3]]
+    assert names == ["gpkg.ray", "optuna threads"]
+    for line in lines[plain + 1 : plain + 3]:
+        trials, epochs, wall, best = line[24:].split()
+        assert trials == "2" and int(epochs) == 6  # 2 trials x 3 epochs
+        assert float(wall) > 0 and 0 < float(best) <= 1
+    assert any(line.startswith("gpkg.ray / optuna threads wall") for line in lines)
+    pruned = lines.index(next(line for line in lines if line.startswith("TPE + early")))
+    names = [line[:24].strip() for line in lines[pruned + 1 : pruned + 3]]
+    assert names == ["gpkg.ray asha", "optuna threads sha"]
+    assert any(line.startswith("to val_acc >= ") for line in lines)
+
+
+def test_early_stopping_benchmark_quick_on_real_training(guild_env):
+    trials = EARLY_STOPPING_TRIALS
+    lines = _run_quick(
+        "early_stopping.py", guild_env, f"--trials={trials}", "--workload=digits"
+    )
+
+    header = next(i for i, line in enumerate(lines) if line.startswith("scheduler"))
+    fifo, asha = (lines[header + 1].split(), lines[header + 2].split())
+    assert fifo[0] == "fifo" and asha[0] == "asha"
+    assert int(fifo[4]) == trials * 3  # every trial ran its 3 epochs
+    assert 0 < float(fifo[6]) <= 1  # a validation accuracy
+    assert any(line.startswith("best gap") for line in lines)
