@@ -154,22 +154,28 @@ def _optuna(way: str, trials: int, epochs: int, seed: int, prune: bool) -> Side:
     """The plain Optuna script, timed from its command to its exit."""
     with tempfile.TemporaryDirectory(prefix="gpkg-ray-optuna-") as tmp:
         out = Path(tmp) / "trials.jsonl"
-        common = [
-            sys.executable,
-            __file__,
-            "--worker",
-            f"--trials={trials}",
-            f"--epochs={epochs}",
-            f"--out={out}",
-            *(["--prune"] if prune else []),
-        ]
+
+        def command(n: int, *more: str) -> list[str]:
+            return [
+                sys.executable,
+                __file__,
+                "--worker",
+                f"--trials={n}",
+                f"--epochs={epochs}",
+                f"--out={out}",
+                *(["--prune"] if prune else []),
+                *more,
+            ]
+
         if way == "threads":
-            commands = [[*common, f"--seed={seed}", "--n-jobs=2"]]
+            commands = [command(trials, f"--seed={seed}", "--n-jobs=2")]
         else:
             storage = Path(tmp) / "study.log"
+            # Half the trials each: the study has exactly `trials`.
+            halves = (trials // 2, trials - trials // 2)
             commands = [
-                [*common, f"--seed={seed + i}", f"--storage={storage}"]
-                for i in range(2)
+                command(half, f"--seed={seed + i}", f"--storage={storage}")
+                for i, half in enumerate(halves)
             ]
         launched = time.time()
         procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL) for c in commands]
@@ -236,11 +242,7 @@ def _worker(args: argparse.Namespace) -> int:
         pruner=pruner,
         load_if_exists=True,
     )
-    # Two processes sharing the study stop once it has all its trials.
-    stop = optuna.study.MaxTrialsCallback(args.trials, states=None)
-    study.optimize(
-        objective, n_trials=args.trials, n_jobs=args.n_jobs, callbacks=[stop]
-    )
+    study.optimize(objective, n_trials=args.trials, n_jobs=args.n_jobs)
     return 0
 
 

@@ -28,7 +28,7 @@ Targets (issue 22): cost per trial at 1,000 within 20% of that at 10; Ray up to
 the next trial within 10 s.
 
     python benchmarks/scale.py              # 1,000 (+20) trials, ~15 min
-    python benchmarks/scale.py --quick      # 10 (+6) trials
+    python benchmarks/scale.py --quick      # 6 (+4) trials
     python benchmarks/scale.py --trials 300 --points 10 100 300
 """
 
@@ -83,10 +83,10 @@ class FileLog:
 
 def main() -> int:
     args = _parse_args()
-    n = args.trials or (10 if args.quick else 1000)
-    points = args.points or ([5, 10] if args.quick else [10, 100, 1000])
+    n = args.trials or (6 if args.quick else 1000)
+    points = args.points or ([3, 6] if args.quick else [10, 100, 1000])
     points = [p for p in points if p <= n]
-    extra = 6 if args.quick else 20
+    extra = 4 if args.quick else 20
     # Short: Ray puts its sockets in a dir under TMPDIR (107 bytes at most).
     base = Path(tempfile.mkdtemp(prefix="sc-"))
     bench = ScaleBench(base, interval=0.25 if args.quick else 1.0)
@@ -111,7 +111,7 @@ def main() -> int:
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 (+6) trials")
+    parser.add_argument("--quick", action="store_true", help="6 (+4) trials")
     parser.add_argument("--trials", type=int, help="trials before the kill")
     parser.add_argument("--points", type=int, nargs="+", help="where to measure")
     parser.add_argument("--keep", action="store_true", help="keep the Guild home")

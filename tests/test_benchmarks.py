@@ -125,18 +125,17 @@ def test_scale_benchmark_quick(guild_env):
         i for i, line in enumerate(lines) if line.lstrip().startswith("trials")
     )
     rows = [line.split() for line in lines[header + 1 : header + 3]]
-    assert [row[:2] for row in rows] == [["5", "1-5"], ["10", "6-10"]], rows
+    assert [row[:2] for row in rows] == [["3", "1-3"], ["6", "2-6"]], rows
     for row in rows:
         assert float(row[2]) > 0 and int(row[4]) > 0  # s/trial, driver MB
-    assert any(line.startswith("cost per trial at 10 / at 5") for line in lines)
+    assert any(line.startswith("cost per trial at 6 / at 3") for line in lines)
     assert any(line.startswith("driver RSS growth per 100 trials") for line in lines)
     files = next(i for i, line in enumerate(lines) if line.startswith("file of the"))
     assert lines[files + 1].startswith("journal.jsonl"), lines[files + 1]
+    start = next(i for i, line in enumerate(lines) if line.startswith("restart ("))
     restart = {
         line.strip()[:32].strip(): line.strip()[32:].split()[0]
-        for line in lines[
-            lines.index("restart (10 trials ended before the kill)") + 1 :
-        ][:4]
+        for line in lines[start + 1 : start + 5]
     }
     assert list(restart) == [
         "launch to Ray up",
@@ -145,9 +144,9 @@ def test_scale_benchmark_quick(guild_env):
         "trials in trials.json",
     ], restart
     assert float(restart["Ray up to the next trial start"]) > 0
-    assert restart["trials in trials.json"] == "16"  # 10 + 6: none lost or twice
+    assert restart["trials in trials.json"] == "10"  # 6 + 4: none lost or twice
     compare = next(line for line in lines if line.startswith("guild compare"))
-    assert compare.endswith("(16 rows)"), compare
+    assert compare.endswith("(10 rows)"), compare
 
 
 def test_optuna_side_by_side_benchmark_quick(guild_env):
@@ -165,17 +164,3 @@ def test_optuna_side_by_side_benchmark_quick(guild_env):
     names = [line[:24].strip() for line in lines[pruned + 1 : pruned + 3]]
     assert names == ["gpkg.ray asha", "optuna threads sha"]
     assert any(line.startswith("to val_acc >= ") for line in lines)
-
-
-def test_early_stopping_benchmark_quick_on_real_training(guild_env):
-    trials = EARLY_STOPPING_TRIALS
-    lines = _run_quick(
-        "early_stopping.py", guild_env, f"--trials={trials}", "--workload=digits"
-    )
-
-    header = next(i for i, line in enumerate(lines) if line.startswith("scheduler"))
-    fifo, asha = (lines[header + 1].split(), lines[header + 2].split())
-    assert fifo[0] == "fifo" and asha[0] == "asha"
-    assert int(fifo[4]) == trials * 3  # every trial ran its 3 epochs
-    assert 0 < float(fifo[6]) <= 1  # a validation accuracy
-    assert any(line.startswith("best gap") for line in lines)
