@@ -421,6 +421,16 @@ def _trial_ends(run_dir: Path, n: int) -> list[float]:
     return sorted(ends)[:n]
 
 
+def _curve(ends: list[float]) -> str:
+    """Seconds per trial over each tenth of the trials (their ends' slope)."""
+    step = max(2, len(ends) // 10)
+    slopes = [
+        (ends[i + step - 1] - ends[i]) / (step - 1)
+        for i in range(0, len(ends) - step + 1, step)
+    ]
+    return " ".join(f"{s:.3f}" for s in slopes)
+
+
 def _print(n, extra, points, bench, first, restart, compare) -> None:
     mb = 1024 * 1024
     samples = bench.samples
@@ -446,6 +456,7 @@ def _print(n, extra, points, bench, first, restart, compare) -> None:
         )
     lo, hi = rows[points[0]], rows[points[-1]]
     print()
+    print(f"curve, s/trial by tenth of the {n} trials: {_curve(ends)}")
     print(
         f"cost per trial at {points[-1]} / at {points[0]}: "
         f"{hi['wall'] / lo['wall']:.2f} (target <= {FLAT_TARGET})"

@@ -129,6 +129,7 @@ def test_scale_benchmark_quick(guild_env):
     for row in rows:
         assert float(row[2]) > 0 and int(row[4]) > 0  # s/trial, driver MB
     assert any(line.startswith("cost per trial at 6 / at 3") for line in lines)
+    assert any(line.startswith("curve, s/trial by tenth of the 6") for line in lines)
     assert any(line.startswith("driver RSS growth per 100 trials") for line in lines)
     files = next(i for i, line in enumerate(lines) if line.startswith("file of the"))
     assert lines[files + 1].startswith("journal.jsonl"), lines[files + 1]
