@@ -58,6 +58,8 @@ class Trial:
     ended: float
     """Seconds from the side's launch."""
     epochs: int
+    seconds: float
+    """From the trial's start to its end."""
 
 
 @dataclass
@@ -74,6 +76,11 @@ class Side:
     @property
     def epochs(self) -> int:
         return sum(t.epochs for t in self.trials)
+
+    @property
+    def trial_seconds(self) -> float:
+        """Mean seconds a trial took, start to end."""
+        return sum(t.seconds for t in self.trials) / max(1, len(self.trials))
 
     def time_to(self, target: float) -> float | None:
         """When it first completed a trial at least `target`."""
@@ -135,6 +142,7 @@ def _gpkg_ray(op: str, trials: int, epochs: int, seed: int, asha: bool) -> Side:
                     t["objective"] if completed else None,
                     t["ended"] - launched,
                     _epochs(home.path / "runs" / t["runs"]["train"]),
+                    t["ended"] - t["started"],
                 )
             )
     return side
@@ -186,7 +194,14 @@ def _optuna(way: str, trials: int, epochs: int, seed: int, prune: bool) -> Side:
         side = Side(f"optuna {way}" + (" sha" if prune else ""), wall)
         for line in out.read_text().splitlines():
             t = json.loads(line)
-            side.trials.append(Trial(t["value"], t["ended"] - launched, t["epochs"]))
+            side.trials.append(
+                Trial(
+                    t["value"],
+                    t["ended"] - launched,
+                    t["epochs"],
+                    t["ended"] - t["started"],
+                )
+            )
     return side
 
 
@@ -208,6 +223,7 @@ def _worker(args: argparse.Namespace) -> int:
         hidden = trial.suggest_categorical("hidden", SPACE_HIDDEN)
         alpha = trial.suggest_float("alpha", 1e-6, 1e-2, log=True)
         epochs = 0
+        started = time.time()
 
         def report(epoch: int, acc: float) -> bool:
             nonlocal epochs
@@ -215,12 +231,12 @@ def _worker(args: argparse.Namespace) -> int:
             if args.prune:
                 trial.report(acc, epoch)
                 if trial.should_prune():
-                    _record(args.out, lock, None, epochs)
+                    _record(args.out, lock, None, epochs, started)
                     raise optuna.TrialPruned()
             return False
 
         acc = mlp.train(lr, hidden, alpha, args.epochs, 0, report, data)
-        _record(args.out, lock, acc, epochs)
+        _record(args.out, lock, acc, epochs, started)
         return acc
 
     pruner = (
@@ -246,8 +262,10 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record(path: str, lock, value: float | None, epochs: int) -> None:
-    line = json.dumps({"value": value, "ended": time.time(), "epochs": epochs})
+def _record(path: str, lock, value, epochs: int, started: float) -> None:
+    line = json.dumps(
+        {"value": value, "started": started, "ended": time.time(), "epochs": epochs}
+    )
     with lock, open(path, "a") as f:
         f.write(line + "\n")
 
@@ -257,7 +275,10 @@ def _record(path: str, lock, value: float | None, epochs: int) -> None:
 
 def _print_plain(sides: list[Side]) -> None:
     print()
-    print(f"{'TPE, no pruning':<24}{'trials':>7}{'epochs':>8}{'wall s':>8}{'best':>8}")
+    print(
+        f"{'TPE, no pruning':<24}{'trials':>7}{'epochs':>8}{'wall s':>8}{'best':>8}"
+        f"{'trial s':>9}"
+    )
     for side in sides:
         _row(side)
     gpkg, optuna_sides = sides[0], sides[1:]
@@ -275,7 +296,7 @@ def _print_pruned(sides: list[Side]) -> None:
     print()
     print(
         f"{'TPE + early stopping':<24}{'trials':>7}{'epochs':>8}{'wall s':>8}"
-        f"{'best':>8}{'to target s':>13}"
+        f"{'best':>8}{'trial s':>9}{'to target s':>13}"
     )
     for side in sides:
         reached = side.time_to(target)
@@ -295,7 +316,7 @@ def _print_pruned(sides: list[Side]) -> None:
 def _row(side: Side, extra: str = "") -> None:
     print(
         f"{side.name:<24}{len(side.trials):>7}{side.epochs:>8}{side.wall:>8.1f}"
-        f"{side.best:>8.4f}{extra}"
+        f"{side.best:>8.4f}{side.trial_seconds:>9.2f}{extra}"
     )
 
 

@@ -157,9 +157,10 @@ def test_optuna_side_by_side_benchmark_quick(guild_env):
     names = [line[:24].strip() for line in lines[plain + 1 : plain + 3]]
     assert names == ["gpkg.ray", "optuna threads"]
     for line in lines[plain + 1 : plain + 3]:
-        trials, epochs, wall, best = line[24:].split()
+        trials, epochs, wall, best, trial_seconds = line[24:].split()
         assert trials == "2" and int(epochs) == 6  # 2 trials x 3 epochs
         assert float(wall) > 0 and 0 < float(best) <= 1
+        assert 0 < float(trial_seconds) < float(wall)
     assert any(line.startswith("gpkg.ray / optuna threads wall") for line in lines)
     pruned = lines.index(next(line for line in lines if line.startswith("TPE + early")))
     names = [line[:24].strip() for line in lines[pruned + 1 : pruned + 3]]
