@@ -1,14 +1,18 @@
 """Early stopping: the same search with scheduler=fifo and scheduler=asha.
 
-Runs `guild run tune` twice on the bundled learning-curve workload
-(benchmarks/learning_curve), with the same seed, so both runs sample the same
-trials, and prints for each: trials completed and stopped, epochs run (the
+Runs `guild run tune` twice on a bundled workload: the synthetic learning
+curves of benchmarks/learning_curve, or (`--workload digits`) a real training,
+scikit-learn's MLP on its bundled digits data (benchmarks/digits), with the
+same seed, so both runs sample the same trials, and prints for each: trials
+completed and stopped, epochs run (the
 `val_acc` values every train run logged), wall time and best objective; then
 ASHA's figures as ratios of FIFO's, against the targets: ASHA's best within 1%
 of FIFO's, at most 40% of FIFO's epochs.
 
     python benchmarks/early_stopping.py            # 32 trials x 27 epochs
     python benchmarks/early_stopping.py --quick    # 8 trials x 9 epochs
+    python benchmarks/early_stopping.py --workload digits   # 32 x 27, real
+    python benchmarks/early_stopping.py --workload digits --quick  # 8 x 3
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ from guild_home import GuildHome
 
 from gpkg_ray.trial.scalars import ScalarWatcher
 
-WORKLOAD = Path(__file__).resolve().parent / "learning_curve"
+HERE = Path(__file__).resolve().parent
+WORKLOADS = {
+    # name: (its dir, epochs of a trial in the full run and in --quick)
+    "synthetic": (HERE / "learning_curve", 27, 9),
+    "digits": (HERE / "digits", 27, 3),
+}
 BEST_GAP_TARGET = 0.01
 EPOCHS_RATIO_TARGET = 0.40
 
@@ -42,33 +51,44 @@ def main() -> int:
     args = _parse_args()
     op = "tune-quick" if args.quick else "tune"
     trials = args.trials or (8 if args.quick else 32)
+    workload, full_epochs, quick_epochs = WORKLOADS[args.workload]
     flags = [
         f"max-trials={trials}",
         f"seed={args.seed}",
         f"max-concurrent={args.concurrency}",
         "grace-period=1",
         "reduction-factor=3",
-        f"max-t={9 if args.quick else 27}",
+        f"max-t={quick_epochs if args.quick else full_epochs}",
     ]
-    print(f"{op}: {' '.join(flags)}", flush=True)
-    results = [_run(op, [f"scheduler={name}", *flags]) for name in ("fifo", "asha")]
+    print(f"{args.workload} {op}: {' '.join(flags)}", flush=True)
+    results = [
+        _run(workload, op, [f"scheduler={name}", *flags]) for name in ("fifo", "asha")
+    ]
     _print_table(results)
     return 0
 
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 trials x 9 epochs")
+    parser.add_argument(
+        "--quick", action="store_true", help="8 trials x 9 (digits: 3) epochs"
+    )
     parser.add_argument("--trials", type=int, help="trials per search")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="synthetic",
+        help="learning_curve/ (synthetic) or digits/ (scikit-learn's MLP)",
+    )
     return parser.parse_args()
 
 
-def _run(op: str, flags: list[str]) -> Figures:
+def _run(workload: Path, op: str, flags: list[str]) -> Figures:
     scheduler = flags[0].partition("=")[2]
     with GuildHome() as home:
-        wall = home.run(WORKLOAD, op, *flags)
+        wall = home.run(workload, op, *flags)
         return _figures(scheduler, home, wall)
 
 

@@ -116,3 +116,53 @@ def test_first_trial_benchmark_quick(guild_env):
     assert float(rows["Ray CPU per tune (s)"][0]) > 0
     assert any(line.startswith("target +2 s over Ray's own start") for line in lines)
     assert any(line.startswith("Ray CPU by process") for line in lines)
+
+
+def test_scale_benchmark_quick(guild_env):
+    lines = _run_quick("scale.py", guild_env)
+
+    header = next(
+        i for i, line in enumerate(lines) if line.lstrip().startswith("trials")
+    )
+    rows = [line.split() for line in lines[header + 1 : header + 3]]
+    assert [row[:2] for row in rows] == [["3", "1-3"], ["6", "2-6"]], rows
+    for row in rows:
+        assert float(row[2]) > 0 and int(row[4]) > 0  # s/trial, driver MB
+    assert any(line.startswith("cost per trial at 6 / at 3") for line in lines)
+    assert any(line.startswith("curve, s/trial by tenth of the 6") for line in lines)
+    assert any(line.startswith("driver RSS growth per 100 trials") for line in lines)
+    files = next(i for i, line in enumerate(lines) if line.startswith("file of the"))
+    assert lines[files + 1].startswith("journal.jsonl"), lines[files + 1]
+    start = next(i for i, line in enumerate(lines) if line.startswith("restart ("))
+    restart = {
+        line.strip()[:32].strip(): line.strip()[32:].split()[0]
+        for line in lines[start + 1 : start + 5]
+    }
+    assert list(restart) == [
+        "launch to Ray up",
+        "Ray up to the next trial start",
+        "last trial end to exit",
+        "trials in trials.json",
+    ], restart
+    assert float(restart["Ray up to the next trial start"]) > 0
+    assert restart["trials in trials.json"] == "10"  # 6 + 4: none lost or twice
+    compare = next(line for line in lines if line.startswith("guild compare"))
+    assert compare.endswith("(10 rows)"), compare
+
+
+def test_optuna_side_by_side_benchmark_quick(guild_env):
+    lines = _run_quick("optuna_side_by_side.py", guild_env)
+
+    plain = lines.index(next(line for line in lines if line.startswith("TPE, no")))
+    names = [line[:24].strip() for line in lines[plain + 1 : plain + 3]]
+    assert names == ["gpkg.ray", "optuna threads"]
+    for line in lines[plain + 1 : plain + 3]:
+        trials, epochs, wall, best, trial_seconds = line[24:].split()
+        assert trials == "2" and int(epochs) == 6  # 2 trials x 3 epochs
+        assert float(wall) > 0 and 0 < float(best) <= 1
+        assert 0 < float(trial_seconds) < float(wall)
+    assert any(line.startswith("gpkg.ray / optuna threads wall") for line in lines)
+    pruned = lines.index(next(line for line in lines if line.startswith("TPE + early")))
+    names = [line[:24].strip() for line in lines[pruned + 1 : pruned + 3]]
+    assert names == ["gpkg.ray asha", "optuna threads sha"]
+    assert any(line.startswith("to val_acc >= ") for line in lines)

@@ -425,6 +425,9 @@ def _early_end_reason(stop: StopRequest, time_budget: float, started: float) -> 
     return "the search ended"
 
 
+EXPERIMENT_STATE_PERIOD_ENV = "TUNE_GLOBAL_CHECKPOINT_S"
+"""Ray Tune's setting of how often it saves its experiment state (seconds)."""
+
 _TUNE_DRIVER_ENV = {
     # Tune's old, quiet console output (verbose=0 prints nothing with it).
     "RAY_AIR_NEW_OUTPUT": "0",
@@ -439,4 +442,10 @@ _TUNE_DRIVER_ENV = {
     # Guild's `sys/*` values mixed in by its summary plugins): a trial's curves
     # are its step runs' scalars, which Guild names and shows itself.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # Tune's experiment state (every trial's state and the searcher's, for
+    # Tuner.restore) is written whole every 10 s or more: about 14 KB a trial,
+    # 14 MB at 1,000 trials, rewritten again and again (benchmarks/scale.py).
+    # A tune restarts from its own journal (gpkg_ray.resume), not from it:
+    # Tune writes it as the search starts, and once as it ends (forced).
+    EXPERIMENT_STATE_PERIOD_ENV: "inf",
 }
