@@ -72,6 +72,7 @@ SHARED_SETUPS = {
     "shared_cluster",
     "tpe_batch",
     "separate_hosts",
+    "slurm_cluster",
 }
 """Module fixtures that are a tune or a cluster, shared by the tests of their
 module: those tests run on one worker, so it is made once."""

@@ -33,10 +33,15 @@ class StopRequest:
     failure: SystematicFailure | None = None
     """Set by the engine when it stopped the search because its first trials
     all failed the same way (engine.fail_fast)."""
+    cluster_ended: str | None = None
+    """Set when the cluster's SLURM job ended under the tune (its time limit,
+    a cancel): why (see watching_job)."""
 
     @property
     def reason(self) -> str | None:
         """Why the search stopped early, if it did: for the trials it stopped."""
+        if self.cluster_ended is not None:
+            return self.cluster_ended
         if self.signal == signal.SIGINT:
             return "the tune was interrupted (SIGINT)"
         if self.signal is not None:
@@ -87,3 +92,49 @@ def exit_by_signal(sig: signal.Signals) -> None:
     the tune run as `terminated` (a negative exit status), as for any op."""
     signal.signal(sig, signal.SIG_DFL)
     signal.raise_signal(sig)
+
+
+JOB_POLL_SECONDS = 2.0
+
+
+@contextmanager
+def watching_job(cluster, request: StopRequest) -> Iterator[None]:
+    """While it is entered, watches the SLURM job of `cluster` (a slurm
+    ray-cluster remote; else does nothing): once the job is no longer running
+    (its time limit, a cancel), sets `request.cluster_ended` and stops the
+    search as a first stop signal does, so its running trials end with that
+    reason and a restart of the tune runs them again."""
+    if cluster is None or cluster.slurm is None:
+        yield
+        return
+    import os
+    import threading
+
+    from gpkg_ray.errors import ClusterError
+    from gpkg_ray.remote import slurm
+
+    state = slurm.read_state(cluster.name)
+    if state is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(JOB_POLL_SECONDS):
+            try:
+                job = slurm.job_state(state["job"])
+            except ClusterError:  # squeue did not answer this time
+                continue
+            if job.state not in ("RUNNING", "PENDING"):
+                request.cluster_ended = job.describe()
+                if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                return
+
+    watcher = threading.Thread(target=watch, name="slurm-job-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
