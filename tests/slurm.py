@@ -201,12 +201,19 @@ class LocalSlurm:
         raise RuntimeError(f"timed out waiting for {what}: see {self.dir}")
 
     def stop(self) -> None:
-        """Stops the daemons (slurmd first: it ends the jobs' steps), each by
-        its handle, with whatever they started; removes the temp dir."""
-        for proc in reversed(self.procs):
-            tree = [psutil.Process(proc.pid)] if proc.poll() is None else []
+        """Cancels the jobs left and waits for them, ends what is left of
+        them, then stops the daemons (slurmd first), each by its handle, with
+        whatever they started; removes the temp dir."""
+        if self.procs and all(proc.poll() is None for proc in self.procs):
+            self._cancel_jobs()
+        for stepd in self._stepds():  # a job step that outlived its job
             with contextlib.suppress(psutil.NoSuchProcess):
-                tree += tree[0].children(recursive=True) if tree else []
+                for p in [stepd, *stepd.children(recursive=True)]:
+                    p.kill()
+        for proc in reversed(self.procs):
+            tree = []
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree = psutil.Process(proc.pid).children(recursive=True)
             if proc.poll() is None:
                 proc.terminate()
                 try:
@@ -214,11 +221,35 @@ class LocalSlurm:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            for p in tree[1:]:
+            for p in tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
         self.procs = []
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _cancel_jobs(self) -> None:
+        jobs = self.run("squeue", "-h", "-o", "%i").stdout.split()
+        if jobs:
+            self.run("scancel", *jobs)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not self.run("squeue", "-h", "-o", "%i").stdout.split():
+                return
+            time.sleep(0.5)
+
+    def _stepds(self) -> list[psutil.Process]:
+        """slurmstepd processes of this SLURM: each has its socket in our
+        SlurmdSpoolDir (slurmd starts them detached, not as its children)."""
+        spool = str(self.dir / "spool")
+        found = []
+        for proc in psutil.process_iter(["name"]):
+            if proc.info["name"] != "slurmstepd":
+                continue
+            with contextlib.suppress(psutil.Error):
+                sockets = proc.net_connections(kind="unix")
+                if any(str(c.laddr).startswith(spool) for c in sockets):
+                    found.append(proc)
+        return found
 
 
 if __name__ == "__main__":

@@ -4,15 +4,17 @@ slurmctld, slurmd from Debian's packages) that this module configures and
 runs on this machine (tests/slurm.py), on 127.0.0.1 only. Root only.
 
 One SLURM and two remotes for the module: `hpc` (no time limit) for start,
-status, a tune and stop; `short` (a one-minute limit, SLURM's smallest) for
-a tune that its job's time limit ends. `short` is started first, so its
-minute runs while the `hpc` tests do.
+status, a tune and stop; `short` (a one-minute limit, SLURM's smallest, and
+`stop-before: 30`) for a tune that its job's coming time limit stops, and a
+status after the limit.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -30,7 +32,7 @@ SKIP = local_slurm.missing_reason()
 @pytest.fixture(scope="module")
 def slurm_cluster(new_project):
     """The module's SLURM, a project with the two remotes, and the output of
-    starting each; everything is stopped at the end (by handle), and checked
+    starting `hpc`; everything is stopped at the end (by handle), and checked
     gone."""
     if SKIP:
         pytest.skip(SKIP)
@@ -47,6 +49,7 @@ def slurm_cluster(new_project):
             "cpus-per-node": 1,
             "port": local_slurm.free_port(),
             "time": "1:00",
+            "stop-before": 30,
         },
     }
     config = {
@@ -58,8 +61,7 @@ def slurm_cluster(new_project):
     (project.path / "guild-config.yml").write_text(yaml.safe_dump(config))
     started = {}
     try:
-        for name in ("short", "hpc"):
-            started[name] = project.guild("remote", "start", "-y", name, timeout=120)
+        started["hpc"] = project.guild("remote", "start", "-y", "hpc", timeout=120)
         yield project, slurm, started
     finally:
         for name in remotes:
@@ -167,29 +169,42 @@ def test_stop_cancels_the_job_and_ends_what_it_started(slurm_cluster):
     ]
 
 
-def test_a_job_at_its_time_limit_stops_the_tune_on_it_and_status_says_so(
+def test_a_job_near_its_time_limit_stops_the_tune_on_it_and_status_says_so(
     slurm_cluster,
 ):
-    project, _slurm, started = slurm_cluster
-    assert started["short"].returncode == 0, started["short"].stdout
-    job = _job_id(started["short"])
+    project, _slurm, _started = slurm_cluster
+    started = project.guild("remote", "start", "-y", "short", timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    job = _job_id(started)
 
-    # Its trains hold until the job's minute is up.
+    # Its trains hold until the tune stops them, 30 s before the limit.
     tuned = project.tune("cluster=short", "max-trials=2", "max-concurrent=1")
+    # SLURM ends a job within 30 s after its limit (slurmctld's check period).
+    deadline = time.monotonic() + 120
     status = project.guild("remote", "status", "short")
+    while status.returncode == 0 and time.monotonic() < deadline:
+        time.sleep(3)
+        status = project.guild("remote", "status", "short")
 
     assert tuned.returncode != 0
-    reason = f"SLURM job {job} ended: TIMEOUT, it reached its time limit (1:00)"
     tune_run = max(project.runs_of("tune"), key=lambda r: r.get("started"))
-    assert (
-        f"gpkg.ray: {reason}: its running trials were stopped; once a new "
-        "allocation is up (`guild remote start short`), continue with `guild run "
-        f"--restart {tune_run.id}`"
-    ) in tuned.stderr
+    reason = re.compile(
+        rf"SLURM job {job} is \d+ s from its time limit \(1:00\); stop-before "
+        "is 30 s"
+    )
+    message = re.search(rf"gpkg.ray: ({reason.pattern}): (.*)", tuned.stderr)
+    assert message, tuned.stdout + tuned.stderr
+    assert message.group(2) == (
+        "its running trials were stopped; once a new allocation is up (`guild "
+        f"remote start short`), continue with `guild run --restart {tune_run.id}`"
+    )
     stopped = [t for t in project.trials(tune_run) if t["status"] == "stopped"]
-    assert stopped and all(t["stop_reason"] == reason for t in stopped)
+    assert stopped, project.trials(tune_run)
+    assert all(t["stop_reason"] == message.group(1) for t in stopped)
+    assert "running" not in project.statuses("train").values()
     assert error_lines(status) == [
-        f"guild: remote short is not available ({reason}: start a new allocation "
-        "with `guild remote start short`)"
+        f"guild: remote short is not available (SLURM job {job} ended: TIMEOUT, it "
+        "reached its time limit (1:00): start a new allocation with `guild remote "
+        "start short`)"
     ]
     assert not Path(f"/tmp/gpkg-ray-slurm-{job}").exists()

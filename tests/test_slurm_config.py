@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from gpkg_ray.engine.interrupts import _job_ending
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.remote.config import cluster_config
 from gpkg_ray.remote.slurm import JobState, SlurmSpec, job_script, slurm_spec
@@ -38,7 +39,7 @@ from gpkg_ray.remote.slurm import JobState, SlurmSpec, job_script, slurm_spec
             {"cpus": 4},
             "remote 'hpc': unknown key 'slurm: cpus' (slurm takes partition, "
             "nodes, cpus-per-node, gpus-per-node, time, port, python, output, "
-            "sbatch)",
+            "sbatch, stop-before)",
         ),
         ({"port": 70000}, "remote 'hpc': slurm: port must be <= 65535"),
     ],
@@ -118,3 +119,22 @@ def test_defaults_leave_the_choice_to_slurm():
     assert slurm_spec("hpc", {}) == SlurmSpec()
     script = job_script("hpc", SlurmSpec())
     assert "--partition" not in script and "--time" not in script
+
+
+@pytest.mark.parametrize(
+    "job, reason",
+    [
+        (JobState("7", "RUNNING", "2:01", time_limit="1:00:00"), None),
+        (JobState("7", "RUNNING", "UNLIMITED"), None),
+        (
+            JobState("7", "RUNNING", "1:59", time_limit="1:00:00"),
+            "SLURM job 7 is 119 s from its time limit (1:00:00); stop-before is 120 s",
+        ),
+        (
+            JobState("7", "CANCELLED"),
+            "SLURM job 7 ended: CANCELLED, it was cancelled",
+        ),
+    ],
+)
+def test_a_tune_stops_stop_before_seconds_before_its_jobs_limit(job, reason):
+    assert _job_ending(job, 120) == reason

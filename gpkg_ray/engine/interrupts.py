@@ -100,10 +100,14 @@ JOB_POLL_SECONDS = 2.0
 @contextmanager
 def watching_job(cluster, request: StopRequest) -> Iterator[None]:
     """While it is entered, watches the SLURM job of `cluster` (a slurm
-    ray-cluster remote; else does nothing): once the job is no longer running
-    (its time limit, a cancel), sets `request.cluster_ended` and stops the
-    search as a first stop signal does, so its running trials end with that
-    reason and a restart of the tune runs them again."""
+    ray-cluster remote; else does nothing): once the job is within the
+    remote's `stop-before` seconds of its time limit, or no longer runs (a
+    cancel), sets `request.cluster_ended` and stops the search as a first
+    stop signal does, so its running trials end with that reason and a
+    restart of the tune runs them again. Before the limit, not at it: once
+    the job has ended, Ray and the driver's connection are gone (the driver
+    exits after Ray's 60 s GCS timeout, and a restart resumes from what that
+    attempt's journal says)."""
     if cluster is None or cluster.slurm is None:
         yield
         return
@@ -125,8 +129,9 @@ def watching_job(cluster, request: StopRequest) -> Iterator[None]:
                 job = slurm.job_state(state["job"])
             except ClusterError:  # squeue did not answer this time
                 continue
-            if job.state not in ("RUNNING", "PENDING"):
-                request.cluster_ended = job.describe()
+            reason = _job_ending(job, cluster.slurm.stop_before)
+            if reason:
+                request.cluster_ended = reason
                 if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's
                     os.kill(os.getpid(), signal.SIGUSR1)
                 return
@@ -138,3 +143,16 @@ def watching_job(cluster, request: StopRequest) -> Iterator[None]:
     finally:
         done.set()
         watcher.join()
+
+
+def _job_ending(job, stop_before: float) -> str | None:
+    """Why a tune on `job` must stop now, or None while it may go on."""
+    if job.state not in ("RUNNING", "PENDING"):
+        return job.describe()
+    left = job.seconds_left
+    if left is not None and left <= stop_before:
+        return (
+            f"SLURM job {job.job_id} is {left:g} s from its time limit "
+            f"({job.time_limit}); stop-before is {stop_before:g} s"
+        )
+    return None

@@ -13,6 +13,7 @@ start|status|stop` on a login node.
           port: 6379              # the head's GCS port
           python: ~/envs/ml/bin/python  # on the nodes (default: this one)
           sbatch: [--account=ml, --qos=normal]  # any other sbatch options
+          stop-before: 120        # s before the time limit a tune stops its trials
 
 The job is the one Ray documents for SLURM (`job_script`): on its first node
 it starts the head (`ray start --head --block`, which runs trials too), and
@@ -69,8 +70,12 @@ SLURM_KEYS = (
     "python",
     "output",
     "sbatch",
+    "stop-before",
 )
 DEFAULT_PORT = 6379
+DEFAULT_STOP_BEFORE = 120
+"""Seconds before the job's time limit at which a tune on it stops its
+trials: after the limit Ray is gone, and the runs with it."""
 START_TIMEOUT = 600.0
 """How long start waits for the job to run and its nodes to join; a job that
 is still queued then stays queued (status shows it)."""
@@ -101,6 +106,7 @@ class SlurmSpec:
     python: str | None = None
     output: str | None = None
     sbatch: tuple[str, ...] = field(default=())
+    stop_before: int = DEFAULT_STOP_BEFORE
 
 
 def slurm_spec(name: str, raw: Any) -> SlurmSpec:
@@ -121,6 +127,7 @@ def slurm_spec(name: str, raw: Any) -> SlurmSpec:
         ("cpus-per-node", 1),
         ("gpus-per-node", 0),
         ("port", 1),
+        ("stop-before", 0),
     ):
         if raw.get(key) is not None:
             values[key.replace("-", "_")] = _count(name, key, raw[key], minimum)
@@ -219,6 +226,9 @@ case $head_ip in
   127.*) export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ;;
 esac
 export RAY_USAGE_STATS_ENABLED=0
+# SIGTERM (cancel, time limit) stops Ray at once: no Serve to drain, and
+# SLURM's KillWait is short.
+export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0
 # Ray's sockets and logs: a short dir of the job's own on each node, removed
 # when its Ray stops (SLURM sends SIGTERM at cancel and at the time limit).
 export GPKG_RAY_TEMP_DIR=/tmp/gpkg-ray-slurm-$SLURM_JOB_ID
@@ -282,6 +292,19 @@ class JobState:
     nodes: tuple[str, ...] = ()
     reason: str = ""
     time_limit: str = ""
+
+    @property
+    def seconds_left(self) -> float | None:
+        """squeue's time left ([D-]H:MM:SS, M:SS) in seconds; None when the
+        job has no limit."""
+        days, _, clock = self.time_left.rpartition("-")
+        parts = clock.split(":")
+        if not all(p.isdigit() for p in parts) or (days and not days.isdigit()):
+            return None
+        seconds = 0
+        for part in parts:
+            seconds = seconds * 60 + int(part)
+        return seconds + int(days or 0) * 86400
 
     @property
     def ended(self) -> bool:
@@ -408,7 +431,7 @@ def start(
     _write_state(name, state)
     out(f"{name}: submitted SLURM job {job_id}")
     try:
-        job, host = _wait_running(name, job_id, out)
+        job, host = _wait_running(name, job_id, spec, out)
         state["host"] = host
         _write_state(name, state)
         if not is_this_host(host):
@@ -430,7 +453,7 @@ def _new_token_file(name: str) -> str:
 
 
 def _wait_running(
-    name: str, job_id: str, out: Callable[[str], None]
+    name: str, job_id: str, spec: SlurmSpec, out: Callable[[str], None]
 ) -> tuple[JobState, str]:
     """Waits until the job runs; (its state, the head's address)."""
     deadline = time.monotonic() + START_TIMEOUT
@@ -443,7 +466,7 @@ def _wait_running(
         if job.ended:
             raise ClusterError(
                 f"cluster '{name}': {job.describe()} before Ray started "
-                f"(see {output_file(name, SlurmSpec()).replace('%j', job_id)})"
+                f"(see {output_file(name, spec).replace('%j', job_id)})"
             )
         if job.state == "RUNNING" and job.nodes:
             return job, _resolve(job.nodes[0])
@@ -554,15 +577,21 @@ def cancel(name: str) -> JobState | None:
         _slurm("scancel", state["job"])
         _wait_ended(state["job"])
     _end_login_node(state)
-    for path in (_state_file(name), token_file(name)):
+    login_log = os.path.join(state_dir(), f"{name}-login-node.log")
+    for path in (_state_file(name), token_file(name), login_log):
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
     return job
 
 
-def _wait_ended(job_id: str, timeout: float = 60.0) -> None:
+def _wait_ended(job_id: str, timeout: float = 90.0) -> None:
+    """Waits until SLURM has ended the job's processes: not COMPLETING, which
+    lasts while Ray stops on SIGTERM (up to the cluster's KillWait)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not job_state(job_id).ended:
+    while time.monotonic() < deadline:
+        job = job_state(job_id)
+        if job.ended and job.state != "COMPLETING":
+            return
         time.sleep(0.5)
 
 
