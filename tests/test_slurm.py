@@ -67,14 +67,22 @@ def slurm_cluster(new_project):
         for name in remotes:
             project.guild("remote", "stop", "-y", name, timeout=120)
         slurm.stop()
-    left = [
+    # A job step's slurmstepd exits on its own a moment after its job ends.
+    deadline = time.monotonic() + 15
+    while (left := _slurm_processes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == [], "left running"
+    assert not slurm.dir.exists()
+
+
+def _slurm_processes() -> list[str]:
+    """SLURM's daemons and the job's Ray processes still running."""
+    return [
         p.info["name"]
         for p in psutil.process_iter(["name", "cmdline"])
         if p.info["name"] in ("slurmctld", "slurmd", "slurmstepd", "munged")
         or "gpkg-ray-slurm-" in " ".join(p.info["cmdline"] or [])
     ]
-    assert left == [], "left running"
-    assert not slurm.dir.exists()
 
 
 def _job_id(started: subprocess.CompletedProcess) -> str:
