@@ -67,6 +67,16 @@ def run_tune_op(check, batch: bool = False) -> int:
     faults.point("tune-end")  # every result written, the run not yet ended
     if stop.signal is not None:
         exit_by_signal(stop.signal)  # the results so far are saved
+    if stop.cluster_ended is not None:  # its SLURM job ended under it
+        name = checked.cluster.name if checked.cluster else "NAME"
+        print(
+            f"gpkg.ray: {stop.cluster_ended}: its running trials were stopped; "
+            f"once a new allocation is up (`guild remote start {name}`), "
+            f"continue with `guild run --restart {tune_run.id}`",
+            file=sys.stderr,
+            flush=True,
+        )
+        return _EXIT_TUNE_FAILED
     if stop.failure is not None:  # its first trials all failed the same way
         print(f"gpkg.ray: {stop.failure}", file=sys.stderr, flush=True)
         return _EXIT_TUNE_FAILED

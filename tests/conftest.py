@@ -80,6 +80,7 @@ SHARED_SETUPS = {
     "searched",
     "reported_tune",
     "ssh_cluster",
+    "slurm_cluster",
 }
 """Module fixtures that are a tune or a cluster, shared by the tests of their
 module: those tests run on one worker, so it is made once."""

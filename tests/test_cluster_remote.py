@@ -401,7 +401,7 @@ def test_a_trial_whose_node_dies_runs_again_on_another_node(project, cluster, tm
             {"address": "127.0.0.1:1", "adress": "x"},
             "remote 'geronimo': unknown key 'adress' (a ray-cluster remote takes type, "
             "description, address, auth-token-file, auth-token-env, max-copy-mb, "
-            "env, pip, trial-cpus, trial-gpus, local)",
+            "env, pip, trial-cpus, trial-gpus, local, slurm)",
         ),
         (
             {"address": "127.0.0.1:1", "trial-cpus": -1},

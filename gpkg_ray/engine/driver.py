@@ -35,7 +35,7 @@ def run_tune(
 ) -> list[TrialOutcome]:
     """Runs what is left of the search of `prepared`; returns the outcome of
     every trial this attempt ran, by trial number."""
-    from gpkg_ray.engine.interrupts import handling_stops
+    from gpkg_ray.engine.interrupts import handling_stops, watching_job
 
     # Stop signals are handled before Ray starts and the steps' source is
     # staged: a stop then ends the start, and its temp dirs and processes go.
@@ -45,7 +45,8 @@ def run_tune(
         try:
             with ray_session(prepared, log_file, listener) as cluster_runs:
                 handle_again()  # ray.init set a SIGTERM handler of its own
-                return _search(prepared, listener, stop, cluster_runs)
+                with watching_job(prepared.checked.cluster, stop):
+                    return _search(prepared, listener, stop, cluster_runs)
         except SystemExit as e:
             if e.code != signal.SIGTERM:
                 raise

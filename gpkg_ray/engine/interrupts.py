@@ -33,10 +33,15 @@ class StopRequest:
     failure: SystematicFailure | None = None
     """Set by the engine when it stopped the search because its first trials
     all failed the same way (engine.fail_fast)."""
+    cluster_ended: str | None = None
+    """Set when the cluster's SLURM job ended under the tune (its time limit,
+    a cancel): why (see watching_job)."""
 
     @property
     def reason(self) -> str | None:
         """Why the search stopped early, if it did: for the trials it stopped."""
+        if self.cluster_ended is not None:
+            return self.cluster_ended
         if self.signal == signal.SIGINT:
             return "the tune was interrupted (SIGINT)"
         if self.signal is not None:
@@ -87,3 +92,67 @@ def exit_by_signal(sig: signal.Signals) -> None:
     the tune run as `terminated` (a negative exit status), as for any op."""
     signal.signal(sig, signal.SIG_DFL)
     signal.raise_signal(sig)
+
+
+JOB_POLL_SECONDS = 2.0
+
+
+@contextmanager
+def watching_job(cluster, request: StopRequest) -> Iterator[None]:
+    """While it is entered, watches the SLURM job of `cluster` (a slurm
+    ray-cluster remote; else does nothing): once the job is within the
+    remote's `stop-before` seconds of its time limit, or no longer runs (a
+    cancel), sets `request.cluster_ended` and stops the search as a first
+    stop signal does, so its running trials end with that reason and a
+    restart of the tune runs them again. Before the limit, not at it: once
+    the job has ended, Ray and the driver's connection are gone (the driver
+    exits after Ray's 60 s GCS timeout, and a restart resumes from what that
+    attempt's journal says)."""
+    if cluster is None or cluster.slurm is None:
+        yield
+        return
+    import os
+    import threading
+
+    from gpkg_ray.errors import ClusterError
+    from gpkg_ray.remote import slurm
+
+    state = slurm.read_state(cluster.name)
+    if state is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(JOB_POLL_SECONDS):
+            try:
+                job = slurm.job_state(state["job"])
+            except ClusterError:  # squeue did not answer this time
+                continue
+            reason = _job_ending(job, cluster.slurm.stop_before)
+            if reason:
+                request.cluster_ended = reason
+                if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                return
+
+    watcher = threading.Thread(target=watch, name="slurm-job-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _job_ending(job, stop_before: float) -> str | None:
+    """Why a tune on `job` must stop now, or None while it may go on."""
+    if job.state not in ("RUNNING", "PENDING"):
+        return job.describe()
+    left = job.seconds_left
+    if left is not None and left <= stop_before:
+        return (
+            f"SLURM job {job.job_id} is {left:g} s from its time limit "
+            f"({job.time_limit}); stop-before is {stop_before:g} s"
+        )
+    return None

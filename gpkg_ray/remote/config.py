@@ -14,6 +14,8 @@
         trial-cpus: 4        # per trial, unless the tune's cpus/gpus flags say
         trial-gpus: 1
         # local: {workers: 2, cpus: 2}  # a cluster Guild starts here (local_cluster)
+        # slurm: {nodes: 2, time: "4:00:00"}  # or in a SLURM job (remote.slurm);
+        #                                     # then no address: the job's head
 
 Every key is checked when the remote is used; a bad one is a one-line error
 that names the remote and the key.
@@ -32,6 +34,7 @@ from gpkg_ray import guild_api
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.remote import local_cluster
 from gpkg_ray.remote.local_cluster import LocalSpec, local_spec
+from gpkg_ray.remote.slurm import SlurmSpec, slurm_spec
 
 REMOTE_TYPE = "ray-cluster"
 KEYS = (
@@ -46,6 +49,7 @@ KEYS = (
     "trial-cpus",
     "trial-gpus",
     "local",
+    "slurm",
 )
 DEFAULT_MAX_COPY_MB = 256
 
@@ -66,6 +70,8 @@ class ClusterConfig:
     trial_gpus: float | None = None
     local: LocalSpec | None = None
     """How to start the cluster here (`guild remote start`), if it is local."""
+    slurm: SlurmSpec | None = None
+    """The SLURM job `guild remote start` submits for it, if any."""
 
     @property
     def address(self) -> str:
@@ -101,7 +107,8 @@ class ClusterConfig:
                     "cluster's token in it"
                 )
             return token
-        if self.local is not None:  # `guild remote start` made one
+        if self.local is not None or self.slurm is not None:
+            # `guild remote start` made one
             return _read_if_exists(local_cluster.token_file(self.name))
         return None
 
@@ -154,7 +161,17 @@ def cluster_config(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
             f"remote '{name}': unknown key '{unknown[0]}' (a {REMOTE_TYPE} remote "
             f"takes {', '.join(KEYS)})"
         )
-    host, port = _address(name, raw.get("address"))
+    slurm = None
+    if raw.get("slurm") is not None:
+        slurm = slurm_spec(name, raw["slurm"])
+        if raw.get("address") or raw.get("local") is not None:
+            raise ClusterError(
+                f"remote '{name}': a slurm remote's head is its job's first node: "
+                "remove address and local (set slurm: port for the head's port)"
+            )
+        host, port = slurm_address(name, slurm)
+    else:
+        host, port = _address(name, raw.get("address"))
     token_file, token_env = raw.get("auth-token-file"), raw.get("auth-token-env")
     if token_file and token_env:
         raise ClusterError(
@@ -187,7 +204,17 @@ def cluster_config(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         _number(name, raw, "trial-cpus"),
         _number(name, raw, "trial-gpus"),
         local,
+        slurm,
     )
+
+
+def slurm_address(name: str, spec: SlurmSpec) -> tuple[str, int]:
+    """The head's address that `guild remote start` recorded (127.0.0.1
+    before the job runs: nothing listens there for it, and status says why)."""
+    from gpkg_ray.remote import slurm
+
+    host, port = slurm.address(name, spec)
+    return host or "127.0.0.1", port
 
 
 def _token_file(raw: Any) -> str | None:

@@ -3,7 +3,8 @@
 Wiring only: `guild remote status NAME` reads the remote's config
 (`remote.config`) and asks the cluster for its nodes (`remote.status`);
 `guild remote start|stop NAME` start and stop a cluster the config describes
-as local (`remote.local_cluster`).
+as local (`remote.local_cluster`), or submit and cancel the SLURM job of a
+slurm remote (`remote.slurm`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ class RayClusterRemote(remotelib.Remote):
             raise remotelib.Down(f"({e})") from e
         except ClusterError as e:
             raise remotelib.OperationError(str(e)) from e
+        if cluster.slurm is not None:
+            from gpkg_ray.remote.slurm import current_job
+
+            job = current_job(self.name)
+            if job is not None:  # it ran a moment ago (cluster_nodes checked)
+                cli.out(f"{self.name}: {job.describe()}")
         for line in status_lines(cluster, nodes):
             cli.out(line)
 
@@ -53,6 +60,8 @@ class RayClusterRemote(remotelib.Remote):
         from gpkg_ray.remote import local_cluster
 
         cluster = self._cluster()
+        if cluster.slurm is not None:
+            return self._start_slurm(cluster)
         if cluster.local is None:
             raise remotelib.OperationNotSupported(
                 f"{self.name} is a cluster started outside Guild: start it with "
@@ -76,6 +85,8 @@ class RayClusterRemote(remotelib.Remote):
         from gpkg_ray.remote import local_cluster
 
         cluster = self._cluster()
+        if cluster.slurm is not None:
+            return self._stop_slurm()
         if cluster.local is None:
             raise remotelib.OperationNotSupported(
                 f"{self.name} is a cluster started outside Guild: stop it on its "
@@ -85,6 +96,38 @@ class RayClusterRemote(remotelib.Remote):
             cli.out(f"{self.name}: Ray cluster stopped")
         else:
             cli.out(f"{self.name}: not running")
+
+    def _start_slurm(self, cluster):
+        from guild import cli
+
+        from gpkg_ray.remote import slurm
+
+        try:
+            job, address = slurm.start(self.name, cluster.slurm, out=cli.out)
+        except ClusterError as e:
+            raise remotelib.OperationError(str(e)) from e
+        nodes = cluster.slurm.nodes
+        cli.out(
+            f"{self.name}: Ray cluster started at {address} in SLURM job "
+            f"{job.job_id} ({nodes} node{'s' if nodes != 1 else ''}, token auth, "
+            f"time left {job.time_left}); stop it with `guild remote stop {self.name}`"
+        )
+
+    def _stop_slurm(self):
+        from guild import cli
+
+        from gpkg_ray.remote import slurm
+
+        try:
+            job = slurm.cancel(self.name)
+        except ClusterError as e:
+            raise remotelib.OperationError(str(e)) from e
+        if job is None:
+            cli.out(f"{self.name}: not running")
+        elif job.ended:
+            cli.out(f"{self.name}: {job.describe()}; its state is cleared")
+        else:
+            cli.out(f"{self.name}: SLURM job {job.job_id} cancelled")
 
     def _cluster(self):
         from gpkg_ray.remote.config import cluster_config

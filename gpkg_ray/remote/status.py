@@ -50,6 +50,8 @@ class NodeStatus:
 def cluster_nodes(cluster: ClusterConfig) -> list[NodeStatus]:
     """The cluster's nodes, dead ones included; raises ClusterDown or
     ClusterError with a one-line message."""
+    if cluster.slurm is not None:
+        check_job_running(cluster)
     token = cluster.auth_token()  # a config error comes before any connection
     check_reachable(cluster)
     env = {
@@ -96,6 +98,25 @@ def _reply(done: subprocess.CompletedProcess) -> dict:
     except (IndexError, ValueError):
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"probe exited {done.returncode}: {tail}"}
+
+
+def check_job_running(cluster: ClusterConfig) -> None:
+    """Raises ClusterDown unless the SLURM job of a slurm remote runs: how it
+    ended (TIMEOUT: its time limit), or that it is queued or not started."""
+    from gpkg_ray.remote import slurm
+
+    job = slurm.current_job(cluster.name)
+    if job is None:
+        raise ClusterDown(
+            f"no SLURM job: start one with `guild remote start {cluster.name}`"
+        )
+    if job.ended:
+        raise ClusterDown(
+            f"{job.describe()}: start a new allocation with "
+            f"`guild remote start {cluster.name}`"
+        )
+    if job.state != "RUNNING":
+        raise ClusterDown(f"{job.describe()}: Ray is not up yet")
 
 
 def check_reachable(cluster: ClusterConfig) -> None:
