@@ -457,7 +457,9 @@ def test_a_trials_end_is_told_with_its_objectives_and_violations():
     searcher = _search("nsga2", plan)
     for trial_id in ("a", "b"):
         searcher.suggest(trial_id)
-    ended = TrialResult(objective=0.9, objectives=[0.9, 3.0], violations=[5.0])
+    ended = TrialResult(
+        objective=0.9, objectives=[0.9, 3.0], violations=[5.0], done=True
+    )
     stopped = TrialResult(objective=0.8)  # stopped early: one value of two
 
     searcher.on_trial_complete("a", ended.to_ray())
