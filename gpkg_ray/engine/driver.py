@@ -45,6 +45,11 @@ def run_tune(
         try:
             with ray_session(prepared, log_file, listener) as cluster_runs:
                 handle_again()  # ray.init set a SIGTERM handler of its own
+                if stop.signal is not None:
+                    # A stop while Ray started whose KeyboardInterrupt was
+                    # raised where Python only prints it ("Exception
+                    # ignored in ..."): it still ends the tune here.
+                    raise KeyboardInterrupt
                 with watching_job(prepared.checked.cluster, stop):
                     return _search(prepared, listener, stop, cluster_runs)
         except SystemExit as e:
