@@ -35,7 +35,11 @@ def run_tune(
 ) -> list[TrialOutcome]:
     """Runs what is left of the search of `prepared`; returns the outcome of
     every trial this attempt ran, by trial number."""
-    from gpkg_ray.engine.interrupts import handling_stops, watching_job
+    from gpkg_ray.engine.interrupts import (
+        handling_stops,
+        raise_if_stopped,
+        watching_job,
+    )
 
     # Stop signals are handled before Ray starts and the steps' source is
     # staged: a stop then ends the start, and its temp dirs and processes go.
@@ -45,11 +49,7 @@ def run_tune(
         try:
             with ray_session(prepared, log_file, listener) as cluster_runs:
                 handle_again()  # ray.init set a SIGTERM handler of its own
-                if stop.signal is not None:
-                    # A stop while Ray started whose KeyboardInterrupt was
-                    # raised where Python only prints it ("Exception
-                    # ignored in ..."): it still ends the tune here.
-                    raise KeyboardInterrupt
+                raise_if_stopped(stop)  # a stop while Ray started
                 with watching_job(prepared.checked.cluster, stop):
                     return _search(prepared, listener, stop, cluster_runs)
         except SystemExit as e:

@@ -51,13 +51,23 @@ class StopRequest:
         return None
 
 
+def raise_if_stopped(request: StopRequest) -> None:
+    """Ends the tune by KeyboardInterrupt if a stop signal came before Tune
+    ran (handling_stops records it there)."""
+    if request.signal is not None:
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def handling_stops(request: StopRequest) -> Iterator[Callable[[], None]]:
     """Handles SIGINT and SIGTERM into `request` (main thread only), from
-    before Ray starts: a stop then (Tune not running yet) raises
-    KeyboardInterrupt, so that what the start made is cleaned up on the way
-    out, instead of the default action killing the tuner with its temp dirs
-    left behind.
+    before Ray starts, instead of the default action killing the tuner with
+    its temp dirs left behind. A first stop before Tune runs is recorded, and
+    the driver ends the tune at its next check (once Ray is up, before Tune
+    starts: `raise_if_stopped`), so what the start made is cleaned up on the
+    way out. Raising KeyboardInterrupt in the handler then was lost where it
+    landed in code Python runs for itself while Ray started ("Exception
+    ignored in ..."), and the tune ran on. A second stop raises at once.
 
     Yields a function that installs the handlers again: `ray.init` sets
     SIGTERM handlers of its own (they exit by SystemExit, which cleans up
@@ -70,8 +80,6 @@ def handling_stops(request: StopRequest) -> Iterator[Callable[[], None]]:
         request.signal = signal.Signals(signum)
         if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's: it is running
             signal.raise_signal(signal.SIGUSR1)
-        else:
-            raise KeyboardInterrupt
 
     def install() -> None:
         for sig in HANDLED:

@@ -18,7 +18,7 @@ from ray.tune.stopper import Stopper
 from gpkg_ray.engine.cluster_ray import ClusterRuns
 from gpkg_ray.engine.events import TrialEvents
 from gpkg_ray.engine.fail_fast import FailFast
-from gpkg_ray.engine.interrupts import StopRequest
+from gpkg_ray.engine.interrupts import StopRequest, raise_if_stopped
 from gpkg_ray.engine.schedulers import build_scheduler
 from gpkg_ray.engine.searchers import Search
 from gpkg_ray.environ import patched_environ
@@ -407,6 +407,7 @@ def run_search(
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
         ),
     )
+    raise_if_stopped(stop)  # a stop while the search was built
     started = time.monotonic()
     try:
         with patched_environ(_TUNE_DRIVER_ENV):
