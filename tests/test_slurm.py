@@ -190,7 +190,7 @@ def test_a_job_near_its_time_limit_stops_the_tune_on_it_and_status_says_so(
     # SLURM ends a job within 30 s after its limit (slurmctld's check period).
     deadline = time.monotonic() + 120
     status = project.guild("remote", "status", "short")
-    while status.returncode == 0 and time.monotonic() < deadline:
+    while "TIMEOUT" not in status.stderr and time.monotonic() < deadline:
         time.sleep(3)
         status = project.guild("remote", "status", "short")
 

@@ -52,6 +52,17 @@ def cluster_nodes(cluster: ClusterConfig) -> list[NodeStatus]:
     ClusterError with a one-line message."""
     if cluster.slurm is not None:
         check_job_running(cluster)
+        try:
+            return _cluster_nodes(cluster)
+        except ClusterDown:
+            # The job may have ended while Ray was asked (its time limit):
+            # say that rather than a GCS that does not answer.
+            check_job_running(cluster)
+            raise
+    return _cluster_nodes(cluster)
+
+
+def _cluster_nodes(cluster: ClusterConfig) -> list[NodeStatus]:
     token = cluster.auth_token()  # a config error comes before any connection
     check_reachable(cluster)
     env = {
