@@ -22,7 +22,7 @@ from gpkg_ray.results import live_report
 from gpkg_ray.results.importance import MIN_TRIALS, importance, importance_line
 from gpkg_ray.results.live_report import LiveReport
 from gpkg_ray.results.report import TuneRun, write_report
-from gpkg_ray.results.summary import best_commands, closing_lines
+from gpkg_ray.results.summary import best_commands, closing_lines, shell_lines
 from gpkg_ray.results.trials import write_trials
 from gpkg_ray.trial.outcome import TrialOutcome
 from gpkg_ray.tuning_spec import (
@@ -174,9 +174,13 @@ def test_summary_ends_with_importance_and_the_best_trials_commands():
     )
 
     assert lines[0].startswith("Importance (PED-ANOVA, 12 trials): lr ")
-    assert lines[-3] == f"Best trial {best.number} again:"
-    assert lines[-2].startswith("  guild run train lr=")
-    assert lines[-1] == "  guild run evaluate operation:train=$(guild select -o train)"
+    again = lines.index(f"Best trial {best.number} again:")
+    train, evaluate = best_commands(best, PLAN)
+    assert all(len(line) <= 80 for line in lines)
+    # The train command is longer than a line: it goes on after backslashes.
+    assert lines[again + 1 : -1] == shell_lines(train.split(" "), 80)
+    assert lines[-1] == f"  {evaluate}"
+    assert evaluate == "guild run evaluate operation:train=$(guild select -o train)"
     assert best_commands(None, PLAN) == []
 
 
@@ -313,3 +317,15 @@ def test_report_every_must_be_a_number_of_zero_or_more():
     assert str(e.value) == (
         "report-every=-1 must be a finite number of 0 or more (0 = only at the end)"
     )
+
+
+def test_a_long_command_goes_on_with_backslashes_within_the_width():
+    tokens = ["guild", "run", "train", *(f"flag{i}=0.000123456789" for i in range(8))]
+
+    lines = shell_lines(tokens, 80)
+
+    assert len(lines) == 3
+    assert all(len(line) <= 80 for line in lines)
+    assert all(line.endswith(" \\") for line in lines[:-1])
+    assert " ".join(line.rstrip("\\").strip() for line in lines) == " ".join(tokens)
+    assert shell_lines(["guild", "run", "evaluate"], 80) == ["  guild run evaluate"]

@@ -122,10 +122,19 @@ def test_the_summary_ends_with_importance_and_commands_that_rerun_the_best(
     assert importance.startswith(f"Importance (PED-ANOVA, {TRIALS} trials): ")
     start = next(i for i, line in enumerate(output) if line.startswith("Best trial"))
     best_number = int(output[start].split()[2])
-    train_line, evaluate_line = output[start + 1 : start + 3]
-    assert output[start + 3].startswith("Report: ")
-    assert train_line.startswith("  guild run train lr=")
-    assert evaluate_line == (
+    end = next(i for i in range(start, len(output)) if output[i].startswith("Report"))
+    lines = output[start + 1 : end]
+    assert all(len(line) <= 80 for line in lines)
+    # A command longer than the summary's width goes on after a backslash.
+    commands, command = [], []
+    for line in lines:
+        command.append(line)
+        if not line.endswith("\\"):
+            commands.append("\n".join(command))
+            command = []
+    train_command, evaluate_command = commands
+    assert train_command.startswith("  guild run train lr=")
+    assert evaluate_command == (
         "  guild run evaluate operation:train=$(guild select -o train)"
     )
     best = next(t for t in project.trials() if t["trial"] == best_number)
@@ -133,10 +142,9 @@ def test_the_summary_ends_with_importance_and_commands_that_rerun_the_best(
 
     # The lines as a user pastes them in a shell (with -y: no prompt).
     env = {**project.env, "PATH": f"{os.path.dirname(GUILD)}:{os.environ['PATH']}"}
-    for line in (train_line, evaluate_line):
-        command = line.strip().replace("guild run ", "guild run -y ", 1)
+    for pasted in commands:
         done = subprocess.run(
-            ["bash", "-c", command],
+            ["bash", "-c", pasted.replace("guild run ", "guild run -y ", 1)],
             cwd=project.path,
             env=env,
             capture_output=True,

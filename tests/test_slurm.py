@@ -216,3 +216,29 @@ def test_a_job_near_its_time_limit_stops_the_tune_on_it_and_status_says_so(
         "start short`)"
     ]
     assert not Path(f"/tmp/gpkg-ray-slurm-{job}").exists()
+
+
+def test_the_stopped_tune_resumes_with_restart_on_a_new_allocation(slurm_cluster):
+    """After the time limit (the test before): a new allocation of the same
+    remote, here with a longer limit, and `guild run --restart` runs what the
+    stopped attempt left."""
+    project, _slurm, _started = slurm_cluster
+    tune_run = max(project.runs_of("tune"), key=lambda r: r.get("started"))
+    left = [t for t in project.trials(tune_run) if t["status"] != "completed"]
+    assert left, "the test before left trials to run"
+    config_path = project.path / "guild-config.yml"
+    config = yaml.safe_load(config_path.read_text())
+    config["remotes"]["short"]["slurm"]["time"] = "10:00"
+    config_path.write_text(yaml.safe_dump(config))
+    started = project.guild("remote", "start", "-y", "short", timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    (project.path.parent / "never").touch()  # its trains no longer hold
+    try:
+        restarted = project.watch_restart(tune_run.id)
+    finally:
+        os.remove(project.path.parent / "never")
+
+    assert restarted.returncode == 0, restarted.output
+    trials = project.trials(project.run(tune_run.id))
+    assert [t["status"] for t in trials] == ["completed", "completed"], trials
+    assert all(project.run(t["runs"]["train"]).get("ray_node") for t in trials)

@@ -137,13 +137,19 @@ def _cell(row: list[str], i: int, widths: list[int]) -> str:
 
 def best_commands(best: TrialOutcome | None, plan: TrialPlan) -> list[str]:
     """The `guild run` lines that run the best trial's steps again with its
+    values, one per step (see best_command_tokens)."""
+    return [" ".join(tokens) for tokens in best_command_tokens(best, plan)]
+
+
+def best_command_tokens(best: TrialOutcome | None, plan: TrialPlan) -> list[list[str]]:
+    """The `guild run` commands that run the best trial's steps again with its
     values, one per step, each token quoted for the shell. A step that takes
     an earlier step's run (`operation:train`) is given the latest run of that
-    op, the one the line before made (`$(guild select -o train)`): Guild's
+    op, the one the command before made (`$(guild select -o train)`): Guild's
     own choice would be a marked run first."""
     if best is None:
         return []
-    lines = []
+    commands = []
     for step in plan.steps:
         flags = plan.step_flags(step.name, best.values)
         # Dependency flags (a run from outside the trial) are no op flags.
@@ -163,8 +169,22 @@ def best_commands(best: TrialOutcome | None, plan: TrialPlan) -> list[str]:
             tokens.append(
                 f"{shlex.quote(flag)}=$(guild select -o {shlex.quote(opspec)})"
             )
-        lines.append(" ".join(tokens))
-    return lines
+        commands.append(tokens)
+    return commands
+
+
+def shell_lines(tokens: list[str], width: int, indent: str = "  ") -> list[str]:
+    """A command as lines of at most `width` columns where its tokens allow,
+    continued with a backslash, so that it pastes into a shell as one."""
+    lines: list[str] = []
+    line = indent + tokens[0]
+    for token in tokens[1:]:
+        if len(line) + 1 + len(token) + 2 > width:  # 2: room for " \\"
+            lines.append(line + " \\")
+            line = indent + "  " + token
+        else:
+            line += " " + token
+    return [*lines, line]
 
 
 def closing_lines(
@@ -178,8 +198,9 @@ def closing_lines(
             importance_line(importance), WIDTH, subsequent_indent="  "
         )
     best = best_trial(outcomes, plan.objective)
-    commands = best_commands(best, plan)
+    commands = best_command_tokens(best, plan)
     if commands:
         lines.append(f"Best trial {best.number} again:")
-        lines += [f"  {command}" for command in commands]
+        for tokens in commands:
+            lines += shell_lines(tokens, WIDTH)
     return lines
