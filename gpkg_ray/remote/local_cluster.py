@@ -42,6 +42,7 @@ import psutil
 
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.processes import find_processes, process_tree, stop_processes
+from gpkg_ray.remote.keys import check_mapping
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
@@ -63,16 +64,7 @@ LOCAL_KEYS = ("workers", "cpus", "gpus", "head-cpus")
 
 def local_spec(name: str, raw) -> LocalSpec:
     """The `local` key of remote `name`; raises ClusterError when it is bad."""
-    if not isinstance(raw, dict):
-        raise ClusterError(
-            f"remote '{name}': local must be a mapping of {', '.join(LOCAL_KEYS)}"
-        )
-    unknown = sorted(set(raw) - set(LOCAL_KEYS))
-    if unknown:
-        raise ClusterError(
-            f"remote '{name}': unknown key 'local: {unknown[0]}' (local takes "
-            f"{', '.join(LOCAL_KEYS)})"
-        )
+    check_mapping(name, "local", raw, LOCAL_KEYS)
     values = {key.replace("-", "_"): raw[key] for key in raw}
     for key, value in values.items():
         minimum = 1 if key == "workers" else 0

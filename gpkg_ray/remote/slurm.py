@@ -59,6 +59,7 @@ import psutil
 from gpkg_ray.errors import ClusterError
 from gpkg_ray.files import replaced
 from gpkg_ray.processes import find_processes, handles, process_tree, stop_processes
+from gpkg_ray.remote.keys import check_mapping
 
 SLURM_KEYS = (
     "partition",
@@ -111,16 +112,7 @@ class SlurmSpec:
 
 def slurm_spec(name: str, raw: Any) -> SlurmSpec:
     """The `slurm` key of remote `name`; raises ClusterError when it is bad."""
-    if not isinstance(raw, Mapping):
-        raise ClusterError(
-            f"remote '{name}': slurm must be a mapping of {', '.join(SLURM_KEYS)}"
-        )
-    unknown = sorted(set(raw) - set(SLURM_KEYS))
-    if unknown:
-        raise ClusterError(
-            f"remote '{name}': unknown key 'slurm: {unknown[0]}' (slurm takes "
-            f"{', '.join(SLURM_KEYS)})"
-        )
+    check_mapping(name, "slurm", raw, SLURM_KEYS)
     values: dict[str, Any] = {}
     for key, minimum in (
         ("nodes", 1),
