@@ -15,6 +15,7 @@ trainables poll in short slices (ray_tune.HEARTBEAT_SECONDS).
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,6 +81,12 @@ def handling_stops(request: StopRequest) -> Iterator[Callable[[], None]]:
         request.signal = signal.Signals(signum)
         if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's: it is running
             signal.raise_signal(signal.SIGUSR1)
+        else:
+            print(
+                "gpkg.ray: stopping (stop again to end at once)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def install() -> None:
         for sig in HANDLED:
