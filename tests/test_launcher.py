@@ -159,7 +159,9 @@ def test_what_a_forked_step_daemonizes_is_counted_and_stopped(
     launcher = ForkLauncher(str(project.path), project.env)
     try:
         step = _step(workspace, launcher, mode="daemon", epochs=100, sleep=0.2)
-        wait_for(lambda: step.op_process() is not None and daemon_pids(project))
+        # Until the daemon has exec'd daemon.py (its pid is recorded before:
+        # on a loaded machine /proc showed the forked parent's command line).
+        wait_for(lambda: step.op_process() is not None and daemons_running(project))
         (daemon,) = daemons_running(project)
         # Below the launcher (a subreaper), not init: counted with the op.
         assert daemon.ppid() == launcher._proc.pid
