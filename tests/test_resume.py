@@ -20,9 +20,9 @@ from gpkg_ray.processes import process_tree
 
 pytestmark = pytest.mark.e2e  # real `guild` runs and Ray
 
-# Three: two at once, then one more, so a kill can come before any trial
-# ended, with one ended and one running, or during the last alone.
-MAX_TRIALS = 3
+# Four, two at once: with three, the mid-search kill point (a trial ended,
+# one still to start) was missed under load, the third starting at once.
+MAX_TRIALS = 4
 FLAGS = (f"max-trials={MAX_TRIALS}", "max-concurrent=2", "search=random", "seed=5")
 SPACE = """
     lr: loguniform[1e-3:1e-1]
